@@ -1,0 +1,190 @@
+//! Wiring: [`App::build`] turns a [`Config`] into running parts with their
+//! listeners bound (port 0 works, so tests run side by side), and
+//! [`App::run`] serves until the shutdown future completes.
+//!
+//! Everything non-deterministic comes in through [`AppDeps`]: the clock now,
+//! the DNS resolver and outbound transport as they arrive.
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::delivery::maildir::Maildirs;
+use crate::delivery::router::Router;
+use crate::delivery::{Delivery, RetryPolicy};
+use crate::mainlog::MainLog;
+use crate::smtp::server::{self, ConnectionLimits};
+use crate::smtp::session::SmtpContext;
+use crate::store::Store;
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The seams tests replace.
+#[derive(Clone)]
+pub struct AppDeps {
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for AppDeps {
+    fn default() -> Self {
+        AppDeps {
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A built server, listeners bound, not yet serving.
+pub struct App {
+    config: Config,
+    store: Store,
+    delivery: Arc<Delivery>,
+    smtp: Arc<SmtpContext>,
+    smtp_listeners: Vec<TcpListener>,
+    smtp_addrs: Vec<SocketAddr>,
+}
+
+/// Opens the store and log named by `config`; shared with the admin CLI.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let url = config.database_url();
+    Store::open(&url, config.database.max_connections)
+        .await
+        .with_context(|| format!("cannot open database {}", redact(&url)))
+}
+
+/// Hides a password in a database URL for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub fn open_log(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<MainLog> {
+    let (main, reject) = (config.main_log_path(), config.reject_log_path());
+    MainLog::open(&main, &reject, clock)
+        .with_context(|| format!("cannot open log file {}", main.display()))
+}
+
+impl App {
+    pub async fn build(config: Config, deps: AppDeps) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        let store = open_store(&config).await?;
+        let log = open_log(&config, deps.clock.clone())?;
+        let maildirs = Arc::new(Maildirs::new(config.maildir_root(), &config.hostname));
+        let delivery = Arc::new(Delivery::new(
+            maildirs,
+            store.clone(),
+            log.clone(),
+            deps.clock.clone(),
+            RetryPolicy::from(&config.delivery),
+        ));
+        let smtp = Arc::new(SmtpContext {
+            config: config.smtp.clone(),
+            hostname: config.hostname.clone(),
+            router: Router::new(store.clone(), &config.smtp.recipient_delimiter),
+            delivery: delivery.clone(),
+            log,
+            clock: deps.clock.clone(),
+        });
+        let mut smtp_listeners = Vec::new();
+        let mut smtp_addrs = Vec::new();
+        for addr in &config.smtp.listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for SMTP on {addr}"))?;
+            smtp_addrs.push(l.local_addr()?);
+            smtp_listeners.push(l);
+        }
+        Ok(App {
+            config,
+            store,
+            delivery,
+            smtp,
+            smtp_listeners,
+            smtp_addrs,
+        })
+    }
+
+    /// The SMTP addresses actually bound (with real ports for port 0).
+    pub fn smtp_addrs(&self) -> &[SocketAddr] {
+        &self.smtp_addrs
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn delivery(&self) -> Arc<Delivery> {
+        self.delivery.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, answers new
+    /// commands with 421, lets messages in transfer finish, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let limits = ConnectionLimits::new(
+            self.config.smtp.max_connections,
+            self.config.smtp.max_connections_per_ip,
+        );
+        let mut tasks = Vec::new();
+        for listener in self.smtp_listeners {
+            tracing::info!(addr = %listener.local_addr()?, "SMTP listening");
+            tasks.push(tokio::spawn(server::serve(
+                listener,
+                self.smtp.clone(),
+                limits.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        let worker = tokio::spawn(
+            self.delivery
+                .clone()
+                .run_queue(self.config.delivery.queue_run_interval.0, stop_rx.clone()),
+        );
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        // Sessions in DATA may take up to one data timeout per block; give
+        // them that, then leave.
+        let grace = self.config.smtp.data_timeout.0 + Duration::from_secs(5);
+        if tokio::time::timeout(grace, limits.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sessions still running after the grace period; exiting anyway");
+        }
+        let _ = worker.await;
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_database_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            super::redact("sqlite://./data/x.db"),
+            "sqlite://./data/x.db"
+        );
+    }
+}

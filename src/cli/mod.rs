@@ -1,0 +1,110 @@
+//! The `boxtrap` command line: `serve`, `check-config`, `migrate`, and the
+//! admin commands that act on the same database as a running server.
+
+mod admin;
+
+use crate::app::{App, AppDeps};
+use crate::config::Config;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// boxtrap: a mail server with challenge-response quarantine.
+#[derive(Debug, Parser)]
+#[command(name = "boxtrap", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML); without one, the embedded defaults apply.
+    /// BOXTRAP_* environment variables override both.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "BOXTRAP_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the SMTP receiver and delivery workers until SIGINT or SIGTERM.
+    Serve,
+    /// Check a configuration file without starting anything, and print the
+    /// effective settings.
+    CheckConfig {
+        /// The file to check (default: --config).
+        file: Option<PathBuf>,
+    },
+    /// Create or update the database schema (serve does this on start too).
+    Migrate,
+    /// Local domains: mail for these is delivered here.
+    #[command(subcommand)]
+    Domain(admin::DomainCmd),
+    /// Mailboxes: one Maildir and one owner each.
+    #[command(subcommand)]
+    Mailbox(admin::MailboxCmd),
+    /// Aliases: extra addresses delivering into local mailboxes.
+    #[command(subcommand)]
+    Alias(admin::AliasCmd),
+    /// Deliveries waiting for a retry (`exim -bp` for the delivery queue).
+    #[command(subcommand)]
+    Queue(admin::QueueCmd),
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(Config::load(path, std::env::vars())?)
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Serve => {
+            let config = load_config(cli.config.as_deref())?;
+            let app = App::build(config, AppDeps::default()).await?;
+            app.run(shutdown_signal()).await
+        }
+        Cmd::CheckConfig { file } => {
+            let path = file.or(cli.config);
+            let config = load_config(path.as_deref())?;
+            let shown = match &path {
+                Some(p) => p.display().to_string(),
+                None => "(embedded defaults)".into(),
+            };
+            println!("# {shown}: configuration OK; effective settings:");
+            print!(
+                "{}",
+                toml::to_string(&config).context("cannot print the configuration")?
+            );
+            Ok(())
+        }
+        Cmd::Migrate => {
+            let config = load_config(cli.config.as_deref())?;
+            crate::app::open_store(&config).await?;
+            println!("database schema is up to date");
+            Ok(())
+        }
+        Cmd::Domain(c) => admin::domain(load_config(cli.config.as_deref())?, c).await,
+        Cmd::Mailbox(c) => admin::mailbox(load_config(cli.config.as_deref())?, c).await,
+        Cmd::Alias(c) => admin::alias(load_config(cli.config.as_deref())?, c).await,
+        Cmd::Queue(c) => admin::queue(load_config(cli.config.as_deref())?, c).await,
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

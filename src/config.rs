@@ -1,0 +1,611 @@
+//! Configuration: the TOML file, `BOXTRAP_*` environment overrides and the
+//! embedded defaults that make `boxtrap serve` work with no file at all.
+//!
+//! Every key is documented here and in `config.example.toml`; a test checks
+//! the two never drift apart. Unknown keys are refused, naming the key, so a
+//! typo never silently falls back to a default.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration, after defaults, file and environment are merged.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the SQLite database, Maildirs and logs live unless their own
+    /// keys say otherwise. Relative paths are relative to the working directory.
+    pub data_dir: PathBuf,
+    /// The name this server gives in its greeting, EHLO reply and
+    /// `Received:` headers. Defaults to the machine's host name.
+    pub hostname: String,
+    pub smtp: SmtpConfig,
+    pub web: WebConfig,
+    pub database: DatabaseConfig,
+    pub delivery: DeliveryConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Addresses the SMTP receiver listens on.
+    pub listen: Vec<SocketAddr>,
+    /// Largest message accepted, in bytes (a number, or "25M", "512K").
+    /// Advertised with the SIZE extension and enforced on the data itself.
+    pub max_message_size: ByteSize,
+    /// Recipients accepted per transaction; further RCPTs get 452 4.5.3.
+    pub max_recipients: usize,
+    /// Longest command line accepted, including CRLF (RFC 5321 §4.5.3.1.4
+    /// sets 512 as the minimum a server must accept).
+    pub max_line_length: usize,
+    /// Unknown, malformed or out-of-sequence commands tolerated per session
+    /// before the client is disconnected with 421.
+    pub max_errors: u32,
+    /// Concurrent SMTP sessions in total.
+    pub max_connections: usize,
+    /// Concurrent SMTP sessions from one client IP address.
+    pub max_connections_per_ip: usize,
+    /// How long to wait for the next command (RFC 5321 §4.5.3.2.7: at least 5 minutes).
+    pub command_timeout: HumanDuration,
+    /// How long to wait for each block of message data (RFC 5321 §4.5.3.2.5: 3 minutes).
+    pub data_timeout: HumanDuration,
+    /// Subaddress separator: mail to `alice+tag@` reaches `alice@`. Empty turns it off.
+    pub recipient_delimiter: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address of the web interface (verification pages, owner UI, metrics).
+    pub listen: SocketAddr,
+    /// Public URL prefix used in links in challenge mails; defaults to
+    /// `http://` plus the listen address.
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`. Empty means a
+    /// SQLite database at `<data_dir>/boxtrap.db`.
+    pub url: String,
+    /// Connections kept in the pool.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Root of the Maildirs: mailbox `alice@example.test` is delivered to
+    /// `<maildir_root>/example.test/alice/`. Empty means `<data_dir>/mail`.
+    pub maildir_root: PathBuf,
+    /// First wait before retrying a delivery that failed temporarily; each
+    /// further attempt waits twice as long, up to `retry_max_interval`.
+    pub retry_interval: HumanDuration,
+    /// Longest wait between two retries.
+    pub retry_max_interval: HumanDuration,
+    /// How long a deferred delivery is retried before it fails for good.
+    pub retry_for: HumanDuration,
+    /// How often the retry worker looks for deliveries that are due.
+    pub queue_run_interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Exim-style main log (one line per arrival, delivery, deferral,
+    /// failure). Empty means `<data_dir>/log/mainlog`.
+    pub main_log: PathBuf,
+    /// Refused transactions. Empty means `<data_dir>/log/rejectlog`.
+    pub reject_log: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            hostname: default_hostname(),
+            smtp: SmtpConfig::default(),
+            web: WebConfig::default(),
+            database: DatabaseConfig::default(),
+            delivery: DeliveryConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            max_message_size: ByteSize(25 * 1024 * 1024),
+            max_recipients: 100,
+            max_line_length: 2048,
+            max_errors: 10,
+            max_connections: 500,
+            max_connections_per_ip: 50,
+            command_timeout: HumanDuration(Duration::from_secs(300)),
+            data_timeout: HumanDuration(Duration::from_secs(180)),
+            recipient_delimiter: "+".into(),
+        }
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            base_url: String::new(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: String::new(),
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            maildir_root: PathBuf::new(),
+            retry_interval: HumanDuration(Duration::from_secs(60)),
+            retry_max_interval: HumanDuration(Duration::from_secs(3600)),
+            retry_for: HumanDuration(Duration::from_secs(5 * 24 * 3600)),
+            queue_run_interval: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            main_log: PathBuf::new(),
+            reject_log: PathBuf::new(),
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    let name = gethostname::gethostname().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Environment variables with the `BOXTRAP_` prefix that are not config keys.
+const RESERVED_ENV: &[&str] = &["BOXTRAP_CONFIG", "BOXTRAP_LOG"];
+
+impl Config {
+    /// Loads the defaults, then `path` (if any), then `BOXTRAP_*` variables
+    /// from `env`, and checks the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut env: Vec<_> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("BOXTRAP_") && !RESERVED_ENV.contains(&k.as_str()))
+            .collect();
+        env.sort();
+        for (var, value) in env {
+            apply_env(&mut table, &var, &value)?;
+        }
+        let source = path
+            .map(Path::to_owned)
+            .unwrap_or_else(|| "(defaults)".into());
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: source,
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
+            return bad(format!("hostname: {:?} is not a host name", self.hostname));
+        }
+        if self.smtp.listen.is_empty() {
+            return bad("smtp.listen: at least one address is needed".into());
+        }
+        if self.smtp.max_line_length < 512 {
+            return bad("smtp.max_line_length: RFC 5321 requires at least 512".into());
+        }
+        if self.smtp.max_recipients == 0 {
+            return bad("smtp.max_recipients: must be at least 1".into());
+        }
+        if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
+            return bad(
+                "smtp.max_connections and max_connections_per_ip must be at least 1".into(),
+            );
+        }
+        if self.smtp.max_message_size.0 < 1024 {
+            return bad("smtp.max_message_size: must be at least 1K".into());
+        }
+        if self.smtp.recipient_delimiter.chars().count() > 1 {
+            return bad("smtp.recipient_delimiter: must be one character or empty".into());
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections: must be at least 1".into());
+        }
+        let url = &self.database.url;
+        if !(url.is_empty()
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return bad(format!(
+                "database.url: {url:?} must start with sqlite: or postgres://"
+            ));
+        }
+        if !self.web.base_url.is_empty()
+            && !(self.web.base_url.starts_with("http://")
+                || self.web.base_url.starts_with("https://"))
+        {
+            return bad(format!(
+                "web.base_url: {:?} must start with http:// or https://",
+                self.web.base_url
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL with the SQLite default filled in.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("boxtrap.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn maildir_root(&self) -> PathBuf {
+        or_default(&self.delivery.maildir_root, || self.data_dir.join("mail"))
+    }
+
+    pub fn main_log_path(&self) -> PathBuf {
+        or_default(&self.log.main_log, || self.data_dir.join("log/mainlog"))
+    }
+
+    pub fn reject_log_path(&self) -> PathBuf {
+        or_default(&self.log.reject_log, || self.data_dir.join("log/rejectlog"))
+    }
+
+    pub fn base_url(&self) -> String {
+        if self.web.base_url.is_empty() {
+            format!("http://{}", self.web.listen)
+        } else {
+            self.web.base_url.trim_end_matches('/').to_owned()
+        }
+    }
+}
+
+fn or_default(path: &Path, default: impl FnOnce() -> PathBuf) -> PathBuf {
+    if path.as_os_str().is_empty() {
+        default()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Sections whose keys can be set as `BOXTRAP_<SECTION>_<KEY>`.
+const SECTIONS: &[&str] = &["smtp", "web", "database", "delivery", "log"];
+
+/// `BOXTRAP_SMTP_MAX_RECIPIENTS=20` sets `smtp.max_recipients`;
+/// `BOXTRAP_DATA_DIR=/srv/mail` sets `data_dir`. A value that parses as a
+/// TOML value (number, boolean, array) is taken as one; `listen` also takes
+/// a comma-separated list; anything else is a string.
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let key = var["BOXTRAP_".len()..].to_ascii_lowercase();
+    let (section, field) = match key.split_once('_') {
+        Some((s, f)) if SECTIONS.contains(&s) => (Some(s), f.to_owned()),
+        _ => (None, key.clone()),
+    };
+    let parsed = parse_env_value(section, &field, value);
+    let target = match section {
+        None => table,
+        Some(s) => {
+            let entry = table
+                .entry(s.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+                var: var.to_owned(),
+                message: format!("[{s}] in the config file is not a table"),
+            })?
+        }
+    };
+    target.insert(field, parsed);
+    Ok(())
+}
+
+fn parse_env_value(section: Option<&str>, field: &str, value: &str) -> toml::Value {
+    if section == Some("smtp") && field == "listen" && !value.trim_start().starts_with('[') {
+        return toml::Value::Array(
+            value
+                .split(',')
+                .map(|s| toml::Value::String(s.trim().to_owned()))
+                .collect(),
+        );
+    }
+    let doc = format!("v = {value}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.into())),
+        Err(_) => toml::Value::String(value.to_owned()),
+    }
+}
+
+/// A byte count written as a number or with a K/M/G suffix (powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let t = s.trim();
+        let t = t
+            .strip_suffix("iB")
+            .or_else(|| t.strip_suffix('B'))
+            .unwrap_or(t);
+        let (digits, mult) = match t.char_indices().last() {
+            Some((i, 'K' | 'k')) => (&t[..i], 1024),
+            Some((i, 'M' | 'm')) => (&t[..i], 1024 * 1024),
+            Some((i, 'G' | 'g')) => (&t[..i], 1024 * 1024 * 1024),
+            _ => (t, 1),
+        };
+        let n: u64 = digits.trim().parse().map_err(|_| {
+            format!("{s:?} is not a size (use a number of bytes, or e.g. 512K, 25M)")
+        })?;
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, m) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
+            if n >= m && n % m == 0 {
+                return write!(f, "{}{unit}", n / m);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// A duration written as "300ms", "30s", "5m", "2h", "5d", or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn parse(s: &str) -> Result<HumanDuration, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (use e.g. 300ms, 30s, 5m, 2h, 5d)"))?;
+        let d = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "" | "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            "d" => Duration::from_secs(n * 86400),
+            _ => {
+                return Err(format!("{s:?} has an unknown unit (use ms, s, m, h or d)"));
+            }
+        };
+        Ok(HumanDuration(d))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis() as u64;
+        if ms % 1000 != 0 {
+            return write!(f, "{ms}ms");
+        }
+        let s = ms / 1000;
+        for (unit, m) in [("d", 86400), ("h", 3600), ("m", 60)] {
+            if s >= m && s % m == 0 {
+                return write!(f, "{}{unit}", s / m);
+            }
+        }
+        write!(f, "{s}s")
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(HumanDuration(Duration::from_secs(n))),
+            Raw::S(s) => HumanDuration::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_work_without_a_file() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert_eq!(c.web.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.database_url(), "sqlite://./data/boxtrap.db");
+        assert_eq!(c.maildir_root(), PathBuf::from("./data/mail"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = load_str("[smtp]\nmax_recipent = 5\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_recipent"), "{e}");
+        let e = load_str("colour = 1\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load_str(
+            "hostname = \"mx.example.test\"\n[smtp]\nmax_recipients = 5\n",
+            &[
+                ("BOXTRAP_SMTP_MAX_RECIPIENTS", "7"),
+                ("BOXTRAP_SMTP_LISTEN", "127.0.0.1:25,[::1]:25"),
+                ("BOXTRAP_DATA_DIR", "/srv/boxtrap"),
+                ("BOXTRAP_CONFIG", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.smtp.max_recipients, 7);
+        assert_eq!(c.smtp.listen.len(), 2);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/boxtrap"));
+        assert_eq!(c.hostname, "mx.example.test");
+    }
+
+    #[test]
+    fn unknown_environment_keys_are_refused_by_name() {
+        let e = load_str("", &[("BOXTRAP_SMTP_MAX_RECIPENTS", "7")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_recipents"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        let c = load_str(
+            "[smtp]\nmax_message_size = \"10M\"\ncommand_timeout = \"2m\"\ndata_timeout = 45\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.smtp.max_message_size, ByteSize(10 << 20));
+        assert_eq!(c.smtp.command_timeout.0, Duration::from_secs(120));
+        assert_eq!(c.smtp.data_timeout.0, Duration::from_secs(45));
+        assert_eq!(ByteSize::parse("512K").unwrap(), ByteSize(512 << 10));
+        assert_eq!(ByteSize::parse("1MiB").unwrap(), ByteSize(1 << 20));
+        assert_eq!(
+            HumanDuration::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert!(ByteSize::parse("lots").is_err());
+        assert!(HumanDuration::parse("5 fortnights").is_err());
+        let e = load_str("[smtp]\ncommand_timeout = \"5x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let e = load_str("[smtp]\nmax_line_length = 100\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smtp.max_line_length"), "{e}");
+        let e = load_str("[database]\nurl = \"mysql://x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.url"), "{e}");
+        let e = load_str("[smtp]\nlisten = [\"nowhere\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn units_round_trip_through_display() {
+        for s in ["25M", "512K", "1G", "1000"] {
+            assert_eq!(ByteSize::parse(s).unwrap().to_string(), s);
+        }
+        for s in ["5m", "3h", "5d", "250ms", "45s"] {
+            assert_eq!(HumanDuration::parse(s).unwrap().to_string(), s);
+        }
+    }
+}

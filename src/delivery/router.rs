@@ -1,0 +1,63 @@
+//! Routing a recipient address (Exim's routers): is it ours, and which
+//! mailboxes does it reach?
+//!
+//! Order, as Postfix's local(8) and Exim's `local_part_suffix` do it: the
+//! whole address as a mailbox or alias first, then with the `+tag`
+//! subaddress removed. Matching is case-insensitive.
+
+use crate::address::EmailAddress;
+use crate::store::mailboxes::MailboxRef;
+use crate::store::{Store, StoreError};
+
+/// Where a recipient address leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// One or more local mailboxes.
+    Local(Vec<MailboxRef>),
+    /// A local domain, but no such mailbox or alias.
+    UnknownUser,
+    /// Not one of our domains: relaying.
+    NotLocal,
+}
+
+#[derive(Clone)]
+pub struct Router {
+    store: Store,
+    /// Subaddress separator, e.g. '+'; `None` turns subaddressing off.
+    delimiter: Option<char>,
+}
+
+impl Router {
+    pub fn new(store: Store, delimiter: &str) -> Router {
+        Router {
+            store,
+            delimiter: delimiter.chars().next(),
+        }
+    }
+
+    pub async fn route(&self, rcpt: &EmailAddress) -> Result<Route, StoreError> {
+        if self.store.domain_id(rcpt.domain()).await?.is_none() {
+            return Ok(Route::NotLocal);
+        }
+        let key = rcpt.lookup_key();
+        let found = self.store.resolve_address(&key).await?;
+        if !found.is_empty() {
+            return Ok(Route::Local(found));
+        }
+        if let Some(d) = self.delimiter {
+            let local = rcpt.local_part().to_lowercase();
+            if let Some((base, _tag)) = local.split_once(d) {
+                if !base.is_empty() {
+                    let found = self
+                        .store
+                        .resolve_address(&format!("{base}@{}", rcpt.domain()))
+                        .await?;
+                    if !found.is_empty() {
+                        return Ok(Route::Local(found));
+                    }
+                }
+            }
+        }
+        Ok(Route::UnknownUser)
+    }
+}

@@ -1,0 +1,36 @@
+//! boxtrap: a self-hosted mail server whose mailboxes can turn on
+//! challenge-response quarantine.
+//!
+//! # Layout: the life of a message
+//!
+//! 1. [`smtp`] — the receiver. [`smtp::server`] accepts a connection within
+//!    the connection limits; [`smtp::session`] runs the RFC 5321 dialogue,
+//!    parsing lines with [`smtp::command`] and the message with
+//!    [`smtp::data`] (strict `CRLF.CRLF`, bare CR/LF refused).
+//! 2. [`delivery::router`] — RCPT: is the address ours (a local domain),
+//!    and which mailboxes does it reach (mailbox, alias, `+tag`)? Unknown
+//!    users and relaying are refused in the session.
+//! 3. [`delivery`] — after DATA, before the 250: the message is written
+//!    into each mailbox's Maildir ([`delivery::maildir`], fsync'd), or, if
+//!    that fails for now, committed to the database queue ([`store::queue`])
+//!    and retried later. Nothing acknowledged is ever lost.
+//! 4. [`mainlog`] — one Exim-style line per arrival (`<=`), delivery
+//!    (`=>`), deferral (`==`) and failure (`**`); refusals go to the reject log.
+//!
+//! Around them: [`config`] (TOML + `BOXTRAP_*`), [`store`] (SQLite or
+//! PostgreSQL through sqlx), [`app`] (wiring and shutdown), [`cli`] (the
+//! admin commands), [`clock`] (the only reader of the wall clock).
+
+pub mod address;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod mainlog;
+pub mod password;
+pub mod queue_id;
+pub mod smtp;
+pub mod store;
+#[doc(hidden)]
+pub mod testing;

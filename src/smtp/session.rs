@@ -1,0 +1,506 @@
+//! One SMTP session (RFC 5321): reads commands, keeps the transaction's
+//! state, answers, and hands a complete message to delivery.
+//!
+//! Replies are collected and written when the session is about to wait for
+//! input, so a pipelining client (RFC 2920) gets a whole group of replies in
+//! one write. Parsing is done by [`Command::parse`] and [`DataDecoder`];
+//! this file owns only the order of things and the limits.
+
+use super::command::{Command, MailParams};
+use super::data::{DataDecoder, DataOutcome};
+use super::reply::{Reply, codes};
+use crate::address::EmailAddress;
+use crate::clock::Clock;
+use crate::config::SmtpConfig;
+use crate::delivery::router::{Route, Router};
+use crate::delivery::{ClientInfo, Delivery, Envelope, Recipient};
+use crate::mainlog::MainLog;
+use crate::queue_id::new_queue_id;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// What every session shares.
+pub struct SmtpContext {
+    pub config: SmtpConfig,
+    pub hostname: String,
+    pub router: Router,
+    pub delivery: Arc<Delivery>,
+    pub log: MainLog,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The mail transaction in progress (RFC 5321 §3.3).
+struct Transaction {
+    from: Option<EmailAddress>,
+    params: MailParams,
+    /// Final recipients, one per mailbox (two RCPTs that reach the same
+    /// mailbox deliver one copy).
+    recipients: Vec<Recipient>,
+    /// RCPT commands accepted, counted against `max_recipients`.
+    accepted: usize,
+    /// The first accepted RCPT address, for `Received: ... for <...>`.
+    first_rcpt: Option<String>,
+}
+
+enum Mode {
+    Command,
+    /// Skipping the rest of an overlong command line.
+    Discard,
+    Data(DataDecoder),
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Session<'a> {
+    ctx: &'a SmtpContext,
+    peer: SocketAddr,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+    out: Vec<u8>,
+}
+
+/// Runs a session on `stream` until QUIT, an error, a timeout, or shutdown.
+pub async fn run_session<S>(
+    ctx: &SmtpContext,
+    mut stream: S,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut s = Session {
+        ctx,
+        peer,
+        helo: None,
+        esmtp: false,
+        tx: None,
+        errors: 0,
+        out: Vec::with_capacity(512),
+    };
+    // RFC 5321 §4.2: the greeting; RFC 2034 gives it no enhanced code.
+    s.reply(Reply::text(
+        220,
+        "",
+        format!("{} ESMTP boxtrap", ctx.hostname),
+    ));
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut mode = Mode::Command;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        // Work through whatever is buffered.
+        let flow = s.process(&mut buf, &mut mode).await;
+        if !s.out.is_empty() {
+            if stream.write_all(&s.out).await.is_err() {
+                return;
+            }
+            s.out.clear();
+        }
+        if let Flow::Close = flow {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        // Wait for more input.
+        let in_data = matches!(mode, Mode::Data(_));
+        let timeout = if in_data {
+            ctx.config.data_timeout.0
+        } else {
+            ctx.config.command_timeout.0
+        };
+        let read = tokio::time::timeout(timeout, stream.read(&mut chunk));
+        let n = if in_data {
+            // A message in transfer is allowed to finish during shutdown.
+            read.await
+        } else {
+            tokio::select! {
+                r = read => r,
+                _ = wait_shutdown(&mut shutdown) => {
+                    s.reply(codes::shutting_down(&ctx.hostname));
+                    let _ = stream.write_all(&s.out).await;
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            }
+        };
+        match n {
+            Err(_) => {
+                tracing::info!(peer = %peer, "SMTP timeout");
+                s.ctx.log.main(&format!(
+                    "SMTP command timeout on connection from [{}]",
+                    peer.ip()
+                ));
+                s.reply(codes::timeout(&ctx.hostname));
+                let _ = stream.write_all(&s.out).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            Ok(Err(_)) | Ok(Ok(0)) => return,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if *shutdown.borrow() && !in_data && matches!(mode, Mode::Command) {
+            // Shutdown began while we were reading: new commands get 421.
+            s.reply(codes::shutting_down(&ctx.hostname));
+            let _ = stream.write_all(&s.out).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
+}
+
+async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Session<'_> {
+    fn reply(&mut self, r: Reply) {
+        r.write_to(&mut self.out);
+    }
+
+    /// Answers a client mistake and counts it; too many end the session.
+    fn error(&mut self, r: Reply) -> Flow {
+        self.reply(r);
+        self.errors += 1;
+        if self.errors >= self.ctx.config.max_errors {
+            self.reply(codes::too_many_errors(&self.ctx.hostname));
+            self.ctx.log.reject(&format!(
+                "{} too many errors ({}), connection dropped",
+                self.client_tag(),
+                self.errors
+            ));
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    fn client_tag(&self) -> String {
+        match &self.helo {
+            Some(h) => format!("H=({h}) [{}]:{}", self.peer.ip(), self.peer.port()),
+            None => format!("H=[{}]:{}", self.peer.ip(), self.peer.port()),
+        }
+    }
+
+    async fn process(&mut self, buf: &mut Vec<u8>, mode: &mut Mode) -> Flow {
+        loop {
+            match mode {
+                Mode::Data(decoder) => {
+                    let Some(used) = decoder.feed(buf) else {
+                        buf.clear();
+                        return Flow::Continue;
+                    };
+                    buf.drain(..used);
+                    let Mode::Data(decoder) = std::mem::replace(mode, Mode::Command) else {
+                        unreachable!()
+                    };
+                    self.end_of_data(decoder.finish()).await;
+                }
+                Mode::Discard => match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        buf.drain(..=i);
+                        *mode = Mode::Command;
+                    }
+                    None => {
+                        buf.clear();
+                        return Flow::Continue;
+                    }
+                },
+                Mode::Command => {
+                    let Some(i) = buf.iter().position(|&b| b == b'\n') else {
+                        if buf.len() > self.ctx.config.max_line_length {
+                            buf.clear();
+                            *mode = Mode::Discard;
+                            return self.error(codes::line_too_long());
+                        }
+                        return Flow::Continue;
+                    };
+                    let line: Vec<u8> = buf.drain(..=i).collect();
+                    let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if line.len() + 2 > self.ctx.config.max_line_length {
+                        if let Flow::Close = self.error(codes::line_too_long()) {
+                            return Flow::Close;
+                        }
+                        continue;
+                    }
+                    match self.command(line) {
+                        Step::Flow(Flow::Close) => return Flow::Close,
+                        Step::Flow(Flow::Continue) => {}
+                        Step::StartData => {
+                            *mode = Mode::Data(DataDecoder::new(
+                                self.ctx.config.max_message_size.0 as usize,
+                            ));
+                        }
+                        Step::Rcpt(to) => {
+                            if let Flow::Close = self.rcpt(to).await {
+                                return Flow::Close;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, line: &[u8]) -> Step {
+        let cmd = match Command::parse(line) {
+            Ok(c) => c,
+            Err(r) => return Step::Flow(self.error(r)),
+        };
+        match cmd {
+            Command::Ehlo(name) => {
+                self.helo = Some(name);
+                self.esmtp = true;
+                self.tx = None;
+                let c = &self.ctx.config;
+                self.reply(Reply::multi(
+                    250,
+                    "",
+                    vec![
+                        format!("{} Hello [{}]", self.ctx.hostname, self.peer.ip()).into(),
+                        "PIPELINING".into(),
+                        format!("SIZE {}", c.max_message_size.0).into(),
+                        "8BITMIME".into(),
+                        "SMTPUTF8".into(),
+                        "ENHANCEDSTATUSCODES".into(),
+                        "HELP".into(),
+                    ],
+                ));
+            }
+            Command::Helo(name) => {
+                self.helo = Some(name);
+                self.esmtp = false;
+                self.tx = None;
+                self.reply(Reply::text(250, "2.0.0", self.ctx.hostname.clone()));
+            }
+            Command::Mail { from, params } => {
+                if self.helo.is_none() {
+                    return Step::Flow(self.error(codes::bad_sequence("Send EHLO or HELO first")));
+                }
+                if self.tx.is_some() {
+                    return Step::Flow(self.error(codes::bad_sequence("Nested MAIL command")));
+                }
+                if !self.esmtp && (params != MailParams::default()) {
+                    return Step::Flow(
+                        self.error(codes::param_not_recognized("MAIL parameters need EHLO")),
+                    );
+                }
+                if params
+                    .size
+                    .is_some_and(|n| n > self.ctx.config.max_message_size.0)
+                {
+                    self.log_reject(from.as_ref(), "MAIL", "message too big (SIZE)");
+                    return Step::Flow(self.error(codes::message_too_big()));
+                }
+                self.tx = Some(Transaction {
+                    from,
+                    params,
+                    recipients: Vec::new(),
+                    accepted: 0,
+                    first_rcpt: None,
+                });
+                self.reply(codes::sender_ok());
+            }
+            Command::Rcpt { to } => {
+                let Some(tx) = &self.tx else {
+                    return Step::Flow(self.error(codes::bad_sequence("Need MAIL before RCPT")));
+                };
+                if !to.is_ascii() && !tx.params.smtputf8 {
+                    return Step::Flow(self.error(codes::needs_smtputf8()));
+                }
+                if tx.accepted >= self.ctx.config.max_recipients {
+                    // Not an error: the client sends the rest in another transaction.
+                    self.reply(codes::too_many_recipients());
+                    return Step::Flow(Flow::Continue);
+                }
+                return Step::Rcpt(to);
+            }
+            Command::Data => {
+                let Some(tx) = &self.tx else {
+                    return Step::Flow(self.error(codes::bad_sequence("Need MAIL before DATA")));
+                };
+                if tx.recipients.is_empty() {
+                    return Step::Flow(self.error(codes::no_valid_recipients()));
+                }
+                self.reply(codes::start_data());
+                return Step::StartData;
+            }
+            Command::Rset => {
+                self.tx = None;
+                self.reply(codes::ok());
+            }
+            Command::Noop => self.reply(codes::ok()),
+            Command::Vrfy => self.reply(codes::cannot_vrfy()),
+            Command::Help => self.reply(Reply::multi(
+                214,
+                "2.0.0",
+                vec![
+                    "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP".into(),
+                    "See RFC 5321".into(),
+                ],
+            )),
+            Command::Quit => {
+                self.reply(codes::bye());
+                return Step::Flow(Flow::Close);
+            }
+            Command::NotImplemented => return Step::Flow(self.error(codes::not_implemented())),
+        }
+        Step::Flow(Flow::Continue)
+    }
+
+    async fn rcpt(&mut self, to: EmailAddress) -> Flow {
+        let route = match self.ctx.router.route(&to).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, rcpt = %to, "recipient lookup failed");
+                self.reply(Reply::text(
+                    451,
+                    "4.3.0",
+                    "Temporary lookup failure, try again later",
+                ));
+                return Flow::Continue;
+            }
+        };
+        let from = self.tx.as_ref().and_then(|t| t.from.clone());
+        match route {
+            Route::NotLocal => {
+                self.log_reject(
+                    from.as_ref(),
+                    &format!("RCPT <{to}>"),
+                    "relay not permitted",
+                );
+                self.error(codes::relay_denied())
+            }
+            Route::UnknownUser => {
+                self.log_reject(from.as_ref(), &format!("RCPT <{to}>"), "unknown user");
+                self.error(codes::unknown_user())
+            }
+            Route::Local(mailboxes) => {
+                let Some(tx) = self.tx.as_mut() else {
+                    return Flow::Continue;
+                };
+                tx.accepted += 1;
+                if tx.first_rcpt.is_none() {
+                    tx.first_rcpt = Some(to.to_string());
+                }
+                for mailbox in mailboxes {
+                    if !tx.recipients.iter().any(|r| r.mailbox.id == mailbox.id) {
+                        tx.recipients.push(Recipient {
+                            mailbox,
+                            original: to.to_string(),
+                        });
+                    }
+                }
+                self.reply(codes::recipient_ok());
+                Flow::Continue
+            }
+        }
+    }
+
+    fn log_reject(&self, from: Option<&EmailAddress>, what: &str, why: &str) {
+        let from = from.map(|f| f.to_string()).unwrap_or_default();
+        self.ctx.log.reject(&format!(
+            "{} F=<{from}> rejected {what}: {why}",
+            self.client_tag()
+        ));
+    }
+
+    fn protocol(&self, tx: &Transaction) -> (&'static str, &'static str) {
+        // RFC 3848 / RFC 6531 §3.7.3: the WITH protocol names.
+        match (self.esmtp, tx.params.smtputf8) {
+            (true, true) => ("UTF8SMTP", "utf8esmtp"),
+            (true, false) => ("ESMTP", "esmtp"),
+            (false, _) => ("SMTP", "smtp"),
+        }
+    }
+
+    async fn end_of_data(&mut self, outcome: DataOutcome) {
+        let Some(tx) = self.tx.take() else { return };
+        let body = match outcome {
+            DataOutcome::TooBig => {
+                self.log_reject(tx.from.as_ref(), "after DATA", "message too big");
+                self.reply(codes::message_too_big());
+                return;
+            }
+            DataOutcome::BareNewline => {
+                self.log_reject(
+                    tx.from.as_ref(),
+                    "after DATA",
+                    "bare CR or LF in message data",
+                );
+                self.reply(codes::bare_newline());
+                return;
+            }
+            DataOutcome::Message(body) => body,
+        };
+        let now = self.ctx.clock.now();
+        let queue_id = new_queue_id(now);
+        let (with, protocol) = self.protocol(&tx);
+        let helo = self.helo.clone().unwrap_or_default();
+        let mut data = Vec::with_capacity(body.len() + 256);
+        // RFC 5321 §4.4: the trace header, prepended.
+        let for_clause = match (&tx.first_rcpt, tx.accepted) {
+            (Some(r), 1) => format!("\r\n\tfor <{r}>"),
+            _ => String::new(),
+        };
+        data.extend_from_slice(
+            format!(
+                "Received: from {} ([{}])\r\n\tby {} (boxtrap) with {with} id {queue_id}{for_clause};\r\n\t{}\r\n",
+                sanitize_helo(&helo),
+                self.peer.ip(),
+                self.ctx.hostname,
+                now.rfc5322()
+            )
+            .as_bytes(),
+        );
+        data.extend_from_slice(&body);
+        drop(body);
+        let env = Envelope {
+            queue_id: queue_id.clone(),
+            sender: tx.from,
+            recipients: tx.recipients,
+            arrived: now,
+            client: ClientInfo {
+                helo,
+                addr: self.peer,
+                protocol,
+            },
+        };
+        match self.ctx.delivery.deliver_new(&env, data).await {
+            Ok(()) => self.reply(Reply::text(250, "2.0.0", format!("OK id={queue_id}"))),
+            Err(e) => {
+                tracing::error!(error = %e, queue_id = %queue_id, "message could not be stored");
+                self.ctx.log.main(&format!(
+                    "{queue_id} {} temporarily rejected after DATA: {e}",
+                    self.client_tag()
+                ));
+                self.reply(codes::local_error());
+            }
+        }
+    }
+}
+
+enum Step {
+    Flow(Flow),
+    StartData,
+    Rcpt(EmailAddress),
+}
+
+/// Keeps the HELO name from breaking the `Received:` header's structure.
+fn sanitize_helo(h: &str) -> String {
+    h.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && !"()\\;".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}

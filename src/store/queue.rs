@@ -1,0 +1,352 @@
+//! The delivery queue: messages whose delivery into a Maildir failed
+//! temporarily (disk full, permissions) wait here, committed before the
+//! client got its 250, and the retry worker delivers them later.
+
+use super::{Store, StoreError};
+use crate::clock::Timestamp;
+use sqlx::Row;
+
+/// A message to queue, with the recipients still to be delivered.
+#[derive(Debug, Clone)]
+pub struct NewQueuedMessage<'a> {
+    pub queue_id: &'a str,
+    /// Empty for the null sender.
+    pub sender: &'a str,
+    pub arrived_at: Timestamp,
+    pub data: &'a [u8],
+    pub recipients: Vec<NewQueuedRecipient>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewQueuedRecipient {
+    pub rcpt_index: i64,
+    pub mailbox_id: i64,
+    pub original: String,
+    pub next_attempt_at: Timestamp,
+    pub last_error: String,
+}
+
+/// One recipient's pending delivery, as the retry worker sees it.
+#[derive(Debug, Clone)]
+pub struct QueuedDelivery {
+    pub id: i64,
+    pub queue_id: String,
+    pub sender: String,
+    pub arrived_at: Timestamp,
+    pub rcpt_index: i64,
+    pub mailbox: String,
+    pub original: String,
+    pub attempts: i64,
+}
+
+/// A row of `boxtrap queue list`.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub queue_id: String,
+    pub sender: String,
+    pub arrived_at: Timestamp,
+    pub size: i64,
+    pub mailbox: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+    pub last_error: String,
+}
+
+impl Store {
+    /// Queues a message and its pending recipients in one transaction.
+    pub async fn enqueue(&self, msg: &NewQueuedMessage<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("INSERT INTO queued_messages (queue_id, sender, arrived_at, data) VALUES ($1, $2, $3, $4)")
+            .bind(msg.queue_id)
+            .bind(msg.sender)
+            .bind(msg.arrived_at.0)
+            .bind(msg.data)
+            .execute(&mut *tx)
+            .await?;
+        for r in &msg.recipients {
+            sqlx::query(
+                "INSERT INTO queued_recipients
+                 (queue_id, rcpt_index, mailbox_id, original, attempts, next_attempt_at, last_error)
+                 VALUES ($1, $2, $3, $4, 1, $5, $6)",
+            )
+            .bind(msg.queue_id)
+            .bind(r.rcpt_index)
+            .bind(r.mailbox_id)
+            .bind(&r.original)
+            .bind(r.next_attempt_at.0)
+            .bind(&r.last_error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pending deliveries whose next attempt is due at `now`, oldest first.
+    pub async fn due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<QueuedDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.queue_id, q.sender, q.arrived_at, r.rcpt_index, m.address AS mailbox,
+                    r.original, r.attempts
+             FROM queued_recipients r
+             JOIN queued_messages q ON q.queue_id = r.queue_id
+             JOIN mailboxes m ON m.id = r.mailbox_id
+             WHERE r.state = 'pending' AND r.next_attempt_at <= $1
+             ORDER BY r.next_attempt_at, r.id LIMIT $2",
+        )
+        .bind(now.0)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueuedDelivery {
+                    id: r.try_get("id")?,
+                    queue_id: r.try_get("queue_id")?,
+                    sender: r.try_get("sender")?,
+                    arrived_at: Timestamp(r.try_get("arrived_at")?),
+                    rcpt_index: r.try_get("rcpt_index")?,
+                    mailbox: r.try_get("mailbox")?,
+                    original: r.try_get("original")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Claims a due delivery for `lease_until`, so that another node's worker
+    /// running at the same time skips it. False if someone else has it.
+    pub async fn claim_delivery(
+        &self,
+        id: i64,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE queued_recipients SET next_attempt_at = $1
+             WHERE id = $2 AND state = 'pending' AND next_attempt_at <= $3",
+        )
+        .bind(lease_until.0)
+        .bind(id)
+        .bind(now.0)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn queued_data(&self, queue_id: &str) -> Result<Vec<u8>, StoreError> {
+        sqlx::query_scalar("SELECT data FROM queued_messages WHERE queue_id = $1")
+            .bind(queue_id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no queued message {queue_id}")))
+    }
+
+    /// The delivery is done: forget the recipient, and the message with its
+    /// last recipient. Returns true when the whole message is complete.
+    pub async fn delivery_done(&self, id: i64, queue_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM queued_recipients WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM queued_recipients WHERE queue_id = $1")
+                .bind(queue_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if left == 0 {
+            sqlx::query("DELETE FROM queued_messages WHERE queue_id = $1")
+                .bind(queue_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(left == 0)
+    }
+
+    pub async fn delivery_deferred(
+        &self,
+        id: i64,
+        next: Timestamp,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE queued_recipients SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2
+             WHERE id = $3",
+        )
+        .bind(next.0)
+        .bind(error)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Gives up on a delivery; it stays listed as failed until deleted.
+    pub async fn delivery_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE queued_recipients SET attempts = attempts + 1, state = 'failed', last_error = $1
+             WHERE id = $2",
+        )
+        .bind(error)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every queued recipient, oldest message first.
+    pub async fn list_queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT q.queue_id, q.sender, q.arrived_at, LENGTH(q.data) AS size, m.address AS mailbox,
+                    r.state, r.attempts, r.next_attempt_at, r.last_error
+             FROM queued_recipients r
+             JOIN queued_messages q ON q.queue_id = r.queue_id
+             JOIN mailboxes m ON m.id = r.mailbox_id
+             ORDER BY q.arrived_at, q.queue_id, r.rcpt_index",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueueEntry {
+                    queue_id: r.try_get("queue_id")?,
+                    sender: r.try_get("sender")?,
+                    arrived_at: Timestamp(r.try_get("arrived_at")?),
+                    size: r.try_get::<i64, _>("size")?,
+                    mailbox: r.try_get("mailbox")?,
+                    state: r.try_get("state")?,
+                    attempts: r.try_get("attempts")?,
+                    next_attempt_at: Timestamp(r.try_get("next_attempt_at")?),
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Deletes a queued message and all its recipients.
+    pub async fn delete_queued(&self, queue_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM queued_recipients WHERE queue_id = $1")
+            .bind(queue_id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM queued_messages WHERE queue_id = $1")
+            .bind(queue_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "no queued message {queue_id}"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes every pending delivery due now (`boxtrap queue run`, Exim's `-qff`).
+    pub async fn make_all_due(&self, now: Timestamp) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query(
+                "UPDATE queued_recipients SET next_attempt_at = $1 WHERE state = 'pending'",
+            )
+            .bind(now.0)
+            .execute(self.pool())
+            .await?
+            .rows_affected(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{Domain, EmailAddress};
+    use crate::both_backends;
+
+    both_backends!(
+        queued_deliveries_are_claimed_deferred_and_completed,
+        |store: Store| async move {
+            let t0 = Timestamp::from_secs(1000);
+            store
+                .add_domain(&Domain::parse("example.test").unwrap(), t0)
+                .await
+                .unwrap();
+            let alice = store
+                .add_mailbox(&EmailAddress::parse("alice@example.test").unwrap(), "", t0)
+                .await
+                .unwrap();
+            let bob = store
+                .add_mailbox(&EmailAddress::parse("bob@example.test").unwrap(), "", t0)
+                .await
+                .unwrap();
+            let rcpt = |idx, m: &crate::store::mailboxes::MailboxRef| NewQueuedRecipient {
+                rcpt_index: idx,
+                mailbox_id: m.id,
+                original: m.address.clone(),
+                next_attempt_at: t0.plus_secs(60),
+                last_error: "disk full".into(),
+            };
+            let data = b"Subject: x\r\n\r\nbody \xff\x00 bytes\r\n".to_vec();
+            store
+                .enqueue(&NewQueuedMessage {
+                    queue_id: "1wH3kL-0004dR-2k",
+                    sender: "bob@example.org",
+                    arrived_at: t0,
+                    data: &data,
+                    recipients: vec![rcpt(0, &alice), rcpt(1, &bob)],
+                })
+                .await
+                .unwrap();
+            assert!(store.due_deliveries(t0, 10).await.unwrap().is_empty());
+            let due = store.due_deliveries(t0.plus_secs(60), 10).await.unwrap();
+            assert_eq!(due.len(), 2);
+            assert_eq!(due[0].mailbox, "alice@example.test");
+            assert_eq!(store.queued_data("1wH3kL-0004dR-2k").await.unwrap(), data);
+
+            let now = t0.plus_secs(61);
+            assert!(
+                store
+                    .claim_delivery(due[0].id, now, now.plus_secs(600))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .claim_delivery(due[0].id, now, now.plus_secs(600))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .delivery_done(due[0].id, &due[0].queue_id)
+                    .await
+                    .unwrap()
+            );
+            store
+                .delivery_deferred(due[1].id, now.plus_secs(120), "still full")
+                .await
+                .unwrap();
+            let listed = store.list_queue().await.unwrap();
+            assert_eq!(listed.len(), 1);
+            assert_eq!(listed[0].attempts, 2);
+            assert_eq!(listed[0].last_error, "still full");
+            assert_eq!(listed[0].size, data.len() as i64);
+            assert!(
+                store
+                    .delivery_done(due[1].id, &due[1].queue_id)
+                    .await
+                    .unwrap()
+            );
+            assert!(store.list_queue().await.unwrap().is_empty());
+            assert!(store.queued_data("1wH3kL-0004dR-2k").await.is_err());
+        }
+    );
+}
