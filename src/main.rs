@@ -2,6 +2,7 @@
 //! report errors with their causes.
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -12,6 +13,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match boxtrap::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

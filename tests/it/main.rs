@@ -1,0 +1,8 @@
+//! Integration tests: one binary, each module a part of the product seen
+//! from outside (over SMTP, through the CLI, with real peers).
+
+mod support;
+
+mod delivery;
+mod limits;
+mod smtp_dialogue;
