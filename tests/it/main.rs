@@ -5,4 +5,5 @@ mod support;
 
 mod delivery;
 mod limits;
+mod peers;
 mod smtp_dialogue;
