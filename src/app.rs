@@ -74,6 +74,22 @@ pub fn open_log(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<MainLo
         .with_context(|| format!("cannot open log file {}", main.display()))
 }
 
+/// Binds a listening socket. IPv6 sockets are IPv6-only, so `0.0.0.0:25`
+/// and `[::]:25` can both be configured, and IPv4 clients never appear as
+/// `::ffff:` addresses.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 impl App {
     pub async fn build(config: Config, deps: AppDeps) -> anyhow::Result<App> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -100,9 +116,7 @@ impl App {
         let mut smtp_listeners = Vec::new();
         let mut smtp_addrs = Vec::new();
         for addr in &config.smtp.listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for SMTP on {addr}"))?;
+            let l = listen(*addr).with_context(|| format!("cannot listen for SMTP on {addr}"))?;
             smtp_addrs.push(l.local_addr()?);
             smtp_listeners.push(l);
         }

@@ -41,8 +41,10 @@ pub struct SmtpConfig {
     /// Longest command line accepted, including CRLF (RFC 5321 §4.5.3.1.4
     /// sets 512 as the minimum a server must accept).
     pub max_line_length: usize,
-    /// Unknown, malformed or out-of-sequence commands tolerated per session
-    /// before the client is disconnected with 421.
+    /// Refused commands tolerated per session before the client is
+    /// disconnected with 421: unknown, malformed or out-of-sequence commands
+    /// and refused recipients alike (as Postfix's `smtpd_hard_error_limit`),
+    /// which also stops address harvesting.
     pub max_errors: u32,
     /// Concurrent SMTP sessions in total.
     pub max_connections: usize,
@@ -72,7 +74,7 @@ pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`. Empty means a
     /// SQLite database at `<data_dir>/boxtrap.db`.
     pub url: String,
-    /// Connections kept in the pool.
+    /// Most connections the pool opens to the database.
     pub max_connections: u32,
 }
 
@@ -124,7 +126,7 @@ impl Default for SmtpConfig {
             max_message_size: ByteSize(25 * 1024 * 1024),
             max_recipients: 100,
             max_line_length: 2048,
-            max_errors: 10,
+            max_errors: 20,
             max_connections: 500,
             max_connections_per_ip: 50,
             command_timeout: HumanDuration(Duration::from_secs(300)),
@@ -280,10 +282,8 @@ impl Config {
                 "database.url: {url:?} must start with sqlite: or postgres://"
             ));
         }
-        if !self.web.base_url.is_empty()
-            && !(self.web.base_url.starts_with("http://")
-                || self.web.base_url.starts_with("https://"))
-        {
+        let base = &self.web.base_url;
+        if !(base.is_empty() || base.starts_with("http://") || base.starts_with("https://")) {
             return bad(format!(
                 "web.base_url: {:?} must start with http:// or https://",
                 self.web.base_url
@@ -334,47 +334,68 @@ fn or_default(path: &Path, default: impl FnOnce() -> PathBuf) -> PathBuf {
 const SECTIONS: &[&str] = &["smtp", "web", "database", "delivery", "log"];
 
 /// `BOXTRAP_SMTP_MAX_RECIPIENTS=20` sets `smtp.max_recipients`;
-/// `BOXTRAP_DATA_DIR=/srv/mail` sets `data_dir`. A value that parses as a
-/// TOML value (number, boolean, array) is taken as one; `listen` also takes
-/// a comma-separated list; anything else is a string.
+/// `BOXTRAP_DATA_DIR=/srv/mail` sets `data_dir`. The value is read as the
+/// key's type: strings stay strings (`BOXTRAP_HOSTNAME=123` is a host
+/// name), numbers and booleans are parsed, and `smtp.listen` takes a
+/// comma-separated list. A variable that names no key is refused by name.
 fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Env {
+        var: var.to_owned(),
+        message,
+    };
     let key = var["BOXTRAP_".len()..].to_ascii_lowercase();
     let (section, field) = match key.split_once('_') {
         Some((s, f)) if SECTIONS.contains(&s) => (Some(s), f.to_owned()),
         _ => (None, key.clone()),
     };
-    let parsed = parse_env_value(section, &field, value);
+    let defaults = toml::Table::try_from(Config::default())
+        .map_err(|e| err(format!("cannot describe the defaults: {e}")))?;
+    let default = match section {
+        None => defaults.get(&field),
+        Some(s) => defaults
+            .get(s)
+            .and_then(|t| t.as_table())
+            .and_then(|t| t.get(&field)),
+    };
+    let Some(default) = default.filter(|d| !d.is_table()) else {
+        let name = section.map_or(field.clone(), |s| format!("{s}.{field}"));
+        return Err(err(format!(
+            "no config key {name} (see config.example.toml)"
+        )));
+    };
+    let parsed = typed_env_value(default, value);
     let target = match section {
         None => table,
-        Some(s) => {
-            let entry = table
-                .entry(s.to_owned())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            entry.as_table_mut().ok_or_else(|| ConfigError::Env {
-                var: var.to_owned(),
-                message: format!("[{s}] in the config file is not a table"),
-            })?
-        }
+        Some(s) => table
+            .entry(s.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| err(format!("[{s}] in the config file is not a table")))?,
     };
     target.insert(field, parsed);
     Ok(())
 }
 
-fn parse_env_value(section: Option<&str>, field: &str, value: &str) -> toml::Value {
-    if section == Some("smtp") && field == "listen" && !value.trim_start().starts_with('[') {
-        return toml::Value::Array(
-            value
-                .split(',')
-                .map(|s| toml::Value::String(s.trim().to_owned()))
-                .collect(),
-        );
-    }
-    let doc = format!("v = {value}");
-    match doc.parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(value.into())),
-        Err(_) => toml::Value::String(value.to_owned()),
+/// Reads an environment value as the type of the key's default.
+fn typed_env_value(default: &toml::Value, value: &str) -> toml::Value {
+    let literal = || {
+        format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+    };
+    match default {
+        toml::Value::String(_) => toml::Value::String(value.to_owned()),
+        toml::Value::Array(_) => match literal() {
+            Some(v @ toml::Value::Array(_)) => v,
+            _ => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(|s| toml::Value::String(s.trim().to_owned()))
+                    .collect(),
+            ),
+        },
+        _ => literal().unwrap_or_else(|| toml::Value::String(value.to_owned())),
     }
 }
 
@@ -408,7 +429,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
         for (unit, m) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
-            if n >= m && n % m == 0 {
+            if n >= m && n.is_multiple_of(m) {
                 return write!(f, "{}{unit}", n / m);
             }
         }
@@ -466,12 +487,12 @@ impl HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis() as u64;
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             return write!(f, "{ms}ms");
         }
         let s = ms / 1000;
         for (unit, m) in [("d", 86400), ("h", 3600), ("m", 60)] {
-            if s >= m && s % m == 0 {
+            if s >= m && s.is_multiple_of(m) {
                 return write!(f, "{}{unit}", s / m);
             }
         }
@@ -556,7 +577,40 @@ mod tests {
         let e = load_str("", &[("BOXTRAP_SMTP_MAX_RECIPENTS", "7")])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("max_recipents"), "{e}");
+        assert!(e.contains("BOXTRAP_SMTP_MAX_RECIPENTS"), "{e}");
+        assert!(e.contains("smtp.max_recipents"), "{e}");
+        let e = load_str("", &[("BOXTRAP_COLOUR", "red")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BOXTRAP_COLOUR"), "{e}");
+        let e = load_str("", &[("BOXTRAP_SMTP", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BOXTRAP_SMTP"), "{e}");
+    }
+
+    #[test]
+    fn environment_values_take_the_type_of_their_key() {
+        let c = load_str(
+            "",
+            &[
+                ("BOXTRAP_HOSTNAME", "123"),
+                ("BOXTRAP_SMTP_LISTEN", "[::1]:25"),
+                ("BOXTRAP_WEB_LISTEN", "[::1]:8080"),
+                ("BOXTRAP_SMTP_COMMAND_TIMEOUT", "90"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.hostname, "123");
+        assert_eq!(c.smtp.listen, vec!["[::1]:25".parse().unwrap()]);
+        assert_eq!(c.web.listen, "[::1]:8080".parse().unwrap());
+        assert_eq!(c.smtp.command_timeout.0, Duration::from_secs(90));
+        let c = load_str(
+            "",
+            &[("BOXTRAP_SMTP_LISTEN", "[\"127.0.0.1:25\", \"[::1]:25\"]")],
+        )
+        .unwrap();
+        assert_eq!(c.smtp.listen.len(), 2);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! ```text
 //! 2026-11-27 14:05:53 1wH3kL-0004dR-2k <= bob@example.org H=(client.test) [192.0.2.7]:40312 P=esmtp S=1834 id=<x@example.org>
 //! 2026-11-27 14:05:53 1wH3kL-0004dR-2k => alice@example.test <alice+news@example.test> R=local T=maildir
-//! 2026-11-27 14:05:53 1wH3kL-0004dR-2k == carol@example.test R=local T=maildir defer (28): No space left on device
-//! 2026-11-27 14:05:53 1wH3kL-0004dR-2k ** dave@example.test R=local T=maildir: retry time exceeded
+//! 2026-11-27 14:05:53 1wH3kL-0004dR-2k == carol@example.test <carol@example.test> R=local T=maildir defer: No space left on device (os error 28)
+//! 2026-11-27 14:06:53 1wH3kL-0004dR-2k ** carol@example.test <carol@example.test> R=local T=maildir: retry time exceeded: No space left on device (os error 28)
 //! 2026-11-27 14:05:53 1wH3kL-0004dR-2k Completed
 //! ```
 //!
@@ -51,10 +51,8 @@ impl LogFile {
                 }
                 _ => true,
             };
-            if moved {
-                if let Ok(f) = LogFile::open(&self.path) {
-                    *self = f;
-                }
+            if moved && let Ok(f) = LogFile::open(&self.path) {
+                *self = f;
             }
         }
         // One write(2) per line on an O_APPEND file: lines from several

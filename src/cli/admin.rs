@@ -83,7 +83,7 @@ pub enum AliasCmd {
 pub enum QueueCmd {
     /// One line per queued delivery: id, age, size, sender, recipient, state.
     List,
-    /// Number of queued deliveries (`exim -bpc`).
+    /// Number of queued messages (`exim -bpc`).
     Count,
     /// Retry every pending delivery now (`exim -qff`).
     Run,
@@ -149,20 +149,22 @@ pub async fn domain(config: Config, cmd: DomainCmd) -> anyhow::Result<()> {
         DomainCmd::Add { domain } => {
             let d = parse_domain(&domain)?;
             store.add_domain(&d, now()).await?;
-            println!("added domain {d}");
+            say!("added domain {d}");
         }
         DomainCmd::List => {
             for d in store.list_domains().await? {
-                println!(
+                say!(
                     "{}  mailboxes={} aliases={}",
-                    d.name, d.mailboxes, d.aliases
+                    d.name,
+                    d.mailboxes,
+                    d.aliases
                 );
             }
         }
         DomainCmd::Remove { domain } => {
             let d = parse_domain(&domain)?;
             store.remove_domain(&d).await?;
-            println!("removed domain {d}");
+            say!("removed domain {d}");
         }
     }
     Ok(())
@@ -176,15 +178,22 @@ pub async fn mailbox(config: Config, cmd: MailboxCmd) -> anyhow::Result<()> {
             no_password,
         } => {
             let a = parse_local_address(&address)?;
+            let store = open_store(&config).await?;
+            if store.domain_id(a.domain()).await?.is_none() {
+                bail!(
+                    "domain {} is not a local domain; add it first with `boxtrap domain add {}`",
+                    a.domain(),
+                    a.domain()
+                );
+            }
             let hash = if no_password {
                 String::new()
             } else {
                 read_password(&password)?
             };
-            let store = open_store(&config).await?;
             let m = store.add_mailbox(&a, &hash, now()).await?;
             let maildirs = Maildirs::new(config.maildir_root(), &config.hostname);
-            println!(
+            say!(
                 "added mailbox {} (Maildir {})",
                 m.address,
                 maildirs.path_for(&m.address).display()
@@ -194,14 +203,14 @@ pub async fn mailbox(config: Config, cmd: MailboxCmd) -> anyhow::Result<()> {
             let store = open_store(&config).await?;
             let d = domain.as_deref().map(parse_domain).transpose()?;
             for m in store.list_mailboxes(d.as_ref().map(|d| d.as_str())).await? {
-                println!("{}", m.address);
+                say!("{}", m.address);
             }
         }
         MailboxCmd::Remove { address } => {
             let a = parse_address(&address)?;
             let store = open_store(&config).await?;
             store.remove_mailbox(&a).await?;
-            println!(
+            say!(
                 "removed mailbox {} (its Maildir was left on disk)",
                 a.lookup_key()
             );
@@ -214,7 +223,7 @@ pub async fn mailbox(config: Config, cmd: MailboxCmd) -> anyhow::Result<()> {
             }
             let hash = read_password(&password)?;
             store.set_password_hash(&a, &hash).await?;
-            println!("password changed for {}", a.lookup_key());
+            say!("password changed for {}", a.lookup_key());
         }
     }
     Ok(())
@@ -231,19 +240,19 @@ pub async fn alias(config: Config, cmd: AliasCmd) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             store.add_alias(&a, &t, now()).await?;
             let names: Vec<_> = t.iter().map(|t| t.lookup_key()).collect();
-            println!("added alias {} -> {}", a.lookup_key(), names.join(", "));
+            say!("added alias {} -> {}", a.lookup_key(), names.join(", "));
         }
         AliasCmd::List { domain } => {
             let d = domain.as_deref().map(parse_domain).transpose()?;
             for a in store.list_aliases(d.as_ref().map(|d| d.as_str())).await? {
-                println!("{} -> {}", a.address, a.targets.join(", "));
+                say!("{} -> {}", a.address, a.targets.join(", "));
             }
         }
         AliasCmd::Remove { alias, target } => {
             let a = parse_address(&alias)?;
             let t = target.as_deref().map(parse_address).transpose()?;
             store.remove_alias(&a, t.as_ref()).await?;
-            println!("removed alias {}", a.lookup_key());
+            say!("removed alias {}", a.lookup_key());
         }
     }
     Ok(())
@@ -269,7 +278,7 @@ pub async fn queue(config: Config, cmd: QueueCmd) -> anyhow::Result<()> {
                 } else {
                     format!("<{}>", e.sender)
                 };
-                println!(
+                say!(
                     "{:>4} {:>6} {} {} -> {} {} attempts={} next={} {}",
                     age(now.secs() - e.arrived_at.secs()),
                     e.size,
@@ -283,7 +292,16 @@ pub async fn queue(config: Config, cmd: QueueCmd) -> anyhow::Result<()> {
                 );
             }
         }
-        QueueCmd::Count => println!("{}", store.list_queue().await?.len()),
+        QueueCmd::Count => {
+            let mut ids: Vec<_> = store
+                .list_queue()
+                .await?
+                .into_iter()
+                .map(|e| e.queue_id)
+                .collect();
+            ids.dedup();
+            say!("{}", ids.len());
+        }
         QueueCmd::Run => {
             let n = store.make_all_due(now()).await?;
             let deps = AppDeps::default();
@@ -297,14 +315,18 @@ pub async fn queue(config: Config, cmd: QueueCmd) -> anyhow::Result<()> {
                 RetryPolicy::from(&config.delivery),
             );
             let attempted = delivery.run_queue_once().await?;
-            println!("{n} pending, {attempted} attempted; see the main log for results");
+            say!("{n} pending, {attempted} attempted; see the main log for results");
         }
         QueueCmd::Delete { queue_id } => {
             if !crate::queue_id::is_queue_id(&queue_id) {
                 bail!("invalid queue id {queue_id:?} (expected the XXXXXX-XXXXXX-XX form)");
             }
             store.delete_queued(&queue_id).await?;
-            println!("deleted {queue_id}");
+            let log = open_log(&config, Arc::new(SystemClock))?;
+            log.main(&format!(
+                "{queue_id} removed by the admin (boxtrap queue delete)"
+            ));
+            say!("deleted {queue_id}");
         }
     }
     Ok(())

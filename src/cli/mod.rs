@@ -1,6 +1,15 @@
 //! The `boxtrap` command line: `serve`, `check-config`, `migrate`, and the
 //! admin commands that act on the same database as a running server.
 
+/// `println!` that ignores a closed stdout (`boxtrap queue list | head`)
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod admin;
 
 use crate::app::{App, AppDeps};
@@ -73,17 +82,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(p) => p.display().to_string(),
                 None => "(embedded defaults)".into(),
             };
-            println!("# {shown}: configuration OK; effective settings:");
-            print!(
-                "{}",
-                toml::to_string(&config).context("cannot print the configuration")?
-            );
+            say!("# {shown}: configuration OK; effective settings:");
+            let text = toml::to_string(&config).context("cannot print the configuration")?;
+            say!("{}", text.trim_end());
             Ok(())
         }
         Cmd::Migrate => {
             let config = load_config(cli.config.as_deref())?;
             crate::app::open_store(&config).await?;
-            println!("database schema is up to date");
+            say!("database schema is up to date");
             Ok(())
         }
         Cmd::Domain(c) => admin::domain(load_config(cli.config.as_deref())?, c).await,

@@ -46,15 +46,15 @@ impl Router {
         }
         if let Some(d) = self.delimiter {
             let local = rcpt.local_part().to_lowercase();
-            if let Some((base, _tag)) = local.split_once(d) {
-                if !base.is_empty() {
-                    let found = self
-                        .store
-                        .resolve_address(&format!("{base}@{}", rcpt.domain()))
-                        .await?;
-                    if !found.is_empty() {
-                        return Ok(Route::Local(found));
-                    }
+            if let Some((base, _tag)) = local.split_once(d)
+                && !base.is_empty()
+            {
+                let found = self
+                    .store
+                    .resolve_address(&format!("{base}@{}", rcpt.domain()))
+                    .await?;
+                if !found.is_empty() {
+                    return Ok(Route::Local(found));
                 }
             }
         }

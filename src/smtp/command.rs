@@ -125,10 +125,10 @@ fn split_path<'a>(rest: &'a str, keyword: &str) -> Result<(&'a str, &'a str), Re
 
 /// RFC 5321 §4.1.2: a source route (`@a,@b:user@d`) is accepted and ignored.
 fn strip_source_route(path: &str) -> &str {
-    if path.starts_with('@') {
-        if let Some(i) = path.find(':') {
-            return &path[i + 1..];
-        }
+    if path.starts_with('@')
+        && let Some(i) = path.find(':')
+    {
+        return &path[i + 1..];
     }
     path
 }

@@ -1,6 +1,7 @@
 //! SMTP replies: a basic code, an enhanced status code (RFC 3463, RFC 5248)
-//! and text. Every reply boxtrap sends carries an enhanced code
-//! (ENHANCEDSTATUSCODES, RFC 2034) — the greeting too, harmlessly.
+//! and text. Every reply carries an enhanced code (ENHANCEDSTATUSCODES,
+//! RFC 2034) except the three RFC 2034 §4 exempts: the 220 greeting, the
+//! EHLO response and the 354 go-ahead.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

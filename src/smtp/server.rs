@@ -60,12 +60,12 @@ struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        if let Ok(mut per_ip) = self.limits.per_ip.lock() {
-            if let Some(n) = per_ip.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    per_ip.remove(&self.ip);
-                }
+        if let Ok(mut per_ip) = self.limits.per_ip.lock()
+            && let Some(n) = per_ip.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
             }
         }
     }

@@ -451,9 +451,9 @@ impl Session<'_> {
         };
         data.extend_from_slice(
             format!(
-                "Received: from {} ([{}])\r\n\tby {} (boxtrap) with {with} id {queue_id}{for_clause};\r\n\t{}\r\n",
+                "Received: from {} ({})\r\n\tby {} (boxtrap) with {with} id {queue_id}{for_clause};\r\n\t{}\r\n",
                 sanitize_helo(&helo),
-                self.peer.ip(),
+                address_literal(self.peer.ip()),
                 self.ctx.hostname,
                 now.rfc5322()
             )
@@ -490,6 +490,17 @@ enum Step {
     Flow(Flow),
     StartData,
     Rcpt(EmailAddress),
+}
+
+/// RFC 5321 §4.1.3 address literal: `[192.0.2.1]`, `[IPv6:2001:db8::1]`.
+fn address_literal(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("[{v4}]"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("[{v4}]"),
+            None => format!("[IPv6:{v6}]"),
+        },
+    }
 }
 
 /// Keeps the HELO name from breaking the `Received:` header's structure.

@@ -35,7 +35,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT d.name,
                     (SELECT COUNT(*) FROM mailboxes m WHERE m.domain_id = d.id) AS mailboxes,
-                    (SELECT COUNT(*) FROM aliases a WHERE a.domain_id = d.id) AS aliases
+                    (SELECT COUNT(DISTINCT a.address) FROM aliases a WHERE a.domain_id = d.id) AS aliases
              FROM domains d ORDER BY d.name",
         )
         .fetch_all(self.pool())
@@ -62,7 +62,7 @@ impl Store {
         let id = id.ok_or_else(|| StoreError::NotFound(format!("no such domain: {domain}")))?;
         let used: i64 = sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM mailboxes WHERE domain_id = $1)
-                  + (SELECT COUNT(*) FROM aliases WHERE domain_id = $1)",
+                  + (SELECT COUNT(DISTINCT address) FROM aliases WHERE domain_id = $1)",
         )
         .bind(id)
         .fetch_one(&mut *tx)

@@ -141,6 +141,12 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "DELETE FROM queued_messages WHERE NOT EXISTS
+             (SELECT 1 FROM queued_recipients r WHERE r.queue_id = queued_messages.queue_id)",
+        )
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM aliases WHERE mailbox_id = $1")
             .bind(id)
             .execute(&mut *tx)

@@ -296,3 +296,32 @@ async fn a_smuggling_attempt_with_bare_lf_is_refused_whole() {
     assert!(app.messages("bob@example.test").is_empty());
     assert!(app.rejectlog().contains("bare CR or LF"));
 }
+
+#[tokio::test]
+async fn listens_on_ipv4_and_ipv6_side_by_side() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.smtp.listen = vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()]
+    })
+    .await;
+    let v6 = std::net::SocketAddr::new("::1".parse().unwrap(), {
+        // The second listener's port: find it from the app's bound addresses.
+        let mut s = None;
+        for a in app.addrs.clone() {
+            if a.is_ipv6() {
+                s = Some(a.port());
+            }
+        }
+        s.expect("an IPv6 listener")
+    });
+    let mut s = Smtp::connect(v6).await;
+    s.cmd("EHLO v6.example.org", "250").await;
+    s.cmd("MAIL FROM:<bob@example.org>", "250").await;
+    s.cmd("RCPT TO:<alice@example.test>", "250").await;
+    s.cmd("DATA", "354").await;
+    assert!(s.data("Subject: v6\r\n\r\nx\r\n").await.starts_with("250"));
+    let text = String::from_utf8_lossy(&app.messages("alice@example.test")[0].1).into_owned();
+    assert!(
+        text.contains("Received: from v6.example.org ([IPv6:::1])"),
+        "{text}"
+    );
+}
