@@ -25,6 +25,8 @@ pub struct Config {
     pub web: WebConfig,
     pub database: DatabaseConfig,
     pub delivery: DeliveryConfig,
+    pub challenge: ChallengeConfig,
+    pub outbound: OutboundConfig,
     pub log: LogConfig,
 }
 
@@ -97,6 +99,59 @@ pub struct DeliveryConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct ChallengeConfig {
+    /// HMAC key for challenge tokens, 64 hex digits. Empty means a key
+    /// generated on first start and kept in the database (shared by all
+    /// nodes); `boxtrap key rotate` replaces it, old keys still verify.
+    pub secret: String,
+    /// Challenges one mailbox may send per hour.
+    pub max_per_mailbox_hour: u32,
+    /// Challenges sent to one sender domain per day, across all mailboxes.
+    pub max_per_domain_day: u32,
+    /// Challenges sent per hour by the whole server.
+    pub max_global_hour: u32,
+    /// How often the sweeper purges expired held mail and challenges.
+    pub sweep_interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// How challenge mails leave: "file" writes `.eml` files to `outbox_dir`
+    /// (nothing is sent; for trying boxtrap out), "smarthost" relays through
+    /// `smarthost`, "direct" delivers to each recipient domain's MX.
+    /// "auto": smarthost when one is set, else file.
+    pub mode: String,
+    /// Where "file" mode writes messages. Empty means `<data_dir>/outbox`.
+    pub outbox_dir: PathBuf,
+    /// Relay host as "host:port".
+    pub smarthost: String,
+    /// STARTTLS towards the smarthost: "off", "opportunistic" or "required".
+    pub smarthost_tls: String,
+    /// SMTP AUTH user name for the smarthost; empty means no AUTH.
+    pub smarthost_user: String,
+    pub smarthost_password: String,
+    /// Name sent in EHLO; empty means `hostname`.
+    pub helo_name: String,
+    /// DNS servers ("ip:port") for MX lookups in "direct" mode. Empty means
+    /// the system's /etc/resolv.conf.
+    pub dns_servers: Vec<SocketAddr>,
+    /// Port used for direct delivery to an MX (25; tests use another).
+    pub mx_port: u16,
+    /// Time limit for one SMTP conversation with a remote server.
+    pub timeout: HumanDuration,
+    /// First wait before retrying a message that failed temporarily; each
+    /// further attempt waits twice as long, up to `retry_max_interval`.
+    pub retry_interval: HumanDuration,
+    pub retry_max_interval: HumanDuration,
+    /// How long a message is retried before it fails for good.
+    pub retry_for: HumanDuration,
+    /// How often the outbound worker looks for messages to send.
+    pub run_interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Exim-style main log (one line per arrival, delivery, deferral,
     /// failure). Empty means `<data_dir>/log/mainlog`.
@@ -114,6 +169,8 @@ impl Default for Config {
             web: WebConfig::default(),
             database: DatabaseConfig::default(),
             delivery: DeliveryConfig::default(),
+            challenge: ChallengeConfig::default(),
+            outbound: OutboundConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -166,6 +223,39 @@ impl Default for DeliveryConfig {
     }
 }
 
+impl Default for ChallengeConfig {
+    fn default() -> Self {
+        ChallengeConfig {
+            secret: String::new(),
+            max_per_mailbox_hour: 30,
+            max_per_domain_day: 50,
+            max_global_hour: 500,
+            sweep_interval: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            mode: "auto".into(),
+            outbox_dir: PathBuf::new(),
+            smarthost: String::new(),
+            smarthost_tls: "opportunistic".into(),
+            smarthost_user: String::new(),
+            smarthost_password: String::new(),
+            helo_name: String::new(),
+            dns_servers: Vec::new(),
+            mx_port: 25,
+            timeout: HumanDuration(Duration::from_secs(120)),
+            retry_interval: HumanDuration(Duration::from_secs(300)),
+            retry_max_interval: HumanDuration(Duration::from_secs(3 * 3600)),
+            retry_for: HumanDuration(Duration::from_secs(2 * 86400)),
+            run_interval: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -187,10 +277,10 @@ fn default_hostname() -> String {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -212,9 +302,9 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    error,
                 })?;
                 text.parse::<toml::Table>()
                     .map_err(|e| ConfigError::Parse {
@@ -282,6 +372,39 @@ impl Config {
                 "database.url: {url:?} must start with sqlite: or postgres://"
             ));
         }
+        let secret = &self.challenge.secret;
+        if !secret.is_empty()
+            && (secret.len() != 64 || !secret.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return bad("challenge.secret: must be 64 hex digits (32 bytes), or empty".into());
+        }
+        let o = &self.outbound;
+        if !["auto", "file", "smarthost", "direct"].contains(&o.mode.as_str()) {
+            return bad(format!(
+                "outbound.mode: {:?} is not one of auto, file, smarthost, direct",
+                o.mode
+            ));
+        }
+        if o.mode == "smarthost" && o.smarthost.is_empty() {
+            return bad("outbound.mode: \"smarthost\" needs outbound.smarthost".into());
+        }
+        if !o.smarthost.is_empty()
+            && !o
+                .smarthost
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        {
+            return bad(format!(
+                "outbound.smarthost: {:?} is not host:port",
+                o.smarthost
+            ));
+        }
+        if !["off", "opportunistic", "required"].contains(&o.smarthost_tls.as_str()) {
+            return bad(format!(
+                "outbound.smarthost_tls: {:?} is not one of off, opportunistic, required",
+                o.smarthost_tls
+            ));
+        }
         let base = &self.web.base_url;
         if !(base.is_empty() || base.starts_with("http://") || base.starts_with("https://")) {
             return bad(format!(
@@ -313,6 +436,19 @@ impl Config {
         or_default(&self.log.reject_log, || self.data_dir.join("log/rejectlog"))
     }
 
+    pub fn outbox_dir(&self) -> PathBuf {
+        or_default(&self.outbound.outbox_dir, || self.data_dir.join("outbox"))
+    }
+
+    /// The outbound mode with "auto" resolved.
+    pub fn outbound_mode(&self) -> &str {
+        match self.outbound.mode.as_str() {
+            "auto" if self.outbound.smarthost.is_empty() => "file",
+            "auto" => "smarthost",
+            m => m,
+        }
+    }
+
     pub fn base_url(&self) -> String {
         if self.web.base_url.is_empty() {
             format!("http://{}", self.web.listen)
@@ -331,7 +467,15 @@ fn or_default(path: &Path, default: impl FnOnce() -> PathBuf) -> PathBuf {
 }
 
 /// Sections whose keys can be set as `BOXTRAP_<SECTION>_<KEY>`.
-const SECTIONS: &[&str] = &["smtp", "web", "database", "delivery", "log"];
+const SECTIONS: &[&str] = &[
+    "smtp",
+    "web",
+    "database",
+    "delivery",
+    "challenge",
+    "outbound",
+    "log",
+];
 
 /// `BOXTRAP_SMTP_MAX_RECIPIENTS=20` sets `smtp.max_recipients`;
 /// `BOXTRAP_DATA_DIR=/srv/mail` sets `data_dir`. The value is read as the

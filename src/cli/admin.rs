@@ -314,7 +314,16 @@ pub async fn queue(config: Config, cmd: QueueCmd) -> anyhow::Result<()> {
                 deps.clock,
                 RetryPolicy::from(&config.delivery),
             );
-            let attempted = delivery.run_queue_once().await?;
+            // Each pass takes a batch; claimed or deferred deliveries are not
+            // due again, so this ends when everything was tried once.
+            let mut attempted = 0;
+            loop {
+                let n = delivery.run_queue_once().await?;
+                if n == 0 {
+                    break;
+                }
+                attempted += n;
+            }
             say!("{n} pending, {attempted} attempted; see the main log for results");
         }
         QueueCmd::Delete { queue_id } => {

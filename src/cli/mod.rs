@@ -83,7 +83,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => "(embedded defaults)".into(),
             };
             say!("# {shown}: configuration OK; effective settings:");
-            let text = toml::to_string(&config).context("cannot print the configuration")?;
+            let mut shown_config = config.clone();
+            shown_config.database.url = crate::app::redact(&config.database.url);
+            if !shown_config.outbound.smarthost_password.is_empty() {
+                shown_config.outbound.smarthost_password = "***".into();
+            }
+            if !shown_config.challenge.secret.is_empty() {
+                shown_config.challenge.secret = "***".into();
+            }
+            let text = toml::to_string(&shown_config).context("cannot print the configuration")?;
             say!("{}", text.trim_end());
             Ok(())
         }

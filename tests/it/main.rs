@@ -3,6 +3,8 @@
 
 mod support;
 
+mod cli;
+mod crash;
 mod delivery;
 mod limits;
 mod peers;

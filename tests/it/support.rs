@@ -28,8 +28,9 @@ pub enum Backend {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Every bound SMTP address (several when `smtp.listen` has several).
+    pub addrs: Vec<SocketAddr>,
     pub dir: tempfile::TempDir,
-    pub config: Config,
     pub store: Store,
     pub clock: ManualClock,
     pub delivery: Arc<Delivery>,
@@ -73,6 +74,7 @@ impl TestApp {
         .await
         .unwrap();
         let addr = app.smtp_addrs()[0];
+        let addrs = app.smtp_addrs().to_vec();
         let store = app.store().clone();
         let delivery = app.delivery();
         let now = Timestamp::from_secs(T0);
@@ -97,8 +99,8 @@ impl TestApp {
         }));
         TestApp {
             addr,
+            addrs,
             dir,
-            config,
             store,
             clock,
             delivery,
@@ -291,4 +293,265 @@ macro_rules! on_both_backends {
             }
         }
     };
+}
+
+// --- The real binary, run as a child process -------------------------------
+
+/// A `boxtrap` command with no `BOXTRAP_*` variables inherited from the
+/// environment running the tests, so only what a test sets applies.
+pub fn boxtrap_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_boxtrap"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("BOXTRAP_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("NO_COLOR", "1").stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// A config file in `dir` with `data_dir = dir`, SMTP on 127.0.0.1:0, the
+/// given database URL (empty: SQLite in `dir`) and `extra` TOML appended.
+pub fn write_test_config(dir: &Path, database_url: &str, extra: &str) -> PathBuf {
+    let path = dir.join("boxtrap.toml");
+    let text = format!(
+        "data_dir = {data_dir:?}\n\
+         hostname = \"mx.example.test\"\n\
+         {extra}\n\
+         [smtp]\n\
+         listen = [\"127.0.0.1:0\"]\n\
+         command_timeout = \"30s\"\n\
+         data_timeout = \"30s\"\n\
+         [database]\n\
+         url = {database_url:?}\n\
+         max_connections = 4\n",
+        data_dir = dir.display().to_string(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// What a finished command printed and how it exited.
+#[derive(Debug)]
+pub struct CmdOutput {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `boxtrap --config CONFIG ARGS...` with `stdin` as standard input,
+/// for at most 60 s.
+pub fn run_boxtrap(config: &Path, args: &[&str], stdin: Option<&str>) -> CmdOutput {
+    let mut cmd = boxtrap_command();
+    cmd.arg("--config").arg(config).args(args);
+    run_command(cmd, stdin)
+}
+
+pub fn run_command(mut cmd: std::process::Command, stdin: Option<&str>) -> CmdOutput {
+    use std::io::Write;
+    use std::process::Stdio;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let described = format!("{cmd:?}");
+    let mut child = ChildGuard(Some(cmd.spawn().expect("cannot start boxtrap")));
+    if let Some(input) = stdin {
+        let mut pipe = child.get().stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    // Read both pipes on threads so a full pipe never blocks the child.
+    let mut out = child.get().stdout.take().unwrap();
+    let mut err = child.get().stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut s);
+        s
+    });
+    let status = child
+        .wait_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("{described} did not finish within 60 s"));
+    CmdOutput {
+        success: status.success(),
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
+    }
+}
+
+/// Owns a child process and SIGKILLs it when dropped, so a failing test
+/// never leaves one behind.
+pub struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn get(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("child already reaped")
+    }
+
+    /// Waits up to `limit` for the child to exit.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(status) = self.get().try_wait().unwrap() {
+                self.0 = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `boxtrap serve` as a child process, with its SMTP address read from its
+/// log and its stderr collected (and always drained).
+pub struct ServerProcess {
+    child: ChildGuard,
+    pub addr: SocketAddr,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts `boxtrap --config CONFIG serve` and waits (at most 60 s) until
+    /// it logs `SMTP listening addr=...`.
+    pub fn start(config: &Path) -> ServerProcess {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut cmd = boxtrap_command();
+        cmd.arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("BOXTRAP_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard(Some(cmd.spawn().expect("cannot start boxtrap serve")));
+        let stderr = child.get().stderr.take().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = log.clone();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let text = String::from_utf8_lossy(&line).into_owned();
+                if let Some(addr) = listening_addr(&text) {
+                    let _ = tx.send(addr);
+                }
+                shared.lock().unwrap().push_str(&text);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(e) => {
+                let status = child.get().try_wait().unwrap();
+                panic!(
+                    "boxtrap serve did not report its SMTP address ({e:?}; exit status {status:?}); \
+                     its log:\n{}",
+                    log.lock().unwrap()
+                )
+            }
+        };
+        ServerProcess { child, addr, log }
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&mut self) -> u32 {
+        self.child.get().id()
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill9(mut self) {
+        self.child.kill9();
+    }
+
+    /// SIGTERM, then waits up to 60 s for the graceful shutdown to finish.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.pid();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("cannot run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        match self.child.wait_timeout(Duration::from_secs(60)) {
+            Some(status) => status,
+            None => panic!(
+                "boxtrap serve did not stop within 60 s of SIGTERM; its log:\n{}",
+                self.log()
+            ),
+        }
+    }
+}
+
+/// The address in a `SMTP listening addr=HOST:PORT` log line, tolerating
+/// colour codes and other fields around it.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip a CSI sequence: ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let rest = &plain[plain.find("SMTP listening")? + "SMTP listening".len()..];
+    let value = &rest[rest.find("addr=")? + "addr=".len()..];
+    let value: String = value
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != ',' && *c != '}')
+        .collect();
+    value.trim_matches('"').parse().ok()
+}
+
+/// The value of the first `Message-ID:` header in a message (with `<>`).
+pub fn header_message_id(message: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    for line in text.lines() {
+        if line.is_empty() {
+            return None;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("message-id")
+        {
+            return Some(value.trim().to_owned());
+        }
+    }
+    None
 }
