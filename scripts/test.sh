@@ -51,7 +51,7 @@ is_installed() {
 install_packages() {
     section "system packages"
     # libnet-ssleay-perl lets swaks speak STARTTLS.
-    local pkgs=(swaks libnet-ssleay-perl postfix postgresql-15 time python3) missing=() p
+    local pkgs=(swaks libnet-ssleay-perl postfix postgresql-15 time python3 dnsmasq-base) missing=() p
     for p in "${pkgs[@]}"; do
         is_installed "$p" || missing+=("$p")
     done

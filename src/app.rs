@@ -11,6 +11,9 @@ use crate::delivery::maildir::Maildirs;
 use crate::delivery::router::Router;
 use crate::delivery::{Delivery, RetryPolicy};
 use crate::mainlog::MainLog;
+use crate::outbound::Outbound;
+use crate::outbound::transport::Transport;
+use crate::quarantine::Quarantine;
 use crate::smtp::server::{self, ConnectionLimits};
 use crate::smtp::session::SmtpContext;
 use crate::store::Store;
@@ -41,9 +44,13 @@ pub struct App {
     config: Config,
     store: Store,
     delivery: Arc<Delivery>,
+    quarantine: Arc<Quarantine>,
+    outbound: Arc<Outbound>,
     smtp: Arc<SmtpContext>,
     smtp_listeners: Vec<TcpListener>,
     smtp_addrs: Vec<SocketAddr>,
+    web_listener: TcpListener,
+    web_addr: SocketAddr,
 }
 
 /// Opens the store and log named by `config`; shared with the admin CLI.
@@ -98,6 +105,25 @@ impl App {
         let store = open_store(&config).await?;
         let log = open_log(&config, deps.clock.clone())?;
         let maildirs = Arc::new(Maildirs::new(config.maildir_root(), &config.hostname));
+        let quarantine = Arc::new(
+            Quarantine::new(
+                &config,
+                store.clone(),
+                deps.clock.clone(),
+                log.clone(),
+                maildirs.clone(),
+            )
+            .await
+            .context("cannot set up the quarantine")?,
+        );
+        let transport = Transport::from_config(&config).context("cannot set up outbound mail")?;
+        let outbound = Arc::new(Outbound::new(
+            store.clone(),
+            transport,
+            deps.clock.clone(),
+            log.clone(),
+            &config.outbound,
+        ));
         let delivery = Arc::new(Delivery::new(
             maildirs,
             store.clone(),
@@ -110,6 +136,7 @@ impl App {
             hostname: config.hostname.clone(),
             router: Router::new(store.clone(), &config.smtp.recipient_delimiter),
             delivery: delivery.clone(),
+            quarantine: quarantine.clone(),
             log,
             clock: deps.clock.clone(),
         });
@@ -120,10 +147,17 @@ impl App {
             smtp_addrs.push(l.local_addr()?);
             smtp_listeners.push(l);
         }
+        let web_listener = listen(config.web.listen)
+            .with_context(|| format!("cannot listen for HTTP on {}", config.web.listen))?;
+        let web_addr = web_listener.local_addr()?;
         Ok(App {
+            web_listener,
+            web_addr,
             config,
             store,
             delivery,
+            quarantine,
+            outbound,
             smtp,
             smtp_listeners,
             smtp_addrs,
@@ -135,12 +169,25 @@ impl App {
         &self.smtp_addrs
     }
 
+    /// The web address actually bound.
+    pub fn web_addr(&self) -> SocketAddr {
+        self.web_addr
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
 
     pub fn delivery(&self) -> Arc<Delivery> {
         self.delivery.clone()
+    }
+
+    pub fn quarantine(&self) -> Arc<Quarantine> {
+        self.quarantine.clone()
+    }
+
+    pub fn outbound(&self) -> Arc<Outbound> {
+        self.outbound.clone()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, answers new
@@ -166,6 +213,29 @@ impl App {
                 .clone()
                 .run_queue(self.config.delivery.queue_run_interval.0, stop_rx.clone()),
         );
+        let sweeper = tokio::spawn(self.quarantine.clone().run_sweeper(stop_rx.clone()));
+        let sender = tokio::spawn(
+            self.outbound
+                .clone()
+                .run(self.config.outbound.run_interval.0, stop_rx.clone()),
+        );
+        let web = crate::web::router(crate::web::WebState {
+            store: self.store.clone(),
+            quarantine: self.quarantine.clone(),
+        });
+        tracing::info!(addr = %self.web_addr, "web listening");
+        let mut web_stop = stop_rx.clone();
+        let web_task = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = web_stop.wait_for(|v| *v).await;
+            };
+            if let Err(e) = axum::serve(self.web_listener, web)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::error!(error = %e, "web server failed");
+            }
+        });
         shutdown.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
@@ -182,6 +252,9 @@ impl App {
             tracing::warn!("sessions still running after the grace period; exiting anyway");
         }
         let _ = worker.await;
+        let _ = sweeper.await;
+        let _ = sender.await;
+        let _ = web_task.await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

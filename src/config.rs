@@ -230,7 +230,7 @@ impl Default for ChallengeConfig {
             max_per_mailbox_hour: 30,
             max_per_domain_day: 50,
             max_global_hour: 500,
-            sweep_interval: HumanDuration(Duration::from_secs(3600)),
+            sweep_interval: HumanDuration(Duration::from_secs(300)),
         }
     }
 }

@@ -23,14 +23,19 @@
 
 pub mod address;
 pub mod app;
+pub mod challenge;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod mainlog;
+pub mod outbound;
 pub mod password;
+pub mod policy;
+pub mod quarantine;
 pub mod queue_id;
 pub mod smtp;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;
+pub mod web;

@@ -15,6 +15,7 @@ use crate::address::EmailAddress;
 use crate::clock::{Clock, Timestamp};
 use crate::config::DeliveryConfig;
 use crate::mainlog::MainLog;
+use crate::quarantine::Outcome;
 use crate::store::mailboxes::MailboxRef;
 use crate::store::queue::{NewQueuedMessage, NewQueuedRecipient, QueuedDelivery};
 use crate::store::{Store, StoreError};
@@ -137,29 +138,39 @@ impl Delivery {
     /// in their Maildir or durably queued for a retry: the client may be
     /// told 250. `Err` means nothing is stored for the recipients that were
     /// not delivered, and the client must be told to try again.
-    pub async fn deliver_new(&self, env: &Envelope, data: Vec<u8>) -> Result<(), StoreError> {
+    ///
+    /// `outcomes` (one per recipient) says what the quarantine did with each
+    /// recipient; only those marked `Deliver` go into their Maildir here.
+    pub async fn deliver_new(
+        &self,
+        env: &Envelope,
+        data: Vec<u8>,
+        outcomes: &[Outcome],
+    ) -> Result<(), StoreError> {
         let data = Arc::new(data);
         let results = {
             let maildirs = self.maildirs.clone();
             let data = data.clone();
             let sender = env.sender_str();
-            let jobs: Vec<(String, String)> = env
+            let jobs: Vec<(usize, String, String)> = env
                 .recipients
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (r.mailbox.address.clone(), unique(&env.queue_id, i)))
+                .filter(|(i, _)| matches!(outcomes.get(*i), None | Some(Outcome::Deliver)))
+                .map(|(i, r)| (i, r.mailbox.address.clone(), unique(&env.queue_id, i)))
                 .collect();
             let arrival_secs = env.arrived.secs();
             tokio::task::spawn_blocking(move || {
                 jobs.iter()
-                    .map(|(mailbox, unique)| {
-                        maildirs.deliver(&MaildirMessage {
+                    .map(|(i, mailbox, unique)| {
+                        let r = maildirs.deliver(&MaildirMessage {
                             sender: &sender,
                             mailbox,
                             unique,
                             arrival_secs,
                             data: &data,
-                        })
+                        });
+                        (*i, r)
                     })
                     .collect::<Vec<_>>()
             })
@@ -171,12 +182,11 @@ impl Delivery {
         let next = now.plus_secs(self.retry.first.as_secs() as i64);
         let deferred: Vec<NewQueuedRecipient> = results
             .iter()
-            .enumerate()
             .filter_map(|(i, r)| {
                 r.as_ref().err().map(|e| NewQueuedRecipient {
-                    rcpt_index: i as i64,
-                    mailbox_id: env.recipients[i].mailbox.id,
-                    original: env.recipients[i].original.clone(),
+                    rcpt_index: *i as i64,
+                    mailbox_id: env.recipients[*i].mailbox.id,
+                    original: env.recipients[*i].original.clone(),
                     next_attempt_at: next,
                     last_error: e.to_string(),
                 })
@@ -214,7 +224,27 @@ impl Delivery {
             data.len(),
             id
         ));
-        for (r, result) in env.recipients.iter().zip(&results) {
+        for (i, r) in env.recipients.iter().enumerate() {
+            let result = match outcomes.get(i) {
+                Some(Outcome::Held(why)) => {
+                    self.log.main(&format!(
+                        "{} => :quarantine: {} <{}> R=quarantine ({why})",
+                        env.queue_id, r.mailbox.address, r.original
+                    ));
+                    continue;
+                }
+                Some(Outcome::Dropped(why)) | Some(Outcome::Reject(why)) => {
+                    self.log.main(&format!(
+                        "{} => :blackhole: {} <{}> R=quarantine ({why})",
+                        env.queue_id, r.mailbox.address, r.original
+                    ));
+                    continue;
+                }
+                None | Some(Outcome::Deliver) => match results.iter().find(|(j, _)| *j == i) {
+                    Some((_, r)) => r,
+                    None => continue,
+                },
+            };
             match result {
                 Ok(_) => self.log.main(&format!(
                     "{} => {} <{}> R=local T=maildir",
@@ -229,7 +259,7 @@ impl Delivery {
                 }
             }
         }
-        if results.iter().all(Result::is_ok) {
+        if results.iter().all(|(_, r)| r.is_ok()) {
             self.log.main(&format!("{} Completed", env.queue_id));
         }
         Ok(())

@@ -148,6 +148,10 @@ pub mod codes {
             "Message contains bare CR or LF line ending; lines must end with CRLF (RFC 5321 2.3.8)",
         )
     }
+    /// RFC 3463 5.7.1: every recipient's block list refuses this sender.
+    pub fn blocked_sender() -> Reply {
+        Reply::text(550, "5.7.1", "Message refused by the recipient")
+    }
     /// RFC 6531 §3.7.4.1: non-ASCII address without SMTPUTF8.
     pub fn needs_smtputf8() -> Reply {
         Reply::text(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")

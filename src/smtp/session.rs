@@ -15,6 +15,7 @@ use crate::config::SmtpConfig;
 use crate::delivery::router::{Route, Router};
 use crate::delivery::{ClientInfo, Delivery, Envelope, Recipient};
 use crate::mainlog::MainLog;
+use crate::quarantine::{Outcome, Quarantine};
 use crate::queue_id::new_queue_id;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub struct SmtpContext {
     pub hostname: String,
     pub router: Router,
     pub delivery: Arc<Delivery>,
+    pub quarantine: Arc<Quarantine>,
     pub log: MainLog,
     pub clock: Arc<dyn Clock>,
 }
@@ -472,7 +474,26 @@ impl Session<'_> {
                 protocol,
             },
         };
-        match self.ctx.delivery.deliver_new(&env, data).await {
+        let outcomes = match self.ctx.quarantine.screen(&env, &data).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, queue_id = %queue_id, "quarantine screening failed");
+                self.reply(codes::local_error());
+                return;
+            }
+        };
+        if !outcomes.is_empty() && outcomes.iter().all(|o| matches!(o, Outcome::Reject(_))) {
+            // Every recipient blocks this sender: refuse in the session, so
+            // no mail is ever sent to a blocked (maybe forged) sender.
+            self.log_reject(
+                env.sender.as_ref(),
+                "after DATA",
+                "sender is on the recipients' block lists",
+            );
+            self.reply(codes::blocked_sender());
+            return;
+        }
+        match self.ctx.delivery.deliver_new(&env, data, &outcomes).await {
             Ok(()) => self.reply(Reply::text(250, "2.0.0", format!("OK id={queue_id}"))),
             Err(e) => {
                 tracing::error!(error = %e, queue_id = %queue_id, "message could not be stored");

@@ -8,8 +8,11 @@
 //! Migrations live in `migrations/sqlite` and `migrations/postgres`.
 
 pub mod domains;
+pub mod held;
+pub mod lists;
 pub mod mailboxes;
 pub mod queue;
+pub mod settings;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

@@ -55,6 +55,7 @@ impl TestApp {
         config.data_dir = dir.path().to_owned();
         config.hostname = "mx.example.test".into();
         config.smtp.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.web.listen = "127.0.0.1:0".parse().unwrap();
         config.smtp.command_timeout = HumanDuration(Duration::from_secs(30));
         config.smtp.data_timeout = HumanDuration(Duration::from_secs(30));
         // The retry worker is driven by hand with run_queue_once().
@@ -324,7 +325,9 @@ pub fn write_test_config(dir: &Path, database_url: &str, extra: &str) -> PathBuf
          data_timeout = \"30s\"\n\
          [database]\n\
          url = {database_url:?}\n\
-         max_connections = 4\n",
+         max_connections = 4\n\
+         [web]\n\
+         listen = \"127.0.0.1:0\"\n",
         data_dir = dir.display().to_string(),
     );
     std::fs::write(&path, text).unwrap();

@@ -1,0 +1,6 @@
+//! Challenges: signed tokens ([`token`]), the owner-editable texts
+//! ([`templates`]) and the challenge mail itself ([`compose`]).
+
+pub mod compose;
+pub mod templates;
+pub mod token;

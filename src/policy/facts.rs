@@ -1,0 +1,976 @@
+//! Message facts: everything the policy needs to know about one message,
+//! read once from its raw bytes (headers only; the body is never parsed).
+//!
+//! This module owns the header-level questions the delivery-time hook asks:
+//! who the message is from (the sender identity a challenge goes to), who it
+//! is addressed to, whether it is automated mail that must never be
+//! challenged (RFC 3834 and friends), whether the envelope sender is a role
+//! address, and which challenge token a reply carries. It does no I/O and
+//! never fails: malformed input gives empty fields. Deciding what to do with
+//! these facts is [`crate::policy`]'s job, not this module's.
+
+use std::{borrow::Cow, fmt};
+
+use mail_parser::{Header, HeaderValue, MessageParser};
+
+/// The marker header every boxtrap challenge mail carries; its value is the
+/// mailbox address that issued the challenge. Another boxtrap (or this one)
+/// receiving such a mail treats it as [`Automated::ChallengeResponse`], which
+/// is what stops two challenge-response systems from challenging each other.
+pub const CHALLENGE_HEADER: &str = "X-Boxtrap-Challenge";
+
+/// Headers by which challenge-response systems mark their challenges: ours
+/// first, then BoxTrapper, Spam Arrest, TMDA, Bluebottle and generic ones.
+const CHALLENGE_HEADERS: &[&str] = &[
+    CHALLENGE_HEADER,
+    "X-Boxtrapper",
+    "X-Challenge",
+    "X-Spam-Arrest",
+    "X-ChallengeResponse",
+    "X-TMDA",
+    "X-Bluebottle-Request",
+];
+
+/// Headers that only mailing-list software adds (RFC 2369, RFC 2919, and the
+/// older ezmlm/Yahoo `Mailing-List`).
+const LIST_HEADERS: &[&str] = &[
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Post",
+    "List-Help",
+    "List-Subscribe",
+    "List-Owner",
+    "List-Archive",
+    "Mailing-List",
+];
+
+/// `Precedence:` values that mark bulk or automatic mail (a de-facto
+/// convention, mentioned in RFC 3834 §3.1.8 as "not to be relied on", but
+/// widely set by list servers and vacation programs).
+const BULK_PRECEDENCES: &[&str] = &["bulk", "list", "junk", "auto_reply"];
+
+/// BoxTrapper's subject convention: `verify#<token>`.
+const VERIFY_MARKER: &str = "verify#";
+
+/// Prefix of the local part of our challenges' Message-IDs.
+const MESSAGE_ID_PREFIX: &str = "boxtrap.";
+
+/// Shortest and longest challenge token [`reply_token`] accepts.
+const TOKEN_LEN: std::ops::RangeInclusive<usize> = 20..=200;
+
+/// What the policy needs to know about a message, parsed once from its raw
+/// bytes by [`MessageFacts::parse`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFacts {
+    /// First `From:` address, lower-cased: the sender identity a challenge
+    /// is sent to and the allow list is checked against.
+    pub from: Option<String>,
+    /// Display name of that address, RFC 2047-decoded.
+    pub from_name: Option<String>,
+    /// All `To:` addresses (every `To:` field, groups flattened), lower-cased.
+    pub to: Vec<String>,
+    /// All `Cc:` addresses, lower-cased.
+    pub cc: Vec<String>,
+    /// Subject, RFC 2047-decoded and unfolded; `""` when absent.
+    pub subject: String,
+    /// `Message-ID:` with its angle brackets, e.g. `<abc@x>`.
+    pub message_id: Option<String>,
+    /// The `Date:` header as written (unfolded, trimmed): shown to the owner
+    /// and quoted in challenges, so it is not reformatted.
+    pub date: Option<String>,
+    /// Message ids in `In-Reply-To:`, with angle brackets.
+    pub in_reply_to: Vec<String>,
+    /// Message ids in `References:`, with angle brackets.
+    pub references: Vec<String>,
+    /// Why this is automated mail that must never be challenged, if it is.
+    pub automated: Option<Automated>,
+}
+
+/// Why a message is automated mail that must never get a challenge: answering
+/// it would reach no person, or start a loop between two automatons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Automated {
+    /// RFC 3834 §5: `Auto-Submitted:` present with a value other than `no`
+    /// (the keyword is kept, lower-cased, e.g. `auto-replied`).
+    AutoSubmitted(String),
+    /// A mailing-list header is present (its name is kept, e.g. `List-Id`).
+    ListHeader(String),
+    /// `Precedence:` is `bulk`, `list`, `junk` or `auto_reply` (value kept).
+    Precedence(String),
+    /// `X-Auto-Response-Suppress:` is present (Microsoft's marker), whatever
+    /// its value.
+    AutoResponseSuppress,
+    /// The message is `multipart/report` (RFC 6522): a bounce, DSN or MDN.
+    DeliveryReport,
+    /// A challenge from boxtrap or another challenge-response system (the
+    /// header name that gave it away is kept, or `Subject verify#`).
+    ChallengeResponse(String),
+}
+
+impl fmt::Display for Automated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Automated::AutoSubmitted(value) if value.is_empty() => {
+                write!(f, "Auto-Submitted (RFC 3834)")
+            }
+            Automated::AutoSubmitted(value) => write!(f, "Auto-Submitted: {value} (RFC 3834)"),
+            Automated::ListHeader(name) => write!(f, "mailing list ({name})"),
+            Automated::Precedence(value) => write!(f, "bulk mail (Precedence: {value})"),
+            Automated::AutoResponseSuppress => {
+                write!(f, "auto-responses suppressed (X-Auto-Response-Suppress)")
+            }
+            Automated::DeliveryReport => write!(f, "delivery report (multipart/report)"),
+            Automated::ChallengeResponse(what) => write!(f, "challenge-response mail ({what})"),
+        }
+    }
+}
+
+impl MessageFacts {
+    /// Reads the facts from a raw message (CRLF line endings, as received).
+    /// Never fails: garbage or missing headers give empty fields.
+    ///
+    /// When a single-valued header appears more than once (malformed mail),
+    /// the first occurrence wins.
+    pub fn parse(raw: &[u8]) -> MessageFacts {
+        // mail-parser drops the value of a last header that has no line
+        // break after it; SMTP always supplies one, other callers may not.
+        let raw: Cow<'_, [u8]> = if raw.ends_with(b"\n") {
+            Cow::Borrowed(raw)
+        } else {
+            Cow::Owned([raw, b"\r\n"].concat())
+        };
+        let raw = raw.as_ref();
+        let Some(message) = MessageParser::default().parse_headers(raw) else {
+            return MessageFacts::default();
+        };
+        let headers = message.headers();
+        let named = |name: &'static str| {
+            headers
+                .iter()
+                .filter(move |h| h.name().eq_ignore_ascii_case(name))
+        };
+
+        let first_from = named("From")
+            .filter_map(|h| h.value().as_address())
+            .flat_map(|a| a.iter())
+            .find(|addr| addr.address().is_some_and(|a| !a.trim().is_empty()));
+        let from = first_from
+            .and_then(|addr| addr.address())
+            .map(normalize_address);
+        let from_name = first_from
+            .and_then(|addr| addr.name())
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty());
+
+        let addresses = |name: &'static str| -> Vec<String> {
+            named(name)
+                .filter_map(|h| h.value().as_address())
+                .flat_map(|a| a.iter())
+                .filter_map(|addr| addr.address())
+                .map(normalize_address)
+                .filter(|a| !a.is_empty())
+                .collect()
+        };
+
+        let subject = named("Subject")
+            .next()
+            .map(|h| match h.value() {
+                HeaderValue::Text(text) => unfold(text),
+                HeaderValue::TextList(list) => unfold(&list.join(" ")),
+                _ => String::new(),
+            })
+            .unwrap_or_default();
+
+        let ids = |name: &'static str| -> Vec<String> {
+            named(name).flat_map(|h| message_ids(h.value())).collect()
+        };
+
+        let date = named("Date")
+            .next()
+            .map(|h| raw_value(raw, h))
+            .filter(|d| !d.is_empty());
+
+        let mut facts = MessageFacts {
+            from,
+            from_name,
+            to: addresses("To"),
+            cc: addresses("Cc"),
+            subject,
+            message_id: ids("Message-ID").into_iter().next(),
+            date,
+            in_reply_to: ids("In-Reply-To"),
+            references: ids("References"),
+            automated: None,
+        };
+        facts.automated = automated(raw, headers, &facts.subject);
+        facts
+    }
+}
+
+/// Classifies automated mail. When several signs are present the most
+/// specific wins: a challenge first (so two challenge-response systems
+/// recognise each other), then reports, then RFC 3834, then list and bulk
+/// markers.
+fn automated(raw: &[u8], headers: &[Header<'_>], subject: &str) -> Option<Automated> {
+    let find = |name: &str| headers.iter().find(|h| h.name().eq_ignore_ascii_case(name));
+
+    if let Some(name) = CHALLENGE_HEADERS.iter().find(|name| find(name).is_some()) {
+        return Some(Automated::ChallengeResponse((*name).to_string()));
+    }
+    if subject_tokens(subject).next().is_some() {
+        return Some(Automated::ChallengeResponse(format!(
+            "Subject {VERIFY_MARKER}"
+        )));
+    }
+    // RFC 6522: bounces (delivery-status), MDNs (disposition-notification)
+    // and every other report type.
+    if let Some(h) = find("Content-Type") {
+        let is_report = match h.value().as_content_type() {
+            Some(ct) => {
+                ct.ctype().eq_ignore_ascii_case("multipart")
+                    && ct
+                        .subtype()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+            }
+            None => raw_value(raw, h)
+                .to_ascii_lowercase()
+                .starts_with("multipart/report"),
+        };
+        if is_report {
+            return Some(Automated::DeliveryReport);
+        }
+    }
+    // RFC 3834 §5.1: any value other than "no" means automatic.
+    if let Some(h) = find("Auto-Submitted") {
+        let keyword = first_word(&raw_value(raw, h));
+        if keyword != "no" {
+            return Some(Automated::AutoSubmitted(keyword));
+        }
+    }
+    if let Some(h) = LIST_HEADERS.iter().find_map(|name| find(name)) {
+        return Some(Automated::ListHeader(canonical_list_header(h.name())));
+    }
+    if let Some(h) = find("Precedence") {
+        let value = first_word(&raw_value(raw, h));
+        if BULK_PRECEDENCES.contains(&value.as_str()) {
+            return Some(Automated::Precedence(value));
+        }
+    }
+    if find("X-Auto-Response-Suppress").is_some() {
+        return Some(Automated::AutoResponseSuppress);
+    }
+    None
+}
+
+/// The list header's name as this module spells it (mail-parser spells
+/// `List-Id` as `List-ID`; unknown headers keep the sender's spelling).
+fn canonical_list_header(name: &str) -> String {
+    LIST_HEADERS
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(name))
+        .map_or_else(|| name.to_string(), |known| (*known).to_string())
+}
+
+/// The first word of a structured value, lower-cased: comments in
+/// parentheses, parameters after `;` and surrounding whitespace dropped.
+fn first_word(value: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for c in value.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            ';' => break,
+            c if c.is_whitespace() => {
+                if !out.is_empty() {
+                    break;
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.to_lowercase()
+}
+
+/// A header's value exactly as written, from the raw bytes: unfolded
+/// (RFC 5322 §2.2.3), trimmed, invalid UTF-8 replaced.
+fn raw_value(raw: &[u8], header: &Header<'_>) -> String {
+    let start = header.offset_start() as usize;
+    let end = header.offset_end() as usize;
+    raw.get(start..end)
+        .map(|bytes| unfold(&String::from_utf8_lossy(bytes)))
+        .unwrap_or_default()
+}
+
+/// Removes folding line breaks and trims.
+fn unfold(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| *c != '\r' && *c != '\n')
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+fn normalize_address(address: &str) -> String {
+    address.trim().to_lowercase()
+}
+
+/// Message ids of an id header, each put back in angle brackets.
+fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
+    let bracket = |id: &str| {
+        let id = id.trim();
+        (!id.is_empty()).then(|| format!("<{id}>"))
+    };
+    match value {
+        HeaderValue::Text(id) => bracket(id).into_iter().collect(),
+        HeaderValue::TextList(ids) => ids.iter().filter_map(|id| bracket(id)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Envelope senders that must never get a challenge: null (`""` or `<>`),
+/// `MAILER-DAEMON`, `postmaster`, `owner-*`, `*-request`, `*-bounces`,
+/// `*-bounce` (local part, case-insensitive). A `+detail` is ignored, so
+/// VERP return paths such as `list-bounces+alice=example.com@lists.example`
+/// count too.
+pub fn is_role_sender(address: &str) -> bool {
+    let address = address.trim();
+    let address = address
+        .strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(address)
+        .trim();
+    if address.is_empty() {
+        return true;
+    }
+    let local = address
+        .rsplit_once('@')
+        .map_or(address, |(local, _)| local)
+        .trim_matches('"')
+        .to_ascii_lowercase();
+    let base = local
+        .split_once('+')
+        .map_or(local.as_str(), |(base, _)| base);
+    [local.as_str(), base].into_iter().any(|l| {
+        l == "mailer-daemon"
+            || l == "postmaster"
+            || l.starts_with("owner-")
+            || l.ends_with("-request")
+            || l.ends_with("-bounces")
+            || l.ends_with("-bounce")
+    })
+}
+
+/// The challenge token a reply carries: `verify#<token>` in the subject
+/// (token = `[A-Za-z0-9_-]{20,200}`), or a message id of the form
+/// `<boxtrap.<token>@anything>` (see [`challenge_message_id`]) in
+/// `In-Reply-To` or `References`. Returns the first found, subject first.
+pub fn reply_token(facts: &MessageFacts) -> Option<String> {
+    subject_tokens(&facts.subject)
+        .find(|token| TOKEN_LEN.contains(&token.len()))
+        .or_else(|| {
+            facts
+                .in_reply_to
+                .iter()
+                .chain(&facts.references)
+                .find_map(|id| message_id_token(id))
+        })
+        .map(str::to_string)
+}
+
+/// The Message-ID of the challenge carrying `token`, sent from `hostname`:
+/// `<boxtrap.{token}@{hostname}>`. Replies quote it in `In-Reply-To`, which
+/// is how [`reply_token`] finds the token when the subject was edited.
+pub fn challenge_message_id(token: &str, hostname: &str) -> String {
+    format!("<{MESSAGE_ID_PREFIX}{token}@{hostname}>")
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+/// The token of a `<boxtrap.<token>@host>` message id, if it is one.
+fn message_id_token(id: &str) -> Option<&str> {
+    let inner = id.trim().strip_prefix('<')?.strip_suffix('>')?;
+    let prefix = inner.get(..MESSAGE_ID_PREFIX.len())?;
+    if !prefix.eq_ignore_ascii_case(MESSAGE_ID_PREFIX) {
+        return None;
+    }
+    let (token, host) = inner.get(MESSAGE_ID_PREFIX.len()..)?.split_once('@')?;
+    let valid =
+        TOKEN_LEN.contains(&token.len()) && token.bytes().all(is_token_byte) && !host.is_empty();
+    valid.then_some(token)
+}
+
+/// Every non-empty token following `verify#` (case-insensitive) at a word
+/// boundary in `subject`, in order: what `(?i)\bverify#([A-Za-z0-9_-]+)`
+/// would capture.
+fn subject_tokens(subject: &str) -> impl Iterator<Item = &str> {
+    let bytes = subject.as_bytes();
+    let marker = VERIFY_MARKER.as_bytes();
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        loop {
+            let found = bytes
+                .get(from..)?
+                .windows(marker.len())
+                .position(|w| w.eq_ignore_ascii_case(marker))?;
+            let start = from + found;
+            let token_start = start + marker.len();
+            from = token_start;
+            let at_boundary = subject
+                .get(..start)
+                .and_then(|before| before.chars().next_back())
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            let len = bytes.get(token_start..).map_or(0, |rest| {
+                rest.iter().take_while(|b| is_token_byte(**b)).count()
+            });
+            if at_boundary && len > 0 {
+                from = token_start + len;
+                return subject.get(token_start..token_start + len);
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Joins header and body lines with CRLF, as received over SMTP.
+    fn crlf(lines: &[&str]) -> Vec<u8> {
+        let mut out = lines.join("\r\n");
+        out.push_str("\r\n");
+        out.into_bytes()
+    }
+
+    const RECEIVED: &str = "Received: from mx.example.org (mx.example.org [192.0.2.1])\r\n\tby mail.example.test (boxtrap) with ESMTP id 1a2b3c\r\n\tfor <alice@example.test>; Mon, 1 Jun 2026 10:00:00 +0000";
+
+    fn token(n: usize) -> String {
+        "aB3_-".chars().cycle().take(n).collect()
+    }
+
+    #[test]
+    fn plain_mail_with_encoded_words_and_folded_headers() {
+        let raw = crlf(&[
+            RECEIVED,
+            "From: =?UTF-8?Q?Bj=C3=B6rn_=C3=85str=C3=B6m?= <Bjorn.Astrom@Example.ORG>",
+            "To: Alice <alice@example.test>,",
+            "  \"Bob, Jr.\" <BOB@example.test>",
+            "Cc: undisclosed:;, team: carol@example.test, Dave <dave@example.test>;,",
+            "\teve@example.test",
+            "Subject: =?ISO-8859-1?Q?R=E9union_du_?=",
+            " =?UTF-8?B?bHVuZGkg4piV?= (folded)",
+            "Date: Mon, 1 Jun 2026",
+            " 09:59:58 +0200",
+            "Message-ID: <20260601.abc@mx.example.org>",
+            "In-Reply-To: <prev@example.test>",
+            "References: <root@example.test>",
+            "\t<prev@example.test>",
+            "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=utf-8",
+            "",
+            "Hello Alice.",
+        ]);
+        let facts = MessageFacts::parse(&raw);
+        assert_eq!(
+            facts,
+            MessageFacts {
+                from: Some("bjorn.astrom@example.org".into()),
+                from_name: Some("Björn Åström".into()),
+                to: vec!["alice@example.test".into(), "bob@example.test".into()],
+                cc: vec![
+                    "carol@example.test".into(),
+                    "dave@example.test".into(),
+                    "eve@example.test".into()
+                ],
+                subject: "Réunion du lundi ☕ (folded)".into(),
+                message_id: Some("<20260601.abc@mx.example.org>".into()),
+                date: Some("Mon, 1 Jun 2026 09:59:58 +0200".into()),
+                in_reply_to: vec!["<prev@example.test>".into()],
+                references: vec!["<root@example.test>".into(), "<prev@example.test>".into()],
+                automated: None,
+            }
+        );
+    }
+
+    #[test]
+    fn first_from_header_and_address_win_and_all_to_fields_count() {
+        let raw = crlf(&[
+            "From: first@example.org, second@example.org",
+            "From: third@example.org",
+            "To: a@example.test",
+            "To: b@example.test",
+            "Subject: one",
+            "Subject: two",
+            "",
+            "body",
+        ]);
+        let facts = MessageFacts::parse(&raw);
+        assert_eq!(facts.from.as_deref(), Some("first@example.org"));
+        assert_eq!(facts.from_name, None);
+        assert_eq!(facts.to, ["a@example.test", "b@example.test"]);
+        assert_eq!(facts.subject, "one");
+    }
+
+    #[test]
+    fn odd_but_common_header_forms() {
+        let raw = crlf(&[
+            "From: undisclosed",
+            "To: \"Smith, John\" <J.Smith@Example.ORG>, =?utf-8?q?Zo=C3=AB?= <zoe@x.org>",
+            "Message-ID: no-brackets@x",
+            "In-Reply-To: <a@b> (a comment) <c@d>",
+            "",
+        ]);
+        let facts = MessageFacts::parse(&raw);
+        assert_eq!(facts.from, None);
+        assert_eq!(facts.from_name, None);
+        assert_eq!(facts.to, ["j.smith@example.org", "zoe@x.org"]);
+        assert_eq!(facts.message_id.as_deref(), Some("<no-brackets@x>"));
+        assert_eq!(facts.in_reply_to, ["<a@b>", "<c@d>"]);
+
+        let raw = crlf(&["From: \"Smith, John\" <J.Smith@Example.ORG>", ""]);
+        let facts = MessageFacts::parse(&raw);
+        assert_eq!(facts.from.as_deref(), Some("j.smith@example.org"));
+        assert_eq!(facts.from_name.as_deref(), Some("Smith, John"));
+    }
+
+    #[test]
+    fn postfix_bounce_is_a_delivery_report() {
+        let raw = crlf(&[
+            RECEIVED,
+            "Date: Mon,  1 Jun 2026 10:00:01 +0000 (UTC)",
+            "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)",
+            "Subject: Undelivered Mail Returned to Sender",
+            "To: alice@example.test",
+            "Auto-Submitted: auto-replied",
+            "MIME-Version: 1.0",
+            "Content-Type: multipart/report; report-type=delivery-status;",
+            "\tboundary=\"4A1B2C3D.1780308001/mx.example.org\"",
+            "Message-Id: <20260601100001.4A1B2C3D@mx.example.org>",
+            "",
+            "This is a MIME-encapsulated message.",
+            "",
+            "--4A1B2C3D.1780308001/mx.example.org",
+            "Content-Description: Notification",
+            "Content-Type: text/plain; charset=us-ascii",
+            "",
+            "I'm sorry to have to inform you that your message could not",
+            "be delivered to one or more recipients.",
+            "",
+            "--4A1B2C3D.1780308001/mx.example.org",
+            "Content-Description: Delivery report",
+            "Content-Type: message/delivery-status",
+            "",
+            "Reporting-MTA: dns; mx.example.org",
+            "Final-Recipient: rfc822; nobody@example.org",
+            "Action: failed",
+            "Status: 5.1.1",
+            "",
+            "--4A1B2C3D.1780308001/mx.example.org--",
+        ]);
+        let facts = MessageFacts::parse(&raw);
+        assert_eq!(facts.automated, Some(Automated::DeliveryReport));
+        assert_eq!(facts.from.as_deref(), Some("mailer-daemon@mx.example.org"));
+        assert_eq!(
+            facts.message_id.as_deref(),
+            Some("<20260601100001.4A1B2C3D@mx.example.org>")
+        );
+        assert_eq!(
+            facts.date.as_deref(),
+            Some("Mon,  1 Jun 2026 10:00:01 +0000 (UTC)")
+        );
+    }
+
+    #[test]
+    fn automated_mail_is_recognised() {
+        let cases: &[(&str, &[&str], Option<Automated>)] = &[
+            (
+                "out of office",
+                &[
+                    "From: Bob <bob@example.org>",
+                    "Subject: Out of office: lunch",
+                    "Auto-Submitted: auto-replied",
+                ],
+                Some(Automated::AutoSubmitted("auto-replied".into())),
+            ),
+            (
+                "auto-generated with comment and parameter",
+                &["Auto-Submitted: Auto-Generated (cron); owner-email=\"x@y\""],
+                Some(Automated::AutoSubmitted("auto-generated".into())),
+            ),
+            (
+                "Auto-Submitted: no is a person",
+                &["From: bob@example.org", "Auto-Submitted: no", "Subject: hi"],
+                None,
+            ),
+            (
+                "Auto-Submitted: No (case-insensitive)",
+                &["Auto-Submitted:   No  "],
+                None,
+            ),
+            (
+                "empty Auto-Submitted is not 'no'",
+                &["Auto-Submitted:"],
+                Some(Automated::AutoSubmitted(String::new())),
+            ),
+            (
+                "List-Id",
+                &[
+                    "From: someone@example.org",
+                    "List-Id: Rust users <users.rust-lang.org>",
+                    "List-Unsubscribe: <mailto:leave@rust-lang.org>",
+                ],
+                Some(Automated::ListHeader("List-Id".into())),
+            ),
+            (
+                "List-Unsubscribe alone",
+                &["list-unsubscribe: <https://news.example.org/u/1>"],
+                Some(Automated::ListHeader("List-Unsubscribe".into())),
+            ),
+            (
+                "List-Post",
+                &["List-Post: <mailto:dev@lists.example.org>"],
+                Some(Automated::ListHeader("List-Post".into())),
+            ),
+            (
+                "Mailing-List (ezmlm)",
+                &["Mailing-List: contact dev-help@example.org; run by ezmlm"],
+                Some(Automated::ListHeader("Mailing-List".into())),
+            ),
+            (
+                "Precedence: bulk",
+                &["From: news@shop.example", "Precedence: bulk"],
+                Some(Automated::Precedence("bulk".into())),
+            ),
+            (
+                "Precedence: JUNK",
+                &["Precedence: JUNK"],
+                Some(Automated::Precedence("junk".into())),
+            ),
+            (
+                "Precedence: auto_reply",
+                &["Precedence: auto_reply"],
+                Some(Automated::Precedence("auto_reply".into())),
+            ),
+            (
+                "Precedence: first-class is a person",
+                &["Precedence: first-class"],
+                None,
+            ),
+            (
+                "X-Auto-Response-Suppress",
+                &["X-Auto-Response-Suppress: OOF, AutoReply"],
+                Some(Automated::AutoResponseSuppress),
+            ),
+            (
+                "MDN",
+                &[
+                    "Content-Type: Multipart/Report; report-type=disposition-notification; boundary=x",
+                ],
+                Some(Automated::DeliveryReport),
+            ),
+            (
+                "multipart/mixed is not a report",
+                &["Content-Type: multipart/mixed; boundary=x"],
+                None,
+            ),
+            (
+                "BoxTrapper challenge",
+                &[
+                    "From: carol@example.org",
+                    "Subject: Please verify: hello verify#Zx81aabbccddeeff0011",
+                ],
+                Some(Automated::ChallengeResponse("Subject verify#".into())),
+            ),
+            (
+                "verify# needs a word boundary",
+                &["Subject: reverify#abc"],
+                None,
+            ),
+            ("verify# needs a token", &["Subject: verify# later"], None),
+            (
+                "another boxtrap's challenge, with every other sign too",
+                &[
+                    "From: Alice <alice@example.test>",
+                    "Subject: Re: hello [verify#abcdefghijklmnopqrstuvwxyz]",
+                    "Auto-Submitted: auto-replied",
+                    "Precedence: bulk",
+                    "X-Auto-Response-Suppress: All",
+                    "X-Boxtrap-Challenge: alice@example.test",
+                ],
+                Some(Automated::ChallengeResponse("X-Boxtrap-Challenge".into())),
+            ),
+            (
+                "TMDA",
+                &["X-TMDA: confirm"],
+                Some(Automated::ChallengeResponse("X-TMDA".into())),
+            ),
+            (
+                "Spam Arrest",
+                &["x-spam-arrest: challenge"],
+                Some(Automated::ChallengeResponse("X-Spam-Arrest".into())),
+            ),
+            (
+                "Bluebottle",
+                &["X-Bluebottle-Request: sender-verification"],
+                Some(Automated::ChallengeResponse("X-Bluebottle-Request".into())),
+            ),
+            (
+                "ordinary mail",
+                &[
+                    "From: bob@example.org",
+                    "Subject: lunch?",
+                    "Precedence: normal",
+                ],
+                None,
+            ),
+        ];
+        for (name, headers, want) in cases {
+            let mut lines = vec![RECEIVED];
+            lines.extend_from_slice(headers);
+            lines.extend_from_slice(&["", "body"]);
+            let facts = MessageFacts::parse(&crlf(&lines));
+            assert_eq!(&facts.automated, want, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn automated_reasons_read_well() {
+        let cases = [
+            (
+                Automated::AutoSubmitted("auto-replied".into()),
+                "Auto-Submitted: auto-replied (RFC 3834)",
+            ),
+            (
+                Automated::AutoSubmitted(String::new()),
+                "Auto-Submitted (RFC 3834)",
+            ),
+            (
+                Automated::ListHeader("List-Id".into()),
+                "mailing list (List-Id)",
+            ),
+            (
+                Automated::Precedence("bulk".into()),
+                "bulk mail (Precedence: bulk)",
+            ),
+            (
+                Automated::AutoResponseSuppress,
+                "auto-responses suppressed (X-Auto-Response-Suppress)",
+            ),
+            (
+                Automated::DeliveryReport,
+                "delivery report (multipart/report)",
+            ),
+            (
+                Automated::ChallengeResponse("X-Boxtrap-Challenge".into()),
+                "challenge-response mail (X-Boxtrap-Challenge)",
+            ),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(reason.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn malformed_input_gives_empty_facts() {
+        let cases: &[(&str, &[u8])] = &[
+            ("empty", b""),
+            ("only CRLF", b"\r\n"),
+            ("garbage", b"\x00\xff\xfe garbage \x80\x81\r\n\r\n\x00"),
+            ("no headers, just a body", b"\r\nhello\r\n"),
+            ("a line without a colon", b"this is not a header\r\n"),
+        ];
+        for (name, raw) in cases {
+            let facts = MessageFacts::parse(raw);
+            assert_eq!(facts.from, None, "case: {name}");
+            assert!(facts.to.is_empty(), "case: {name}");
+            assert_eq!(facts.subject, "", "case: {name}");
+            assert_eq!(facts.message_id, None, "case: {name}");
+            assert_eq!(facts.automated, None, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn headers_without_a_body_are_read() {
+        for raw in [
+            &b"From: bob@example.org\r\nSubject: no body\r\n"[..],
+            b"From: bob@example.org\r\nSubject: no body\r\n\r\n",
+            b"From: bob@example.org\r\nSubject: no body",
+        ] {
+            let facts = MessageFacts::parse(raw);
+            assert_eq!(facts.from.as_deref(), Some("bob@example.org"));
+            assert_eq!(facts.subject, "no body");
+        }
+    }
+
+    #[test]
+    fn non_utf8_header_bytes_do_not_break_parsing() {
+        let raw = b"From: J\xf6rg <joerg@example.org>\r\nSubject: Gr\xfc\xdfe \xff\r\nDate: Mon, 1 Jun 2026 \xe9\r\nTo: alice@example.test\r\n";
+        let facts = MessageFacts::parse(raw);
+        assert_eq!(facts.from.as_deref(), Some("joerg@example.org"));
+        assert_eq!(facts.from_name.as_deref(), Some("J\u{fffd}rg"));
+        assert_eq!(facts.subject, "Gr\u{fffd}\u{fffd}e \u{fffd}");
+        assert_eq!(facts.date.as_deref(), Some("Mon, 1 Jun 2026 \u{fffd}"));
+        assert_eq!(facts.to, ["alice@example.test"]);
+    }
+
+    #[test]
+    fn role_senders_are_recognised() {
+        let cases = [
+            ("", true),
+            ("<>", true),
+            ("  ", true),
+            ("MAILER-DAEMON@mx.example.org", true),
+            ("mailer-daemon", true),
+            ("Postmaster@example.org", true),
+            ("owner-rust-users@lists.example.org", true),
+            ("rust-users-request@lists.example.org", true),
+            ("rust-users-bounces@lists.example.org", true),
+            (
+                "rust-users-bounces+alice=example.test@lists.example.org",
+                true,
+            ),
+            ("news-bounce@shop.example", true),
+            ("<Owner-List@Example.org>", true),
+            ("alice@example.org", false),
+            ("postmaster-fan@example.org", false),
+            ("bounces@example.org", false),
+            ("request@example.org", false),
+            ("owner@example.org", false),
+            ("alice+owner-x@example.org", false),
+        ];
+        for (address, want) in cases {
+            assert_eq!(is_role_sender(address), want, "address: {address:?}");
+        }
+    }
+
+    fn facts_with(subject: &str, in_reply_to: &[&str], references: &[&str]) -> MessageFacts {
+        MessageFacts {
+            subject: subject.into(),
+            in_reply_to: in_reply_to.iter().map(|s| s.to_string()).collect(),
+            references: references.iter().map(|s| s.to_string()).collect(),
+            ..MessageFacts::default()
+        }
+    }
+
+    #[test]
+    fn reply_tokens_are_found() {
+        let t20 = token(20);
+        let t200 = token(200);
+        let t201 = token(201);
+        let other = "Other0123456789abcdefXYZ";
+        let cases: Vec<(&str, MessageFacts, Option<String>)> = vec![
+            (
+                "subject",
+                facts_with(&format!("Re: hello verify#{t20}"), &[], &[]),
+                Some(t20.clone()),
+            ),
+            (
+                "subject, upper-case marker, bracketed",
+                facts_with(&format!("RE: [VERIFY#{t200}]"), &[], &[]),
+                Some(t200.clone()),
+            ),
+            ("token too short", facts_with("verify#abc", &[], &[]), None),
+            (
+                "token too long",
+                facts_with(&format!("verify#{t201}"), &[], &[]),
+                None,
+            ),
+            (
+                "first valid subject token",
+                facts_with(&format!("verify#short verify#{t20}"), &[], &[]),
+                Some(t20.clone()),
+            ),
+            (
+                "In-Reply-To",
+                facts_with(
+                    "Re: your mail",
+                    &[&challenge_message_id(&t20, "mail.example.test")],
+                    &[],
+                ),
+                Some(t20.clone()),
+            ),
+            (
+                "References, after other ids",
+                facts_with(
+                    "",
+                    &["<unrelated@example.org>"],
+                    &["<root@x>", &challenge_message_id(other, "h")],
+                ),
+                Some(other.to_string()),
+            ),
+            (
+                "subject before In-Reply-To",
+                facts_with(
+                    &format!("verify#{t20}"),
+                    &[&challenge_message_id(other, "h")],
+                    &[],
+                ),
+                Some(t20.clone()),
+            ),
+            (
+                "message id with a bad token",
+                facts_with("", &["<boxtrap.bad!token!0123456789abc@h>"], &[]),
+                None,
+            ),
+            (
+                "message id without a host",
+                facts_with("", &[&format!("<boxtrap.{t20}@>")], &[]),
+                None,
+            ),
+            (
+                "message id without brackets",
+                facts_with("", &[&format!("boxtrap.{t20}@h")], &[]),
+                None,
+            ),
+            ("nothing", facts_with("hello", &["<a@b>"], &["<c@d>"]), None),
+        ];
+        for (name, facts, want) in cases {
+            assert_eq!(reply_token(&facts), want, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn challenge_message_id_round_trips_through_a_parsed_reply() {
+        let token = "v1.k3".replace('.', "_") + &token(40);
+        let id = challenge_message_id(&token, "mail.example.test");
+        assert_eq!(id, format!("<boxtrap.{token}@mail.example.test>"));
+        let reply = crlf(&[
+            RECEIVED,
+            "From: Bob <bob@example.org>",
+            "To: alice@example.test",
+            "Subject: Re: your message (edited subject)",
+            &format!("In-Reply-To: {id}"),
+            &format!("References: <orig@example.org>\r\n {id}"),
+            "",
+            "I am a person.",
+        ]);
+        let facts = MessageFacts::parse(&reply);
+        assert_eq!(facts.in_reply_to, [id.as_str()]);
+        assert_eq!(facts.references, ["<orig@example.org>".to_string(), id]);
+        assert_eq!(reply_token(&facts), Some(token));
+        assert_eq!(facts.automated, None);
+    }
+
+    #[test]
+    fn a_reply_quoting_the_subject_token_is_found_but_looks_like_a_challenge() {
+        // The hook must look for a reply token before treating the message
+        // as automated: a reply keeps `verify#` in its subject.
+        let t = token(30);
+        let raw = crlf(&[
+            "From: bob@example.org",
+            &format!("Subject: Re: hello verify#{t}"),
+            "",
+            "ok",
+        ]);
+        let facts = MessageFacts::parse(&raw);
+        assert_eq!(reply_token(&facts), Some(t));
+        assert_eq!(
+            facts.automated,
+            Some(Automated::ChallengeResponse("Subject verify#".into()))
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! Per-mailbox challenge-response settings, the extra addresses that count
+//! as a mailbox, owners' template overrides and the challenge token keys.
+
+use super::{Store, StoreError};
+use crate::clock::Timestamp;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// A mailbox's challenge-response settings (BoxTrapper's per-account
+/// configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxSettings {
+    pub id: i64,
+    pub address: String,
+    pub challenge_enabled: bool,
+    /// Name on challenge mails; empty for none.
+    pub display_name: String,
+    /// Days held mail (and its challenge) is kept before it is purged.
+    pub keep_days: i64,
+    /// Spam score, in tenths, below which mail skips the challenge.
+    pub spam_bypass_below: Option<i64>,
+    /// Mail from an allowed sender also allows the other addresses in its To/Cc.
+    pub whitelist_by_association: bool,
+    /// People the owner writes to are allowed (once submission exists).
+    pub auto_whitelist_sent: bool,
+    /// Send `verifyreleased` after a release.
+    pub notify_released: bool,
+    /// Send `blacklist` when a blocked sender's mail is discarded after acceptance.
+    pub notify_blocked: bool,
+    /// Further addresses that count as this mailbox.
+    pub extra_addresses: Vec<String>,
+}
+
+const COLUMNS: &str = "id, address, challenge_enabled, display_name, keep_days, spam_bypass_below, \
+     whitelist_by_association, auto_whitelist_sent, notify_released, notify_blocked";
+
+fn settings_from_row(r: &AnyRow) -> Result<MailboxSettings, sqlx::Error> {
+    Ok(MailboxSettings {
+        id: r.try_get("id")?,
+        address: r.try_get("address")?,
+        challenge_enabled: r.try_get::<i64, _>("challenge_enabled")? != 0,
+        display_name: r.try_get("display_name")?,
+        keep_days: r.try_get("keep_days")?,
+        spam_bypass_below: r.try_get("spam_bypass_below")?,
+        whitelist_by_association: r.try_get::<i64, _>("whitelist_by_association")? != 0,
+        auto_whitelist_sent: r.try_get::<i64, _>("auto_whitelist_sent")? != 0,
+        notify_released: r.try_get::<i64, _>("notify_released")? != 0,
+        notify_blocked: r.try_get::<i64, _>("notify_blocked")? != 0,
+        extra_addresses: Vec::new(),
+    })
+}
+
+impl Store {
+    pub async fn mailbox_settings(&self, mailbox_id: i64) -> Result<MailboxSettings, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM mailboxes WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(mailbox_id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no mailbox with id {mailbox_id}")))?;
+        let mut s = settings_from_row(&row)?;
+        s.extra_addresses = sqlx::query_scalar(
+            "SELECT address FROM mailbox_addresses WHERE mailbox_id = $1 ORDER BY address",
+        )
+        .bind(mailbox_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(s)
+    }
+
+    /// The settings of the mailbox with this lookup key (`alice@example.test`).
+    pub async fn mailbox_settings_by_address(
+        &self,
+        key: &str,
+    ) -> Result<MailboxSettings, StoreError> {
+        let id: i64 = sqlx::query_scalar("SELECT id FROM mailboxes WHERE address = $1")
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no such mailbox: {key}")))?;
+        self.mailbox_settings(id).await
+    }
+
+    /// Writes every setting except the address and the extra addresses.
+    pub async fn update_mailbox_settings(&self, s: &MailboxSettings) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE mailboxes SET challenge_enabled = $1, display_name = $2, keep_days = $3,
+                spam_bypass_below = $4, whitelist_by_association = $5, auto_whitelist_sent = $6,
+                notify_released = $7, notify_blocked = $8
+             WHERE id = $9",
+        )
+        .bind(i64::from(s.challenge_enabled))
+        .bind(&s.display_name)
+        .bind(s.keep_days)
+        .bind(s.spam_bypass_below)
+        .bind(i64::from(s.whitelist_by_association))
+        .bind(i64::from(s.auto_whitelist_sent))
+        .bind(i64::from(s.notify_released))
+        .bind(i64::from(s.notify_blocked))
+        .bind(s.id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn add_extra_address(
+        &self,
+        mailbox_id: i64,
+        address: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO mailbox_addresses (mailbox_id, address) VALUES ($1, $2)")
+            .bind(mailbox_id)
+            .bind(address)
+            .execute(self.pool())
+            .await
+            .map_err(|e| {
+                if StoreError::is_unique_violation(&e) {
+                    StoreError::Conflict(format!("{address} is already an address of this mailbox"))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    pub async fn remove_extra_address(
+        &self,
+        mailbox_id: i64,
+        address: &str,
+    ) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("DELETE FROM mailbox_addresses WHERE mailbox_id = $1 AND address = $2")
+                .bind(mailbox_id)
+                .bind(address)
+                .execute(self.pool())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "{address} is not an address of this mailbox"
+            )));
+        }
+        Ok(())
+    }
+
+    /// An owner's override of a template, if any.
+    pub async fn template_override(
+        &self,
+        mailbox_id: i64,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT body FROM template_overrides WHERE mailbox_id = $1 AND name = $2",
+        )
+        .bind(mailbox_id)
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Saves (`Some`) or removes (`None`) an override. Validation is the caller's.
+    pub async fn set_template_override(
+        &self,
+        mailbox_id: i64,
+        name: &str,
+        body: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM template_overrides WHERE mailbox_id = $1 AND name = $2")
+            .bind(mailbox_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(body) = body {
+            sqlx::query(
+                "INSERT INTO template_overrides (mailbox_id, name, body, updated_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(mailbox_id)
+            .bind(name)
+            .bind(body)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Token keys as (id, hex secret), and the id of the current one.
+    pub async fn token_keys(&self) -> Result<(Vec<(u32, String)>, Option<u32>), StoreError> {
+        let rows = sqlx::query("SELECT name, value FROM settings WHERE name LIKE 'token_key.%'")
+            .fetch_all(self.pool())
+            .await?;
+        let mut keys = Vec::new();
+        for r in rows {
+            let name: String = r.try_get("name")?;
+            let value: String = r.try_get("value")?;
+            if let Some(id) = name.strip_prefix("token_key.").and_then(|i| i.parse().ok()) {
+                keys.push((id, value));
+            }
+        }
+        keys.sort();
+        let current = self
+            .setting("token_key_current")
+            .await?
+            .and_then(|v| v.parse().ok());
+        Ok((keys, current))
+    }
+
+    /// Stores a new key and makes it current.
+    pub async fn add_token_key(
+        &self,
+        id: u32,
+        hex: &str,
+        make_current: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2)")
+            .bind(format!("token_key.{id}"))
+            .bind(hex)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if StoreError::is_unique_violation(&e) {
+                    StoreError::Conflict(format!("token key {id} exists"))
+                } else {
+                    e.into()
+                }
+            })?;
+        if make_current {
+            sqlx::query("DELETE FROM settings WHERE name = 'token_key_current'")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO settings (name, value) VALUES ('token_key_current', $1)")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! The web listener: the sender's verification page and health check.
+//!
+//! `GET /verify/<token>` only shows who is asking and what is waiting; the
+//! button on it `POST`s to the same URL, and only that releases. Link
+//! scanners that open every URL in a mail therefore cannot verify a forged
+//! sender. Every bad token gets a page that says what is wrong, with a
+//! fitting status code, and changes nothing.
+
+use crate::quarantine::{Quarantine, VerifyError};
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct WebState {
+    pub store: Store,
+    pub quarantine: Arc<Quarantine>,
+}
+
+/// The routes, ready for `axum::serve`.
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/verify/{token}", get(show).post(confirm))
+        .route("/healthz", get(health))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A complete page with headers that keep it private and uncached.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}}\
+         h1{{font-size:1.4rem}}table{{border-collapse:collapse;width:100%}}td,th{{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}}\
+         button{{font-size:1.1rem;padding:.6rem 1.4rem;background:#1a6;color:#fff;border:0;border-radius:.3rem;cursor:pointer}}\
+         .muted{{color:#666;font-size:.9rem}}</style></head><body>\n<h1>{}</h1>\n{}\n</body></html>\n",
+        escape(title),
+        escape(title),
+        body
+    );
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "x-robots-tag",
+        HeaderValue::from_static("noindex, nofollow"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    r
+}
+
+fn token_error_page(e: &VerifyError) -> Response {
+    let (status, text) = match e {
+        VerifyError::Malformed => (
+            StatusCode::BAD_REQUEST,
+            "This link is not a valid confirmation link. Check that it was copied completely.",
+        ),
+        VerifyError::BadSignature => (
+            StatusCode::FORBIDDEN,
+            "This link has been altered and cannot be used. Use the link from the message exactly as it arrived.",
+        ),
+        VerifyError::Unknown => (
+            StatusCode::NOT_FOUND,
+            "This link does not belong to any waiting message. The messages may have been deleted.",
+        ),
+        VerifyError::Expired => (
+            StatusCode::GONE,
+            "This link has expired and the messages it was for are no longer kept. Please send your message again.",
+        ),
+        VerifyError::AlreadyUsed => (
+            StatusCode::GONE,
+            "This link has already been used: your messages were delivered. Nothing more to do.",
+        ),
+    };
+    let title = match e {
+        VerifyError::AlreadyUsed => "Already confirmed",
+        _ => "This link cannot be used",
+    };
+    page(status, title, &format!("<p>{}</p>", escape(text)))
+}
+
+async fn show(State(st): State<WebState>, Path(token): Path<String>) -> Response {
+    let v = match st.quarantine.verify_token(&token).await {
+        Ok(v) => v,
+        Err(e) => return token_error_page(&e),
+    };
+    let held = match st
+        .store
+        .list_held(Some(v.mailbox_id), Some(&v.sender))
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => return internal_error(&e),
+    };
+    let rows: String = held
+        .iter()
+        .map(|h| {
+            let subject = if h.subject.is_empty() {
+                "(no subject)"
+            } else {
+                &h.subject
+            };
+            format!(
+                "<tr><td>{}</td><td>{}</td></tr>",
+                escape(subject),
+                escape(&h.date_header)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<p><strong>{mailbox}</strong> only accepts mail from senders it knows. \
+         Mail from <strong>{sender}</strong> is waiting to be delivered:</p>\
+         <table><tr><th>Subject</th><th>Date</th></tr>{rows}</table>\
+         <p>Please confirm that you sent it, and it will be delivered at once. \
+         Mail you send to {mailbox} later will go straight through.</p>\
+         <form method=\"post\"><button type=\"submit\">Yes, I sent this &mdash; deliver it</button></form>\
+         <p class=\"muted\">If you did not send mail to {mailbox}, ignore this page: nothing will be delivered.</p>",
+        mailbox = escape(&v.mailbox),
+        sender = escape(&v.sender),
+    );
+    page(StatusCode::OK, "Please confirm your message", &body)
+}
+
+async fn confirm(State(st): State<WebState>, Path(token): Path<String>) -> Response {
+    let v = match st.quarantine.verify_token(&token).await {
+        Ok(v) => v,
+        Err(e) => return token_error_page(&e),
+    };
+    match st
+        .quarantine
+        .release_sender(v.mailbox_id, &v.sender, "link")
+        .await
+    {
+        Ok(n) => page(
+            StatusCode::OK,
+            "Thank you",
+            &format!(
+                "<p>Your {} to <strong>{}</strong> {} been delivered. \
+                 From now on your mail reaches {} directly.</p>",
+                if n == 1 {
+                    "message".to_owned()
+                } else {
+                    format!("{n} messages")
+                },
+                escape(&v.mailbox),
+                if n == 1 { "has" } else { "have" },
+                escape(&v.mailbox),
+            ),
+        ),
+        Err(e) => internal_error(&e),
+    }
+}
+
+async fn health(State(st): State<WebState>) -> Response {
+    match sqlx::query("SELECT 1").execute(st.store.pool()).await {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "<p>There is nothing here.</p>",
+    )
+}
+
+/// An opaque error page; the cause goes to the log.
+fn internal_error(e: &dyn std::error::Error) -> Response {
+    tracing::error!(error = %e, "web request failed");
+    page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "<p>Your request could not be completed. Please try again in a few minutes.</p>",
+    )
+}
