@@ -164,22 +164,24 @@ async fn confirm(State(st): State<WebState>, Path(token): Path<String>) -> Respo
         .release_sender(v.mailbox_id, &v.sender, "link")
         .await
     {
-        Ok(n) => page(
-            StatusCode::OK,
-            "Thank you",
-            &format!(
-                "<p>Your {} to <strong>{}</strong> {} been delivered. \
-                 From now on your mail reaches {} directly.</p>",
-                if n == 1 {
-                    "message".to_owned()
-                } else {
-                    format!("{n} messages")
-                },
-                escape(&v.mailbox),
-                if n == 1 { "has" } else { "have" },
-                escape(&v.mailbox),
-            ),
-        ),
+        Ok(n) => {
+            // n is 0 when a second click raced the first: it still worked.
+            let what = match n {
+                0 => "Your messages".to_owned(),
+                1 => "Your message".to_owned(),
+                n => format!("Your {n} messages"),
+            };
+            page(
+                StatusCode::OK,
+                "Thank you",
+                &format!(
+                    "<p>{what} to <strong>{mailbox}</strong> {verb} been delivered. \
+                     From now on your mail reaches {mailbox} directly.</p>",
+                    mailbox = escape(&v.mailbox),
+                    verb = if n == 1 { "has" } else { "have" },
+                ),
+            )
+        }
         Err(e) => internal_error(&e),
     }
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod challenge;
 mod cli;
 mod crash;
 mod delivery;

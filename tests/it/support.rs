@@ -7,6 +7,8 @@ use boxtrap::app::{App, AppDeps};
 use boxtrap::clock::{ManualClock, Timestamp};
 use boxtrap::config::{Config, HumanDuration};
 use boxtrap::delivery::Delivery;
+use boxtrap::outbound::Outbound;
+use boxtrap::quarantine::Quarantine;
 use boxtrap::store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,9 @@ pub struct TestApp {
     pub store: Store,
     pub clock: ManualClock,
     pub delivery: Arc<Delivery>,
+    pub quarantine: Arc<Quarantine>,
+    pub outbound: Arc<Outbound>,
+    pub web: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -60,6 +65,9 @@ impl TestApp {
         config.smtp.data_timeout = HumanDuration(Duration::from_secs(30));
         // The retry worker is driven by hand with run_queue_once().
         config.delivery.queue_run_interval = HumanDuration(Duration::from_secs(3600));
+        // Likewise the outbound worker (run_once) and the sweeper (sweep_once).
+        config.outbound.run_interval = HumanDuration(Duration::from_secs(3600));
+        config.challenge.sweep_interval = HumanDuration(Duration::from_secs(3600));
         config.database.url = match backend {
             Backend::Sqlite => String::new(),
             Backend::Postgres => boxtrap::testing::fresh_postgres_database().await,
@@ -78,6 +86,9 @@ impl TestApp {
         let addrs = app.smtp_addrs().to_vec();
         let store = app.store().clone();
         let delivery = app.delivery();
+        let quarantine = app.quarantine();
+        let outbound = app.outbound();
+        let web = app.web_addr();
         let now = Timestamp::from_secs(T0);
         store
             .add_domain(&Domain::parse("example.test").unwrap(), now)
@@ -105,6 +116,9 @@ impl TestApp {
             store,
             clock,
             delivery,
+            quarantine,
+            outbound,
+            web,
             stop: Some(stop),
             task: Some(task),
         }
@@ -139,6 +153,34 @@ impl TestApp {
     /// The files in a mailbox's `new/`, sorted by name, with their content.
     pub fn messages(&self, mailbox: &str) -> Vec<(String, Vec<u8>)> {
         messages_in(&self.maildir(mailbox).join("new"))
+    }
+
+    /// Adds a local domain and mailboxes (beyond the example.test seed).
+    pub async fn add_mailboxes(&self, addresses: &[&str]) {
+        let now = Timestamp::from_secs(T0);
+        for a in addresses {
+            let a = addr_of(a);
+            if self.store.domain_id(a.domain()).await.unwrap().is_none() {
+                self.store.add_domain(a.domain(), now).await.unwrap();
+            }
+            self.store.add_mailbox(&a, "", now).await.unwrap();
+        }
+    }
+
+    /// Turns challenge-response on for a mailbox.
+    pub async fn challenge_on(&self, mailbox: &str) {
+        let mut s = self
+            .store
+            .mailbox_settings_by_address(mailbox)
+            .await
+            .unwrap();
+        s.challenge_enabled = true;
+        self.store.update_mailbox_settings(&s).await.unwrap();
+    }
+
+    /// An HTTP request to the web listener: (status, body).
+    pub async fn http(&self, method: &str, path: &str) -> (u16, String) {
+        http(self.web, method, path).await
     }
 
     pub fn mainlog(&self) -> String {
@@ -557,4 +599,30 @@ pub fn header_message_id(message: &[u8]) -> Option<String> {
         }
     }
     None
+}
+
+/// A minimal HTTP/1.1 client (one request per connection) for the web tests.
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf))
+        .await
+        .expect("no HTTP response within 30 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
