@@ -52,6 +52,9 @@ BOXTRAP=$CARGO_TARGET_DIR/release/boxtrap
 # --- Postfix, the reference -------------------------------------------------
 id bench >/dev/null 2>&1 || useradd -m -s /usr/sbin/nologin bench
 postfix stop >/dev/null 2>&1 || true
+# scripts/test.sh installs Postfix with "No configuration": start from Debian's.
+[[ -f /etc/postfix/main.cf ]] || cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
+grep -q '^myhostname' /etc/postfix/main.cf || postconf -e 'myhostname = bench.example.test'
 postconf -e 'mydestination = example.test, $myhostname, localhost.localdomain, localhost' \
             'home_mailbox = Maildir/' 'maillog_file = /var/log/postfix-bench.log' \
             'smtpd_peername_lookup = no' 'disable_dns_lookups = yes' \

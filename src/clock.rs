@@ -13,8 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// Saturates instead of overflowing: seconds can come from untrusted input.
     pub fn from_secs(secs: i64) -> Timestamp {
-        Timestamp(secs * 1_000_000)
+        Timestamp(secs.saturating_mul(1_000_000))
     }
 
     pub fn secs(self) -> i64 {
@@ -26,7 +27,7 @@ impl Timestamp {
     }
 
     pub fn plus_secs(self, secs: i64) -> Timestamp {
-        Timestamp(self.0 + secs * 1_000_000)
+        Timestamp(self.0.saturating_add(secs.saturating_mul(1_000_000)))
     }
 
     /// RFC 5322 §3.3 date, always in UTC: `Fri, 27 Nov 2026 14:05:53 +0000`.

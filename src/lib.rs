@@ -10,11 +10,22 @@
 //! 2. [`delivery::router`] — RCPT: is the address ours (a local domain),
 //!    and which mailboxes does it reach (mailbox, alias, `+tag`)? Unknown
 //!    users and relaying are refused in the session.
-//! 3. [`delivery`] — after DATA, before the 250: the message is written
-//!    into each mailbox's Maildir ([`delivery::maildir`], fsync'd), or, if
-//!    that fails for now, committed to the database queue ([`store::queue`])
-//!    and retried later. Nothing acknowledged is ever lost.
-//! 4. [`mainlog`] — one Exim-style line per arrival (`<=`), delivery
+//! 3. [`quarantine`] — after DATA, before the reply, for each mailbox with
+//!    challenge-response on: a reply to a challenge releases; otherwise
+//!    [`policy::decide`] reads the message's [`policy::facts`] and the
+//!    mailbox's sender lists ([`policy::rules`]) and says deliver, hold
+//!    (challenging only unknown, human, non-automated senders), discard or
+//!    reject (block lists refuse in the session: no backscatter).
+//! 4. [`challenge`] — an HMAC-signed [`challenge::token`] in a mail built
+//!    from the owner's [`challenge::templates`] by [`challenge::compose`],
+//!    sent from `<>` through the durable [`outbound`] queue.
+//! 5. [`web`] — `GET /verify/<token>` shows what waits, only `POST`
+//!    releases: the sender is allowed and every held message delivered once.
+//! 6. [`delivery`] — the message is written into each mailbox's Maildir
+//!    ([`delivery::maildir`], fsync'd), or, if that fails for now, committed
+//!    to the database queue ([`store::queue`]) and retried later. Nothing
+//!    acknowledged is ever lost.
+//! 7. [`mainlog`] — one Exim-style line per arrival (`<=`), delivery
 //!    (`=>`), deferral (`==`) and failure (`**`); refusals go to the reject log.
 //!
 //! Around them: [`config`] (TOML + `BOXTRAP_*`), [`store`] (SQLite or

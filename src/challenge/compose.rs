@@ -56,7 +56,7 @@ pub struct ComposeInput<'a> {
     pub to: &'a str,
     /// The original's Message-ID, with `<>`; threads our mail under it.
     pub in_reply_to: Option<&'a str>,
-    /// With `<>`; for challenges see [`challenge_message_id`], which lets a
+    /// With `<>`; for challenges see [`crate::policy::facts::challenge_message_id`], which lets a
     /// reply be matched by `In-Reply-To` when its subject was changed.
     pub message_id: String,
     /// The verification link, shown as a button in the HTML part.
@@ -82,16 +82,6 @@ pub enum ComposeError {
     BadDate(Timestamp),
     #[error("cannot build message: {0}")]
     Build(String),
-}
-
-/// The Message-ID of a challenge: carries the token, so a reply that lost
-/// the subject's `verify#<token>` is still matched through `In-Reply-To` /
-/// `References`.
-///
-/// Stand-in until `crate::policy::facts::challenge_message_id` exists; the
-/// two must agree, and this one should then be removed.
-pub fn challenge_message_id(token: &str, hostname: &str) -> String {
-    format!("<boxtrap.{token}@{hostname}>")
 }
 
 /// Builds the mail.
@@ -299,7 +289,7 @@ mod tests {
             from_name: "Alice Example",
             to: "bob@example.net",
             in_reply_to: Some("<original.123@example.net>"),
-            message_id: challenge_message_id(TOKEN, "mx.example.test"),
+            message_id: crate::policy::facts::challenge_message_id(TOKEN, "mx.example.test"),
             link: Some(LINK),
             marker: "alice@example.test",
             date: DATE,
