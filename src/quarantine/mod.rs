@@ -245,8 +245,11 @@ impl Quarantine {
                 rate_limited: None,
             })));
         }
+        // A reply to a challenge that was already answered is ordinary mail:
+        // the lists decide (the verified sender is on the allow list now).
         if let Some(token) = reply_token(facts)
             && policy::is_human_reply(facts)
+            && self.verify_token(&token).await.err() != Some(VerifyError::AlreadyUsed)
         {
             return Ok(Plan::Reply(token));
         }
@@ -372,6 +375,7 @@ impl Quarantine {
                     let mail = self
                         .compose_notice(
                             s,
+                            &r.original,
                             TemplateName::Verify,
                             sender,
                             facts,
@@ -441,11 +445,13 @@ impl Quarantine {
         Ok(reason.detail())
     }
 
-    /// Renders and composes a template mail from the mailbox to `to`.
+    /// Renders and composes a template mail from `from` (the address that
+    /// was mailed, or the mailbox) to `to`.
     #[allow(clippy::too_many_arguments)]
     async fn compose_notice(
         &self,
         s: &MailboxSettings,
+        from: &str,
         name: TemplateName,
         to: &str,
         facts: &MessageFacts,
@@ -486,7 +492,7 @@ impl Quarantine {
         };
         let composed = compose(&ComposeInput {
             rendered: &rendered,
-            from_address: &s.address,
+            from_address: from,
             from_name: &s.display_name,
             to,
             in_reply_to: facts.message_id.as_deref(),
@@ -509,7 +515,16 @@ impl Quarantine {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let mail = self
-            .compose_notice(s, name, to, facts, None, held_count.unwrap_or(0), now)
+            .compose_notice(
+                s,
+                &s.address,
+                name,
+                to,
+                facts,
+                None,
+                held_count.unwrap_or(0),
+                now,
+            )
             .await?;
         let mut conn = self.store.pool().acquire().await?;
         held::insert_outbound(
@@ -606,7 +621,10 @@ impl Quarantine {
     ) -> Result<String, StoreError> {
         let from = facts.from.as_deref().unwrap_or(env_sender).to_owned();
         match self.verify_token(token).await {
-            Ok(v) if v.mailbox_id == s.id && (v.sender == from || v.sender == env_sender) => {
+            // Another of our mailboxes' challenge (the reply went to an alias
+            // that reaches both): that mailbox handles it.
+            Ok(v) if v.mailbox_id != s.id => Ok("reply to another mailbox's challenge".to_owned()),
+            Ok(v) if v.sender == from || v.sender == env_sender => {
                 self.store
                     .log_activity(
                         s.id,

@@ -238,6 +238,23 @@ on_both_backends!(
         assert!(r.starts_with("250"), "{r}");
         assert_eq!(mx.messages("alice@example.test").len(), 3);
         assert_eq!(mx.outbound.run_once().await.unwrap(), 0);
+        // Even a late reply to the answered challenge is now ordinary mail.
+        let late = format!(
+            "From: bob@example.org\r\nTo: alice@example.test\r\nSubject: Re: Lunch? [verify#{token}]\r\n\
+             Message-ID: <m4@example.org>\r\n\r\nSee you.\r\n"
+        );
+        let r = send_raw(&mx, "bob@example.org", "alice@example.test", &late).await;
+        assert!(r.starts_with("250"), "{r}");
+        assert_eq!(
+            mx.messages("alice@example.test").len(),
+            4,
+            "the late reply is delivered"
+        );
+        assert_eq!(
+            mx.outbound.run_once().await.unwrap(),
+            0,
+            "and answered with nothing"
+        );
 
         let log = mx.mainlog();
         assert!(
