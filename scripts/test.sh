@@ -5,7 +5,9 @@
 # Provisions what the tests need (idempotent, non-interactive): swaks,
 # Postfix (installed unconfigured and not running: the tests start private
 # instances via tests/peers/postfix-relay.sh), PostgreSQL 15 with role and
-# database `boxtrap`/`boxtrap_test`, GNU time. Then, failing fast:
+# database `boxtrap`/`boxtrap_test`, GNU time, dnsmasq (a DNS server on
+# loopback for MX tests), Chromium with chromedriver and Python's selenium
+# (the verification page in a real browser). Then, failing fast:
 # cargo fmt --check, cargo clippy (-D warnings), cargo test.
 #
 #   bash scripts/test.sh --setup-only   provision only, print the environment
@@ -51,7 +53,7 @@ is_installed() {
 install_packages() {
     section "system packages"
     # libnet-ssleay-perl lets swaks speak STARTTLS.
-    local pkgs=(swaks libnet-ssleay-perl postfix postgresql-15 time python3 dnsmasq-base) missing=() p
+    local pkgs=(swaks libnet-ssleay-perl postfix postgresql-15 time python3 dnsmasq-base chromium chromium-driver python3-selenium) missing=() p
     for p in "${pkgs[@]}"; do
         is_installed "$p" || missing+=("$p")
     done

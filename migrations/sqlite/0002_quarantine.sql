@@ -19,7 +19,8 @@ CREATE TABLE mailbox_addresses (
     id          INTEGER PRIMARY KEY,
     mailbox_id  BIGINT  NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
     address     TEXT    NOT NULL,
-    UNIQUE (mailbox_id, address)
+    -- one mailbox per address
+    UNIQUE (address)
 );
 
 CREATE TABLE sender_rules (

@@ -57,6 +57,13 @@ pub enum MailboxCmd {
         #[command(flatten)]
         password: PasswordSource,
     },
+    /// Change a mailbox's challenge-response settings and extra addresses.
+    Set(super::quarantine::MailboxSetArgs),
+    /// Print a mailbox's settings, extra addresses and list sizes.
+    Show {
+        /// The mailbox (any case).
+        address: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +232,8 @@ pub async fn mailbox(config: Config, cmd: MailboxCmd) -> anyhow::Result<()> {
             store.set_password_hash(&a, &hash).await?;
             say!("password changed for {}", a.lookup_key());
         }
+        MailboxCmd::Set(args) => super::quarantine::mailbox_set(config, args).await?,
+        MailboxCmd::Show { address } => super::quarantine::mailbox_show(config, address).await?,
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ macro_rules! say {
 }
 
 mod admin;
+mod quarantine;
 
 use crate::app::{App, AppDeps};
 use crate::config::Config;
@@ -61,6 +62,23 @@ pub enum Cmd {
     /// Deliveries waiting for a retry (`exim -bp` for the delivery queue).
     #[command(subcommand)]
     Queue(admin::QueueCmd),
+    /// Sender lists: a mailbox's allow, block and ignore rules.
+    #[command(subcommand)]
+    List(quarantine::ListCmd),
+    /// Held mail: list, count, show, release, delete (`exim -bp` habits).
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCmd),
+    /// A mailbox's activity log (held, challenged, released...), newest first.
+    Log(quarantine::LogArgs),
+    /// Per-mailbox challenge texts: verify, verifyreleased, returnverify, blacklist.
+    #[command(subcommand)]
+    Template(quarantine::TemplateCmd),
+    /// Challenge token keys: list them, rotate to a new one.
+    #[command(subcommand)]
+    Key(quarantine::KeyCmd),
+    /// Challenge mails and notices leaving boxtrap (the outbound queue).
+    #[command(subcommand)]
+    Outbound(quarantine::OutboundCmd),
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
@@ -105,6 +123,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Mailbox(c) => admin::mailbox(load_config(cli.config.as_deref())?, c).await,
         Cmd::Alias(c) => admin::alias(load_config(cli.config.as_deref())?, c).await,
         Cmd::Queue(c) => admin::queue(load_config(cli.config.as_deref())?, c).await,
+        Cmd::List(c) => quarantine::list(load_config(cli.config.as_deref())?, c).await,
+        Cmd::Quarantine(c) => {
+            quarantine::quarantine_cmd(load_config(cli.config.as_deref())?, c).await
+        }
+        Cmd::Log(a) => quarantine::log(load_config(cli.config.as_deref())?, a).await,
+        Cmd::Template(c) => quarantine::template(load_config(cli.config.as_deref())?, c).await,
+        Cmd::Key(c) => quarantine::key(load_config(cli.config.as_deref())?, c).await,
+        Cmd::Outbound(c) => quarantine::outbound(load_config(cli.config.as_deref())?, c).await,
     }
 }
 

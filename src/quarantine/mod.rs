@@ -782,7 +782,11 @@ impl Quarantine {
         let Some(h) = self.store.held(id).await? else {
             return Ok(false);
         };
-        if !self.store.remove_held(id).await? {
+        if !self
+            .store
+            .delete_held_unclaimed(id, h.mailbox_id, &h.sender)
+            .await?
+        {
             return Ok(false);
         }
         let now = self.clock.now();
@@ -799,6 +803,8 @@ impl Quarantine {
     /// One pass of the sweeper. Returns (expired messages, expired challenges, finished releases).
     pub async fn sweep_once(&self) -> Result<(usize, usize, usize), StoreError> {
         let now = self.clock.now();
+        // Picks up `boxtrap key rotate` (or another node's new key) for signing.
+        self.reload_keys().await?;
         let expired = self.store.expired_held(now).await?;
         for h in &expired {
             if self.store.remove_held(h.id).await? {

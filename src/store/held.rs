@@ -409,6 +409,40 @@ impl Store {
         .await?)
     }
 
+    /// Deletes a held message unless a release has claimed it. When it was
+    /// the sender's last one, their open challenge is closed too: a late
+    /// click must not allow a sender whose mail the owner threw away.
+    pub async fn delete_held_unclaimed(
+        &self,
+        id: i64,
+        mailbox_id: i64,
+        sender: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query("DELETE FROM held_messages WHERE id = $1 AND state = 'held'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM held_messages WHERE mailbox_id = $1 AND sender = $2",
+            )
+            .bind(mailbox_id)
+            .bind(sender)
+            .fetch_one(&mut *tx)
+            .await?;
+            if left == 0 {
+                sqlx::query("UPDATE challenges SET state = 'expired' WHERE mailbox_id = $1 AND sender = $2 AND state = 'open'")
+                    .bind(mailbox_id)
+                    .bind(sender)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Forgets a held message (delivered, deleted or expired).
     pub async fn remove_held(&self, id: i64) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM held_messages WHERE id = $1")

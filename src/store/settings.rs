@@ -3,8 +3,8 @@
 
 use super::{Store, StoreError};
 use crate::clock::Timestamp;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 /// A mailbox's challenge-response settings (BoxTrapper's per-account
 /// configuration).
@@ -83,24 +83,65 @@ impl Store {
 
     /// Writes every setting except the address and the extra addresses.
     pub async fn update_mailbox_settings(&self, s: &MailboxSettings) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE mailboxes SET challenge_enabled = $1, display_name = $2, keep_days = $3,
-                spam_bypass_below = $4, whitelist_by_association = $5, auto_whitelist_sent = $6,
-                notify_released = $7, notify_blocked = $8
-             WHERE id = $9",
-        )
-        .bind(i64::from(s.challenge_enabled))
-        .bind(&s.display_name)
-        .bind(s.keep_days)
-        .bind(s.spam_bypass_below)
-        .bind(i64::from(s.whitelist_by_association))
-        .bind(i64::from(s.auto_whitelist_sent))
-        .bind(i64::from(s.notify_released))
-        .bind(i64::from(s.notify_blocked))
-        .bind(s.id)
-        .execute(self.pool())
-        .await?;
+        let mut conn = self.pool().acquire().await?;
+        write_settings(&mut conn, s).await
+    }
+
+    /// Writes every setting (as [`Store::update_mailbox_settings`]) and adds
+    /// and removes extra addresses, all in one transaction: a refused
+    /// address leaves everything as it was.
+    pub async fn change_mailbox_settings(
+        &self,
+        s: &MailboxSettings,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        write_settings(&mut tx, s).await?;
+        for address in remove {
+            let done =
+                sqlx::query("DELETE FROM mailbox_addresses WHERE mailbox_id = $1 AND address = $2")
+                    .bind(s.id)
+                    .bind(address)
+                    .execute(&mut *tx)
+                    .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "{address} is not an address of {}",
+                    s.address
+                )));
+            }
+        }
+        for address in add {
+            sqlx::query("INSERT INTO mailbox_addresses (mailbox_id, address) VALUES ($1, $2)")
+                .bind(s.id)
+                .bind(address)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    if StoreError::is_unique_violation(&e) {
+                        StoreError::Conflict(format!(
+                            "{address} is already an address of {}",
+                            s.address
+                        ))
+                    } else {
+                        e.into()
+                    }
+                })?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// The mailboxes that list `address` among their extra addresses.
+    pub async fn extra_address_owners(&self, address: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT m.address FROM mailbox_addresses a JOIN mailboxes m ON m.id = a.mailbox_id
+             WHERE a.address = $1 ORDER BY m.address",
+        )
+        .bind(address)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     pub async fn add_extra_address(
@@ -239,4 +280,109 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The UPDATE behind [`Store::update_mailbox_settings`], on any connection.
+async fn write_settings(conn: &mut AnyConnection, s: &MailboxSettings) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE mailboxes SET challenge_enabled = $1, display_name = $2, keep_days = $3,
+            spam_bypass_below = $4, whitelist_by_association = $5, auto_whitelist_sent = $6,
+            notify_released = $7, notify_blocked = $8
+         WHERE id = $9",
+    )
+    .bind(i64::from(s.challenge_enabled))
+    .bind(&s.display_name)
+    .bind(s.keep_days)
+    .bind(s.spam_bypass_below)
+    .bind(i64::from(s.whitelist_by_association))
+    .bind(i64::from(s.auto_whitelist_sent))
+    .bind(i64::from(s.notify_released))
+    .bind(i64::from(s.notify_blocked))
+    .bind(s.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{Domain, EmailAddress};
+    use crate::both_backends;
+
+    both_backends!(
+        a_refused_address_change_leaves_the_settings_as_they_were,
+        |store: Store| async move {
+            let now = Timestamp::from_secs(1000);
+            store
+                .add_domain(&Domain::parse("example.test").unwrap(), now)
+                .await
+                .unwrap();
+            for m in ["alice@example.test", "bob@example.test"] {
+                store
+                    .add_mailbox(&EmailAddress::parse(m).unwrap(), "", now)
+                    .await
+                    .unwrap();
+            }
+            let alice = store
+                .mailbox_settings_by_address("alice@example.test")
+                .await
+                .unwrap();
+            let mut changed = alice.clone();
+            changed.keep_days = 30;
+            changed.challenge_enabled = true;
+            store
+                .change_mailbox_settings(&changed, &["a@old.example".into()], &[])
+                .await
+                .unwrap();
+            let saved = store.mailbox_settings(alice.id).await.unwrap();
+            assert_eq!(saved.keep_days, 30);
+            assert!(saved.challenge_enabled);
+            assert_eq!(saved.extra_addresses, ["a@old.example"]);
+            assert_eq!(
+                store.extra_address_owners("a@old.example").await.unwrap(),
+                ["alice@example.test"]
+            );
+            assert!(
+                store
+                    .extra_address_owners("b@old.example")
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+
+            // A removal that finds nothing, or an added duplicate, undoes
+            // the whole change.
+            let mut again = saved.clone();
+            again.keep_days = 2;
+            let e = store
+                .change_mailbox_settings(
+                    &again,
+                    &["b@old.example".into()],
+                    &["x@old.example".into()],
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StoreError::NotFound(_)), "{e}");
+            let e = store
+                .change_mailbox_settings(&again, &["a@old.example".into()], &[])
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+            assert_eq!(store.mailbox_settings(alice.id).await.unwrap(), saved);
+
+            store
+                .change_mailbox_settings(&saved, &[], &["a@old.example".into()])
+                .await
+                .unwrap();
+            assert!(
+                store
+                    .mailbox_settings(alice.id)
+                    .await
+                    .unwrap()
+                    .extra_addresses
+                    .is_empty()
+            );
+        }
+    );
 }

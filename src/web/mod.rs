@@ -54,7 +54,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          <meta name=\"robots\" content=\"noindex\"><title>{}</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}}\
          h1{{font-size:1.4rem}}table{{border-collapse:collapse;width:100%}}td,th{{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}}\
-         button{{font-size:1.1rem;padding:.6rem 1.4rem;background:#1a6;color:#fff;border:0;border-radius:.3rem;cursor:pointer}}\
+         button{{font-size:1.1rem;font-weight:600;padding:.6rem 1.4rem;background:#0b6b3a;color:#fff;border:0;border-radius:.3rem;cursor:pointer}}\
          .muted{{color:#666;font-size:.9rem}}</style></head><body>\n<h1>{}</h1>\n{}\n</body></html>\n",
         escape(title),
         escape(title),

@@ -3,8 +3,10 @@
 
 mod support;
 
+mod browser;
 mod challenge;
 mod cli;
+mod cli_quarantine;
 mod crash;
 mod delivery;
 mod limits;
