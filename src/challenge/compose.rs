@@ -20,7 +20,7 @@ use lettre::Address;
 use lettre::message::header::{
     ContentTransferEncoding, ContentType, Date, Header, HeaderName, HeaderValue,
 };
-use lettre::message::{Mailbox, Message, MultiPart, SinglePart};
+use lettre::message::{Body, Mailbox, Message, MultiPart, SinglePart};
 
 use super::templates::{Rendered, one_line};
 use crate::clock::Timestamp;
@@ -120,10 +120,28 @@ pub fn compose(input: &ComposeInput) -> Result<Composed, ComposeError> {
         .raw_header(raw_header(MARKER_HEADER, &one_line(input.marker)));
 
     let link = input.link.filter(|l| is_web_link(l));
-    let text = SinglePart::builder()
-        .header(ContentType::TEXT_PLAIN)
-        .header(ContentTransferEncoding::QuotedPrintable)
-        .body(input.rendered.body.clone());
+    // Plain ASCII stays readable as it is (the link unbroken, for anyone
+    // reading the raw .eml in the outbox); anything else is quoted-printable.
+    // lettre wants 7bit lines under 76 characters (a link is longer), so the
+    // body is handed over pre-encoded, after checking what RFC 5322 §2.1.1
+    // asks of 7bit: ASCII without NUL or bare CR, lines under 998.
+    let body = &input.rendered.body;
+    let seven_bit =
+        body.is_ascii() && !body.contains(['\r', '\0']) && body.lines().all(|l| l.len() <= 900);
+    let text = if seven_bit {
+        SinglePart::builder()
+            .header(ContentType::TEXT_PLAIN)
+            .header(ContentTransferEncoding::SevenBit)
+            .body(Body::dangerous_pre_encoded(
+                body.replace('\n', "\r\n").into_bytes(),
+                ContentTransferEncoding::SevenBit,
+            ))
+    } else {
+        SinglePart::builder()
+            .header(ContentType::TEXT_PLAIN)
+            .header(ContentTransferEncoding::QuotedPrintable)
+            .body(body.clone())
+    };
     let html = SinglePart::builder()
         .header(ContentType::TEXT_HTML)
         .header(ContentTransferEncoding::QuotedPrintable)
@@ -358,8 +376,37 @@ mod tests {
     }
 
     #[test]
+    fn an_ascii_text_part_is_sent_as_is_with_the_link_on_one_line() {
+        let mut r = rendered(&vars());
+        r.body = format!(
+            "Please confirm: {}\n",
+            "https://mail.example.test/verify/".to_owned() + &"A".repeat(50)
+        );
+        let mail = compose(&input(&r)).unwrap();
+        let text = String::from_utf8_lossy(&mail.data);
+        assert!(text.contains("Content-Transfer-Encoding: 7bit"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "https://mail.example.test/verify/{}",
+                "A".repeat(50)
+            )),
+            "{text}"
+        );
+        let m = MessageParser::default().parse(&mail.data).unwrap();
+        assert_eq!(
+            m.text_part(0)
+                .unwrap()
+                .text_contents()
+                .unwrap()
+                .replace("\r\n", "\n"),
+            r.body
+        );
+    }
+
+    #[test]
     fn the_text_part_is_exactly_the_rendered_body_in_quoted_printable() {
-        let r = rendered(&vars());
+        let mut r = rendered(&vars());
+        r.body.push_str("\nGrüße\n");
         let mail = compose(&input(&r)).unwrap();
         let m = MessageParser::default().parse(&mail.data).unwrap();
         assert_eq!(m.text_body_count(), 1);
