@@ -59,7 +59,9 @@ postconf -e 'mydestination = example.test, $myhostname, localhost.localdomain, l
             'home_mailbox = Maildir/' 'maillog_file = /var/log/postfix-bench.log' \
             'smtpd_peername_lookup = no' 'disable_dns_lookups = yes' \
             'inet_interfaces = loopback-only' 'inet_protocols = ipv4' \
-            'relayhost =' 'default_transport = error:bench host delivers locally only'
+            'relayhost =' 'default_transport = error:bench host delivers locally only' \
+            'alias_maps = hash:/etc/aliases' 'alias_database = hash:/etc/aliases'
+newaliases
 # The smtpd line of master.cf listens on 127.0.0.1:$PF_PORT only.
 sed -i -E "s/^[^# ]*smtp +inet +n +- +[yn] +- +- +smtpd\$/127.0.0.1:$PF_PORT inet n - y - - smtpd/" /etc/postfix/master.cf
 grep -q "^127.0.0.1:$PF_PORT inet" /etc/postfix/master.cf || { echo "cannot set Postfix's listener in master.cf" >&2; exit 1; }

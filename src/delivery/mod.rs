@@ -38,6 +38,8 @@ pub struct ClientInfo {
 #[derive(Debug, Clone)]
 pub struct Recipient {
     pub mailbox: MailboxRef,
+    /// Challenge-response is on for the mailbox (as of RCPT time).
+    pub challenge: bool,
     /// The address as the client gave it in RCPT TO.
     pub original: String,
 }

@@ -12,8 +12,8 @@ use crate::store::{Store, StoreError};
 /// Where a recipient address leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// One or more local mailboxes.
-    Local(Vec<MailboxRef>),
+    /// One or more local mailboxes, each with its challenge-response switch.
+    Local(Vec<(MailboxRef, bool)>),
     /// A local domain, but no such mailbox or alias.
     UnknownUser,
     /// Not one of our domains: relaying.
@@ -35,14 +35,16 @@ impl Router {
         }
     }
 
+    /// One query for a known address (mailboxes exist only in local
+    /// domains); the domain is looked at only when that finds nothing.
     pub async fn route(&self, rcpt: &EmailAddress) -> Result<Route, StoreError> {
-        if self.store.domain_id(rcpt.domain()).await?.is_none() {
-            return Ok(Route::NotLocal);
-        }
         let key = rcpt.lookup_key();
-        let found = self.store.resolve_address(&key).await?;
+        let found = self.store.resolve_for_delivery(&key).await?;
         if !found.is_empty() {
             return Ok(Route::Local(found));
+        }
+        if self.store.domain_id(rcpt.domain()).await?.is_none() {
+            return Ok(Route::NotLocal);
         }
         if let Some(d) = self.delimiter {
             let local = rcpt.local_part().to_lowercase();
@@ -51,7 +53,7 @@ impl Router {
             {
                 let found = self
                     .store
-                    .resolve_address(&format!("{base}@{}", rcpt.domain()))
+                    .resolve_for_delivery(&format!("{base}@{}", rcpt.domain()))
                     .await?;
                 if !found.is_empty() {
                     return Ok(Route::Local(found));

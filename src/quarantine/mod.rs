@@ -165,6 +165,10 @@ impl Quarantine {
     /// Returns one outcome per recipient of `env`. Nothing is written when
     /// every recipient rejects.
     pub async fn screen(&self, env: &Envelope, data: &[u8]) -> Result<Vec<Outcome>, StoreError> {
+        // The common case costs nothing: no mailbox here screens its mail.
+        if env.recipients.iter().all(|r| !r.challenge) {
+            return Ok(vec![Outcome::Deliver; env.recipients.len()]);
+        }
         let mut settings = Vec::with_capacity(env.recipients.len());
         for r in &env.recipients {
             settings.push(self.store.mailbox_settings(r.mailbox.id).await?);

@@ -391,10 +391,11 @@ impl Session<'_> {
                 if tx.first_rcpt.is_none() {
                     tx.first_rcpt = Some(to.to_string());
                 }
-                for mailbox in mailboxes {
+                for (mailbox, challenge) in mailboxes {
                     if !tx.recipients.iter().any(|r| r.mailbox.id == mailbox.id) {
                         tx.recipients.push(Recipient {
                             mailbox,
+                            challenge,
                             original: to.to_string(),
                         });
                     }

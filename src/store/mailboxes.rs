@@ -290,6 +290,36 @@ impl Store {
         Ok(())
     }
 
+    /// Like [`Store::resolve_address`], with each mailbox's challenge-response
+    /// switch: the one query the SMTP receiver makes per recipient.
+    pub async fn resolve_for_delivery(
+        &self,
+        key: &str,
+    ) -> Result<Vec<(MailboxRef, bool)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, address, challenge_enabled FROM mailboxes WHERE address = $1
+             UNION
+             SELECT m.id, m.address, m.challenge_enabled FROM aliases a JOIN mailboxes m ON m.id = a.mailbox_id
+             WHERE a.address = $1
+             ORDER BY address",
+        )
+        .bind(key)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    MailboxRef {
+                        id: r.try_get("id")?,
+                        address: r.try_get("address")?,
+                    },
+                    r.try_get::<i64, _>("challenge_enabled")? != 0,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
     /// The mailboxes that mail for the lookup key `key` reaches: the mailbox
     /// of that address, or the targets of the alias of that address.
     pub async fn resolve_address(&self, key: &str) -> Result<Vec<MailboxRef>, StoreError> {
