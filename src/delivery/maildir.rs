@@ -211,13 +211,16 @@ fn maildir_content(m: &MaildirMessage<'_>) -> Vec<u8> {
     out.extend_from_slice(
         format!("Return-Path: <{}>\nDelivered-To: {}\n", m.sender, m.mailbox).as_bytes(),
     );
-    let mut rest = m.data;
-    while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
-        out.extend_from_slice(&rest[..i]);
-        out.push(b'\n');
-        rest = &rest[i + 2..];
+    // The SMTP layer guarantees every CR is followed by LF.
+    for line in m.data.split_inclusive(|&b| b == b'\n') {
+        match line.strip_suffix(b"\r\n") {
+            Some(text) => {
+                out.extend_from_slice(text);
+                out.push(b'\n');
+            }
+            None => out.extend_from_slice(line),
+        }
     }
-    out.extend_from_slice(rest);
     out
 }
 

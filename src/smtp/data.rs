@@ -68,7 +68,21 @@ impl DataDecoder {
                     b'.' => self.state = State::Dot,
                     _ => self.text(b),
                 },
-                State::Text => self.text(b),
+                State::Text => {
+                    // Copy the run up to the next CR or LF in one go: most
+                    // of a message is plain text.
+                    let start = i - 1;
+                    let run = input[start..]
+                        .iter()
+                        .position(|&c| c == b'\r' || c == b'\n')
+                        .unwrap_or(input.len() - start);
+                    if run > 0 {
+                        self.emit(&input[start..start + run]);
+                        i = start + run;
+                    } else {
+                        self.text(b);
+                    }
+                }
                 State::Cr => {
                     if b == b'\n' {
                         self.emit(b"\r\n");
