@@ -16,6 +16,7 @@
 
 use std::fmt::Write as _;
 
+use crate::web::escape;
 use lettre::Address;
 use lettre::message::header::{
     ContentTransferEncoding, ContentType, Date, Header, HeaderName, HeaderValue,
@@ -254,21 +255,6 @@ fn button(link: &str) -> String {
         "<p><a href=\"{}\" style=\"{BUTTON_STYLE}\">Open the confirmation page</a></p>\n",
         escape(link)
     )
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -16,54 +16,6 @@ use tokio::process::Command;
 const PYTHON: &str = "/usr/bin/python3";
 const BROWSER_LIMIT: Duration = Duration::from_secs(90);
 
-/// `mx` hosts example.test, where alice has challenge-response on, and
-/// sends its challenges through `peer` (hosting example.org) over SMTP, as
-/// in challenge.rs.
-async fn pair() -> (TestApp, TestApp) {
-    let peer = TestApp::spawn().await;
-    peer.add_mailboxes(&["bob@example.org"]).await;
-    let smarthost = peer.addr.to_string();
-    let mx = TestApp::spawn_with(Backend::Sqlite, |c| {
-        c.outbound.mode = "smarthost".into();
-        c.outbound.smarthost = smarthost;
-        c.outbound.smarthost_tls = "off".into();
-        c.web.base_url = "https://mail.example.test".into();
-    })
-    .await;
-    mx.challenge_on("alice@example.test").await;
-    (mx, peer)
-}
-
-/// Sends one message over SMTP and returns the reply to the end of data.
-async fn send_raw(app: &TestApp, env_from: &str, to: &str, body: &str) -> String {
-    let mut s = app.smtp().await;
-    s.cmd("EHLO client.example.org", "250").await;
-    s.cmd(&format!("MAIL FROM:<{env_from}>"), "250").await;
-    s.cmd(&format!("RCPT TO:<{to}>"), "250").await;
-    s.cmd("DATA", "354").await;
-    let r = s.data(body).await;
-    s.cmd("QUIT", "221").await;
-    r
-}
-
-/// The token in a challenge's `Subject: ... [verify#TOKEN]`.
-fn token_in(text: &str) -> String {
-    let start = text.find("verify#").expect("a verify# token") + "verify#".len();
-    text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
-}
-
-/// Challenges that reached `mailbox` on the peer.
-fn challenges(peer: &TestApp, mailbox: &str) -> Vec<String> {
-    peer.messages(mailbox)
-        .iter()
-        .map(|m| String::from_utf8_lossy(&m.1).into_owned())
-        .filter(|t| t.contains("X-Boxtrap-Challenge:"))
-        .collect()
-}
-
 /// One page as the browser showed it.
 #[derive(Debug)]
 struct Step {
@@ -272,7 +224,7 @@ fn json_strings_reads_what_python_prints() {
 
 #[tokio::test]
 async fn a_sender_confirms_in_a_real_browser() {
-    let (mx, peer) = pair().await;
+    let Pair { mx, peer } = pair(Backend::Sqlite).await;
     // `&` must reach the browser escaped and show as itself.
     let subject = "Fish & chips on Friday?";
     let r = send_raw(

@@ -8,32 +8,6 @@ use crate::support::*;
 use boxtrap::store::held;
 use std::time::Duration;
 
-struct Pair {
-    mx: TestApp,
-    peer: TestApp,
-}
-
-async fn pair_with(backend: Backend, tweak: impl FnOnce(&mut boxtrap::config::Config)) -> Pair {
-    let peer = TestApp::spawn_on(backend).await;
-    peer.add_mailboxes(&["bob@example.org", "carol@example.org", "dave@example.org"])
-        .await;
-    let smarthost = peer.addr.to_string();
-    let mx = TestApp::spawn_with(backend, |c| {
-        c.outbound.mode = "smarthost".into();
-        c.outbound.smarthost = smarthost;
-        c.outbound.smarthost_tls = "off".into();
-        c.web.base_url = "https://mail.example.test".into();
-        tweak(c);
-    })
-    .await;
-    mx.challenge_on("alice@example.test").await;
-    Pair { mx, peer }
-}
-
-async fn pair(backend: Backend) -> Pair {
-    pair_with(backend, |_| {}).await
-}
-
 fn mail(from: &str, subject: &str, id: &str) -> String {
     format!(
         "From: {from}\r\nTo: alice@example.test\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n\
@@ -41,38 +15,8 @@ fn mail(from: &str, subject: &str, id: &str) -> String {
     )
 }
 
-/// Sends one message over SMTP and returns the reply to the end of data.
-async fn send_raw(app: &TestApp, env_from: &str, to: &str, body: &str) -> String {
-    let mut s = app.smtp().await;
-    s.cmd("EHLO client.example.org", "250").await;
-    s.cmd(&format!("MAIL FROM:<{env_from}>"), "250").await;
-    s.cmd(&format!("RCPT TO:<{to}>"), "250").await;
-    s.cmd("DATA", "354").await;
-    let r = s.data(body).await;
-    s.cmd("QUIT", "221").await;
-    r
-}
-
 fn text_of(m: &(String, Vec<u8>)) -> String {
     String::from_utf8_lossy(&m.1).into_owned()
-}
-
-/// The token in a challenge's `Subject: ... [verify#TOKEN]`.
-fn token_in(text: &str) -> String {
-    let start = text.find("verify#").expect("a verify# token") + "verify#".len();
-    text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
-}
-
-/// Challenges that reached `mailbox` on the peer.
-fn challenges(peer: &TestApp, mailbox: &str) -> Vec<String> {
-    peer.messages(mailbox)
-        .iter()
-        .map(text_of)
-        .filter(|t| t.contains("X-Boxtrap-Challenge:"))
-        .collect()
 }
 
 /// A header's value, unfolded (RFC 5322 §2.2.3).
@@ -875,4 +819,48 @@ async fn challenge_off_delivers_exactly_as_before_and_file_mode_writes_eml() {
     let eml = std::fs::read_to_string(&outbox[0]).unwrap();
     assert!(eml.contains("verify#"), "{eml}");
     assert!(eml.contains("/verify/"), "{eml}");
+}
+
+#[tokio::test]
+async fn per_domain_and_global_challenge_limits_hold_silently_too() {
+    let Pair { mx, peer: _peer } = pair_with(Backend::Sqlite, |c| {
+        c.challenge.max_per_domain_day = 1;
+        c.challenge.max_global_hour = 2;
+    })
+    .await;
+    mx.add_mailboxes(&["zoe@example.test"]).await;
+    mx.challenge_on("zoe@example.test").await;
+    // Same sender domain, another mailbox: the domain limit is server-wide.
+    for (from, to, id) in [
+        ("bob@example.org", "alice@example.test", "d1@example.org"),
+        ("carol@example.org", "zoe@example.test", "d2@example.org"),
+        (
+            "ann@other.example",
+            "alice@example.test",
+            "d3@other.example",
+        ),
+        ("ben@third.example", "zoe@example.test", "d4@third.example"),
+    ] {
+        send_raw(&mx, from, to, &mail(from, "hi", id)).await;
+    }
+    let held = mx.store.list_held(None, None).await.unwrap();
+    let reason = |who: &str| {
+        let h = held.iter().find(|h| h.sender == who).unwrap();
+        (h.reason.clone(), h.reason_detail.clone())
+    };
+    assert_eq!(reason("bob@example.org").0, "unknown-sender");
+    assert_eq!(reason("carol@example.org").0, "rate-limited");
+    assert!(
+        reason("carol@example.org")
+            .1
+            .contains("per sender domain per day")
+    );
+    assert_eq!(reason("ann@other.example").0, "unknown-sender");
+    assert_eq!(reason("ben@third.example").0, "rate-limited");
+    assert!(
+        reason("ben@third.example")
+            .1
+            .contains("server-wide per hour")
+    );
+    assert_eq!(mx.outbound.run_once().await.unwrap(), 2);
 }

@@ -626,3 +626,64 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+// Challenge-response helpers shared by challenge.rs and browser.rs.
+
+/// `mx` hosts example.test, where alice has challenge-response on, and
+/// sends its challenges through `peer` (another boxtrap, hosting
+/// example.org) as its smarthost, so every challenge travels over SMTP.
+pub struct Pair {
+    pub mx: TestApp,
+    pub peer: TestApp,
+}
+
+pub async fn pair_with(backend: Backend, tweak: impl FnOnce(&mut boxtrap::config::Config)) -> Pair {
+    let peer = TestApp::spawn_on(backend).await;
+    peer.add_mailboxes(&["bob@example.org", "carol@example.org", "dave@example.org"])
+        .await;
+    let smarthost = peer.addr.to_string();
+    let mx = TestApp::spawn_with(backend, |c| {
+        c.outbound.mode = "smarthost".into();
+        c.outbound.smarthost = smarthost;
+        c.outbound.smarthost_tls = "off".into();
+        c.web.base_url = "https://mail.example.test".into();
+        tweak(c);
+    })
+    .await;
+    mx.challenge_on("alice@example.test").await;
+    Pair { mx, peer }
+}
+
+pub async fn pair(backend: Backend) -> Pair {
+    pair_with(backend, |_| {}).await
+}
+
+/// Sends one message over SMTP and returns the reply to the end of data.
+pub async fn send_raw(app: &TestApp, env_from: &str, to: &str, body: &str) -> String {
+    let mut s = app.smtp().await;
+    s.cmd("EHLO client.example.org", "250").await;
+    s.cmd(&format!("MAIL FROM:<{env_from}>"), "250").await;
+    s.cmd(&format!("RCPT TO:<{to}>"), "250").await;
+    s.cmd("DATA", "354").await;
+    let r = s.data(body).await;
+    s.cmd("QUIT", "221").await;
+    r
+}
+
+/// The token in a challenge's `Subject: ... [verify#TOKEN]`.
+pub fn token_in(text: &str) -> String {
+    let start = text.find("verify#").expect("a verify# token") + "verify#".len();
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+/// Challenges that reached `mailbox` on the peer.
+pub fn challenges(peer: &TestApp, mailbox: &str) -> Vec<String> {
+    peer.messages(mailbox)
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.1).into_owned())
+        .filter(|t| t.contains("X-Boxtrap-Challenge:"))
+        .collect()
+}
