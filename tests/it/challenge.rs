@@ -864,3 +864,61 @@ async fn per_domain_and_global_challenge_limits_hold_silently_too() {
     );
     assert_eq!(mx.outbound.run_once().await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn a_challenge_that_cannot_be_sent_is_retried_then_recorded_against_the_held_mail() {
+    // A smarthost that is not there: every attempt fails for now.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mx = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.outbound.mode = "smarthost".into();
+        c.outbound.smarthost = dead.to_string();
+        c.outbound.smarthost_tls = "off".into();
+    })
+    .await;
+    mx.challenge_on("alice@example.test").await;
+    send_raw(
+        &mx,
+        "bob@example.org",
+        "alice@example.test",
+        &mail("bob@example.org", "hi", "f1@example.org"),
+    )
+    .await;
+    assert_eq!(mx.outbound.run_once().await.unwrap(), 1);
+    let out = mx.store.list_outbound().await.unwrap();
+    assert_eq!(
+        (out[0].state.as_str(), out[0].attempts),
+        ("queued", 1),
+        "{out:?}"
+    );
+    assert!(!out[0].last_error.is_empty());
+    // Backoff: not due again before retry_interval (5 minutes).
+    mx.clock.advance_secs(299);
+    assert_eq!(mx.outbound.run_once().await.unwrap(), 0);
+    mx.clock.advance_secs(2);
+    assert_eq!(mx.outbound.run_once().await.unwrap(), 1);
+    // Past retry_for (2 days) it fails for good, and the held message shows why.
+    mx.clock.advance_secs(2 * 86400);
+    assert_eq!(mx.outbound.run_once().await.unwrap(), 1);
+    let out = mx.store.list_outbound().await.unwrap();
+    assert_eq!(out[0].state, "failed", "{out:?}");
+    let held = mx.store.list_held(None, None).await.unwrap();
+    let error = mx
+        .store
+        .challenge_delivery_error(held[0].challenge_id.unwrap())
+        .await
+        .unwrap();
+    assert!(error.unwrap().contains("retry time exceeded"));
+    assert!(
+        mx.mainlog().contains(" ** bob@example.org R=verify"),
+        "{}",
+        mx.mainlog()
+    );
+    assert_eq!(
+        mx.outbound.run_once().await.unwrap(),
+        0,
+        "not retried after failing"
+    );
+}
