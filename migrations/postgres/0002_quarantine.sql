@@ -13,6 +13,9 @@ ALTER TABLE mailboxes ADD COLUMN whitelist_by_association BIGINT NOT NULL DEFAUL
 ALTER TABLE mailboxes ADD COLUMN auto_whitelist_sent BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE mailboxes ADD COLUMN notify_released BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE mailboxes ADD COLUMN notify_blocked BIGINT NOT NULL DEFAULT 0;
+-- bumped by every change to the mailbox's sender lists, so servers can
+-- keep the compiled rules until they change
+ALTER TABLE mailboxes ADD COLUMN rules_version BIGINT NOT NULL DEFAULT 0;
 
 -- BoxTrapper's "email addresses for this account"
 CREATE TABLE mailbox_addresses (

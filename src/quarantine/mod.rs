@@ -26,7 +26,8 @@ use crate::policy::{self, Decision, PolicyInput, Reason, Verdict};
 use crate::store::held::{self, NewHeld, NewOutbound};
 use crate::store::settings::MailboxSettings;
 use crate::store::{Store, StoreError};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// What became of one recipient of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +78,16 @@ pub struct Quarantine {
     /// Loaded at start; reloaded when a token names a key we do not know
     /// (another node or `boxtrap key rotate` made it).
     keyring: RwLock<Keyring>,
+    /// Compiled sender lists per mailbox, kept until the mailbox's
+    /// `rules_version` changes (lists can hold hundreds of regexes).
+    lists: Mutex<HashMap<i64, (i64, Arc<Lists>)>>,
+}
+
+/// One mailbox's compiled sender lists.
+struct Lists {
+    ignore: Vec<SenderRule>,
+    block: Vec<SenderRule>,
+    allow: Vec<SenderRule>,
 }
 
 const HOUR: i64 = 3600;
@@ -138,6 +149,7 @@ impl Quarantine {
             base_url: config.base_url(),
             hostname: config.hostname.clone(),
             keyring: RwLock::new(keyring),
+            lists: Mutex::new(HashMap::new()),
         })
     }
 
@@ -154,6 +166,24 @@ impl Quarantine {
             *w = k;
         }
         Ok(())
+    }
+
+    async fn lists(&self, s: &MailboxSettings) -> Result<Arc<Lists>, StoreError> {
+        if let Ok(cache) = self.lists.lock()
+            && let Some((version, lists)) = cache.get(&s.id)
+            && *version == s.rules_version
+        {
+            return Ok(lists.clone());
+        }
+        let lists = Arc::new(Lists {
+            ignore: self.store.rules(s.id, ListKind::Ignore).await?,
+            block: self.store.rules(s.id, ListKind::Block).await?,
+            allow: self.store.rules(s.id, ListKind::Allow).await?,
+        });
+        if let Ok(mut cache) = self.lists.lock() {
+            cache.insert(s.id, (s.rules_version, lists.clone()));
+        }
+        Ok(lists)
     }
 
     /// The verification link for a token.
@@ -257,9 +287,8 @@ impl Quarantine {
         {
             return Ok(Plan::Reply(token));
         }
-        let ignore = self.store.rules(s.id, ListKind::Ignore).await?;
-        let block = self.store.rules(s.id, ListKind::Block).await?;
-        let allow = self.store.rules(s.id, ListKind::Allow).await?;
+        let lists = self.lists(s).await?;
+        let (ignore, block, allow) = (&lists.ignore, &lists.block, &lists.allow);
         let (mut open, mut rate_limited) = (false, None);
         if let Some(from) = facts.from.as_deref() {
             let mut conn = self.store.pool().acquire().await?;
@@ -289,9 +318,9 @@ impl Quarantine {
             facts,
             env_sender,
             challenge_enabled: true,
-            ignore: &ignore,
-            block: &block,
-            allow: &allow,
+            ignore,
+            block,
+            allow,
             open_challenge: open,
             rate_limited,
         })))

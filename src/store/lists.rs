@@ -7,6 +7,15 @@ use crate::clock::Timestamp;
 use crate::policy::rules::{ListKind, SenderRule};
 use sqlx::Row;
 
+/// Marks the mailbox's lists as changed (see `MailboxSettings::rules_version`).
+async fn bump_version(conn: &mut sqlx::AnyConnection, mailbox_id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE mailboxes SET rules_version = rules_version + 1 WHERE id = $1")
+        .bind(mailbox_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 impl Store {
     /// The rules of one list, oldest first. A stored rule that no longer
     /// compiles (it never should) is skipped with an error in the log.
@@ -44,6 +53,7 @@ impl Store {
         rule: &SenderRule,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query(
             "INSERT INTO sender_rules (mailbox_id, list, field, pattern, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (mailbox_id, list, field, pattern) DO NOTHING",
@@ -53,8 +63,12 @@ impl Store {
         .bind(rule.field().as_str())
         .bind(rule.pattern())
         .bind(now.0)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            bump_version(&mut tx, mailbox_id).await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -65,6 +79,7 @@ impl Store {
         kind: ListKind,
         rule: &SenderRule,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query(
             "DELETE FROM sender_rules WHERE mailbox_id = $1 AND list = $2 AND field = $3 AND pattern = $4",
         )
@@ -72,7 +87,7 @@ impl Store {
         .bind(kind.as_str())
         .bind(rule.field().as_str())
         .bind(rule.pattern())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
@@ -80,6 +95,8 @@ impl Store {
                 rule.to_line()
             )));
         }
+        bump_version(&mut tx, mailbox_id).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -116,6 +133,7 @@ impl Store {
             .await?;
             added += done.rows_affected() as usize;
         }
+        bump_version(&mut tx, mailbox_id).await?;
         tx.commit().await?;
         Ok(added)
     }

@@ -29,10 +29,12 @@ pub struct MailboxSettings {
     pub notify_blocked: bool,
     /// Further addresses that count as this mailbox.
     pub extra_addresses: Vec<String>,
+    /// Changes with every edit of the sender lists (read-only here).
+    pub rules_version: i64,
 }
 
 const COLUMNS: &str = "id, address, challenge_enabled, display_name, keep_days, spam_bypass_below, \
-     whitelist_by_association, auto_whitelist_sent, notify_released, notify_blocked";
+     whitelist_by_association, auto_whitelist_sent, notify_released, notify_blocked, rules_version";
 
 fn settings_from_row(r: &AnyRow) -> Result<MailboxSettings, sqlx::Error> {
     Ok(MailboxSettings {
@@ -47,6 +49,7 @@ fn settings_from_row(r: &AnyRow) -> Result<MailboxSettings, sqlx::Error> {
         notify_released: r.try_get::<i64, _>("notify_released")? != 0,
         notify_blocked: r.try_get::<i64, _>("notify_blocked")? != 0,
         extra_addresses: Vec::new(),
+        rules_version: r.try_get("rules_version")?,
     })
 }
 

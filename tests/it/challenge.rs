@@ -922,3 +922,56 @@ async fn a_challenge_that_cannot_be_sent_is_retried_then_recorded_against_the_he
         "not retried after failing"
     );
 }
+
+#[tokio::test]
+async fn list_changes_take_effect_on_the_next_message() {
+    let Pair { mx, peer: _peer } = pair(Backend::Sqlite).await;
+    let alice = mx
+        .store
+        .mailbox_settings_by_address("alice@example.test")
+        .await
+        .unwrap();
+    let now = boxtrap::clock::Timestamp::from_secs(T0);
+    use boxtrap::policy::rules::{ListKind, SenderRule};
+    let r = send_raw(
+        &mx,
+        "eve@example.org",
+        "alice@example.test",
+        &mail("eve@example.org", "one", "e1@example.org"),
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    let rule = SenderRule::parse(r"from ^eve@").unwrap();
+    mx.store
+        .add_rule(alice.id, ListKind::Block, &rule, now)
+        .await
+        .unwrap();
+    let r = send_raw(
+        &mx,
+        "eve@example.org",
+        "alice@example.test",
+        &mail("eve@example.org", "two", "e2@example.org"),
+    )
+    .await;
+    assert!(
+        r.starts_with("550 5.7.1"),
+        "a new block rule applies at once: {r}"
+    );
+    mx.store
+        .remove_rule(alice.id, ListKind::Block, &rule)
+        .await
+        .unwrap();
+    mx.store
+        .add_rule(alice.id, ListKind::Allow, &rule, now)
+        .await
+        .unwrap();
+    let r = send_raw(
+        &mx,
+        "eve@example.org",
+        "alice@example.test",
+        &mail("eve@example.org", "three", "e3@example.org"),
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(mx.messages("alice@example.test").len(), 1, "allowed now");
+}
