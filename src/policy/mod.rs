@@ -39,6 +39,9 @@ pub enum Reason {
     NullSender,
     /// MAILER-DAEMON, postmaster, owner-*, *-request, *-bounces.
     RoleSender(String),
+    /// From: one of the mailbox's own addresses (forged, or the owner
+    /// writing to themself): a challenge would go to the owner.
+    OwnAddress(String),
     /// RFC 3834 automated mail, a list, a report, or another C/R system.
     Automated(String),
     /// A challenge would exceed this rate limit; held silently.
@@ -58,6 +61,7 @@ impl Reason {
             Reason::NoSender => "no-sender",
             Reason::NullSender => "null-sender",
             Reason::RoleSender(_) => "role-sender",
+            Reason::OwnAddress(_) => "own-address",
             Reason::Automated(_) => "automated",
             Reason::RateLimited(_) => "rate-limited",
         }
@@ -83,6 +87,9 @@ impl Reason {
             Reason::RoleSender(a) => {
                 format!("sent by {a}, an automated address; held without a challenge")
             }
+            Reason::OwnAddress(a) => format!(
+                "claims to be from {a}, this mailbox's own address; held without a challenge"
+            ),
             Reason::Automated(why) => format!("automated mail ({why}); held without a challenge"),
             Reason::RateLimited(which) => {
                 format!("challenge rate limit reached ({which}); held without a challenge")
@@ -109,6 +116,8 @@ pub struct PolicyInput<'a> {
     pub ignore: &'a [SenderRule],
     pub block: &'a [SenderRule],
     pub allow: &'a [SenderRule],
+    /// The mailbox's address and its extra addresses, lower case.
+    pub own_addresses: &'a [String],
     /// A challenge to this sender for this mailbox is open.
     pub open_challenge: bool,
     /// The rate limit a new challenge would exceed, if any.
@@ -155,6 +164,9 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
             return hold(Reason::RoleSender(a.to_owned()));
         }
     }
+    if input.own_addresses.iter().any(|a| a == from) {
+        return hold(Reason::OwnAddress(from.to_owned()));
+    }
     if let Some(a) = &facts.automated {
         return hold(Reason::Automated(a.to_string()));
     }
@@ -177,5 +189,216 @@ pub fn is_human_reply(facts: &MessageFacts) -> bool {
         // person's reply keeps.
         Some(Automated::ChallengeResponse(why)) => why.to_ascii_lowercase().contains("subject"),
         Some(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(from: Option<&str>, extra_headers: &str) -> MessageFacts {
+        let from = from.map(|f| format!("From: {f}\r\n")).unwrap_or_default();
+        MessageFacts::parse(
+            format!(
+                // The first Subject: counts, so `extra_headers` can replace it.
+                "{from}To: alice@example.test\r\n{extra_headers}Subject: Hello\r\n\r\nbody\r\n"
+            )
+            .as_bytes(),
+        )
+    }
+
+    fn rules(lines: &[&str]) -> Vec<SenderRule> {
+        lines
+            .iter()
+            .map(|l| SenderRule::parse(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn decide_follows_the_documented_order() {
+        let own = vec![
+            "alice@example.test".to_owned(),
+            "al@example.test".to_owned(),
+        ];
+        let ignore = rules(&["subject lottery", "from ^both@"]);
+        let block = rules(&[r"from .*@spam\.example", "from ^both@"]);
+        let allow = rules(&[r"from ^friend@example\.org$", r"from .*@spam\.example"]);
+        struct Case {
+            name: &'static str,
+            enabled: bool,
+            env: &'static str,
+            from: Option<&'static str>,
+            headers: &'static str,
+            open: bool,
+            limited: Option<&'static str>,
+            want: (Verdict, &'static str, bool),
+        }
+        let c = |name, env, from, want| Case {
+            name,
+            enabled: true,
+            env,
+            from: Some(from),
+            headers: "",
+            open: false,
+            limited: None,
+            want,
+        };
+        let mut cases = vec![
+            c(
+                "unknown sender is challenged",
+                "bob@example.org",
+                "bob@example.org",
+                (Verdict::Hold, "unknown-sender", true),
+            ),
+            c(
+                "allow list delivers",
+                "friend@example.org",
+                "friend@example.org",
+                (Verdict::Deliver, "allowed", false),
+            ),
+            c(
+                "block beats allow",
+                "x@spam.example",
+                "x@spam.example",
+                (Verdict::Reject, "blocked", false),
+            ),
+            c(
+                "ignore beats block",
+                "both@example.org",
+                "both@example.org",
+                (Verdict::Discard, "ignored", false),
+            ),
+            c(
+                "null sender is held silently",
+                "",
+                "bob@example.org",
+                (Verdict::Hold, "null-sender", false),
+            ),
+            c(
+                "mailer-daemon is held silently",
+                "MAILER-DAEMON@example.org",
+                "bob@example.org",
+                (Verdict::Hold, "role-sender", false),
+            ),
+            c(
+                "a From: role address is held silently",
+                "bob@example.org",
+                "postmaster@example.org",
+                (Verdict::Hold, "role-sender", false),
+            ),
+            c(
+                "own address is held silently",
+                "al@example.test",
+                "al@example.test",
+                (Verdict::Hold, "own-address", false),
+            ),
+        ];
+        cases.push(Case {
+            name: "challenge-response off delivers",
+            enabled: false,
+            ..c(
+                "",
+                "x@spam.example",
+                "x@spam.example",
+                (Verdict::Deliver, "challenge-off", false),
+            )
+        });
+        cases.push(Case {
+            name: "no From: is held silently",
+            from: None,
+            ..c(
+                "",
+                "bob@example.org",
+                "",
+                (Verdict::Hold, "no-sender", false),
+            )
+        });
+        cases.push(Case {
+            name: "automated mail is held silently",
+            headers: "Auto-Submitted: auto-replied\r\n",
+            ..c(
+                "",
+                "bob@example.org",
+                "bob@example.org",
+                (Verdict::Hold, "automated", false),
+            )
+        });
+        cases.push(Case {
+            name: "allow beats automated",
+            headers: "Precedence: bulk\r\n",
+            ..c(
+                "",
+                "friend@example.org",
+                "friend@example.org",
+                (Verdict::Deliver, "allowed", false),
+            )
+        });
+        cases.push(Case {
+            name: "an open challenge is joined",
+            open: true,
+            ..c(
+                "",
+                "bob@example.org",
+                "bob@example.org",
+                (Verdict::Hold, "challenge-open", false),
+            )
+        });
+        cases.push(Case {
+            name: "a rate limit holds silently",
+            limited: Some("per mailbox per hour"),
+            ..c(
+                "",
+                "bob@example.org",
+                "bob@example.org",
+                (Verdict::Hold, "rate-limited", false),
+            )
+        });
+        cases.push(Case {
+            name: "ignore by subject",
+            headers: "Subject: You won the LOTTERY\r\n",
+            ..c(
+                "",
+                "bob@example.org",
+                "bob@example.org",
+                (Verdict::Discard, "ignored", false),
+            )
+        });
+        for case in cases {
+            let f = facts(case.from, case.headers);
+            let d = decide(&PolicyInput {
+                facts: &f,
+                env_sender: case.env,
+                challenge_enabled: case.enabled,
+                ignore: &ignore,
+                block: &block,
+                allow: &allow,
+                own_addresses: &own,
+                open_challenge: case.open,
+                rate_limited: case.limited,
+            });
+            assert_eq!(
+                (d.verdict, d.reason.code(), d.challenge),
+                case.want,
+                "{}: {:?}",
+                case.name,
+                d.reason
+            );
+            assert!(!d.reason.detail().is_empty());
+        }
+    }
+
+    #[test]
+    fn human_replies_are_told_from_automated_ones() {
+        assert!(is_human_reply(&facts(Some("bob@example.org"), "")));
+        let reply = MessageFacts::parse(b"From: bob@example.org\r\nSubject: Re: hi [verify#AAAAAAAAAAAAAAAAAAAAAAAA]\r\n\r\nx\r\n");
+        assert!(is_human_reply(&reply), "{:?}", reply.automated);
+        assert!(!is_human_reply(&facts(
+            Some("bob@example.org"),
+            "Auto-Submitted: auto-replied\r\n"
+        )));
+        assert!(!is_human_reply(&facts(
+            Some("bob@example.org"),
+            "X-Boxtrap-Challenge: x@example.org\r\n"
+        )));
     }
 }

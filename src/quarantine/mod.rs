@@ -275,6 +275,7 @@ impl Quarantine {
                 ignore: &[],
                 block: &[],
                 allow: &[],
+                own_addresses: &[],
                 open_challenge: false,
                 rate_limited: None,
             })));
@@ -288,6 +289,9 @@ impl Quarantine {
             return Ok(Plan::Reply(token));
         }
         let lists = self.lists(s).await?;
+        let own: Vec<String> = std::iter::once(s.address.clone())
+            .chain(s.extra_addresses.iter().map(|a| a.to_lowercase()))
+            .collect();
         let (ignore, block, allow) = (&lists.ignore, &lists.block, &lists.allow);
         let (mut open, mut rate_limited) = (false, None);
         if let Some(from) = facts.from.as_deref() {
@@ -321,6 +325,7 @@ impl Quarantine {
             ignore,
             block,
             allow,
+            own_addresses: &own,
             open_challenge: open,
             rate_limited,
         })))

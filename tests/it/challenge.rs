@@ -514,6 +514,7 @@ async fn automated_and_unchallengeable_mail_is_held_without_a_challenge() {
             "automated",
         ),
         ("no From", "carol@example.org", "To: alice@example.test\r\nSubject: who?\r\n\r\nx\r\n".to_owned(), "no-sender"),
+        ("forged own address", "alice@example.test", plain("", "Alice <ALICE@example.test>"), "own-address"),
     ];
     for (name, env_from, body, reason) in &cases {
         let before = mx.store.list_held(None, None).await.unwrap().len();
