@@ -134,7 +134,11 @@ impl App {
         let smtp = Arc::new(SmtpContext {
             config: config.smtp.clone(),
             hostname: config.hostname.clone(),
-            router: Router::new(store.clone(), &config.smtp.recipient_delimiter),
+            router: Router::new(
+                store.clone(),
+                &config.smtp.recipient_delimiter,
+                &config.smtp.postmaster,
+            ),
             delivery: delivery.clone(),
             quarantine: quarantine.clone(),
             log,

@@ -58,6 +58,10 @@ pub struct SmtpConfig {
     pub data_timeout: HumanDuration,
     /// Subaddress separator: mail to `alice+tag@` reaches `alice@`. Empty turns it off.
     pub recipient_delimiter: String,
+    /// Local mailbox that receives mail for `postmaster@` of every local
+    /// domain without a postmaster mailbox or alias of its own (RFC 5321
+    /// §4.5.1 requires postmaster to work). Empty: only explicit ones.
+    pub postmaster: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -189,6 +193,7 @@ impl Default for SmtpConfig {
             command_timeout: HumanDuration(Duration::from_secs(300)),
             data_timeout: HumanDuration(Duration::from_secs(180)),
             recipient_delimiter: "+".into(),
+            postmaster: String::new(),
         }
     }
 }
@@ -355,6 +360,14 @@ impl Config {
         }
         if self.smtp.max_message_size.0 < 1024 {
             return bad("smtp.max_message_size: must be at least 1K".into());
+        }
+        if !self.smtp.postmaster.is_empty()
+            && crate::address::EmailAddress::parse(&self.smtp.postmaster).is_err()
+        {
+            return bad(format!(
+                "smtp.postmaster: {:?} is not an address",
+                self.smtp.postmaster
+            ));
         }
         if self.smtp.recipient_delimiter.chars().count() > 1 {
             return bad("smtp.recipient_delimiter: must be one character or empty".into());

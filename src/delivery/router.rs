@@ -25,13 +25,16 @@ pub struct Router {
     store: Store,
     /// Subaddress separator, e.g. '+'; `None` turns subaddressing off.
     delimiter: Option<char>,
+    /// Lookup key of the mailbox that takes postmaster@ mail by default.
+    postmaster: Option<String>,
 }
 
 impl Router {
-    pub fn new(store: Store, delimiter: &str) -> Router {
+    pub fn new(store: Store, delimiter: &str, postmaster: &str) -> Router {
         Router {
             store,
             delimiter: delimiter.chars().next(),
+            postmaster: EmailAddress::parse(postmaster).ok().map(|a| a.lookup_key()),
         }
     }
 
@@ -59,6 +62,16 @@ impl Router {
                     return Ok(Route::Local(found));
                 }
             }
+        }
+        // RFC 5321 §4.5.1: postmaster must reach someone.
+        if let Some(pm) = &self.postmaster
+            && rcpt.local_part().eq_ignore_ascii_case("postmaster")
+        {
+            let found = self.store.resolve_for_delivery(pm).await?;
+            if !found.is_empty() {
+                return Ok(Route::Local(found));
+            }
+            tracing::warn!(postmaster = %pm, "smtp.postmaster names no local mailbox");
         }
         Ok(Route::UnknownUser)
     }

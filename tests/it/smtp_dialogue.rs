@@ -325,3 +325,44 @@ async fn listens_on_ipv4_and_ipv6_side_by_side() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn postmaster_of_every_local_domain_reaches_the_configured_mailbox() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.smtp.postmaster = "bob@example.test".into()
+    })
+    .await;
+    app.add_mailboxes(&["carol@other.test"]).await;
+    app.send(
+        "x@example.org",
+        &["PostMaster@other.test", "postmaster@example.test"],
+        "Subject: abuse report\r\n\r\nx\r\n",
+    )
+    .await;
+    assert_eq!(
+        app.messages("bob@example.test").len(),
+        1,
+        "one copy for both"
+    );
+    // An explicit postmaster alias wins over the default.
+    app.store
+        .add_alias(
+            &addr_of("postmaster@other.test"),
+            &[addr_of("carol@other.test")],
+            boxtrap::clock::Timestamp::from_secs(T0),
+        )
+        .await
+        .unwrap();
+    app.send(
+        "x@example.org",
+        &["postmaster@other.test"],
+        "Subject: two\r\n\r\nx\r\n",
+    )
+    .await;
+    assert_eq!(app.messages("carol@other.test").len(), 1);
+    // Other unknown users are still unknown.
+    let mut s = app.smtp().await;
+    s.cmd("EHLO client.example.org", "250").await;
+    s.cmd("MAIL FROM:<x@example.org>", "250").await;
+    s.cmd("RCPT TO:<abuse@example.test>", "550 5.1.1").await;
+}
