@@ -412,6 +412,13 @@ impl Config {
                 o.smarthost
             ));
         }
+        if !o.smarthost_user.is_empty() && o.smarthost_tls == "off" {
+            return bad(
+                "outbound.smarthost_user: AUTH would send the password in clear text; \
+                 set outbound.smarthost_tls to \"required\""
+                    .into(),
+            );
+        }
         if !["off", "opportunistic", "required"].contains(&o.smarthost_tls.as_str()) {
             return bad(format!(
                 "outbound.smarthost_tls: {:?} is not one of off, opportunistic, required",
@@ -808,6 +815,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn smarthost_auth_needs_tls() {
+        let e = load_str(
+            "[outbound]\nsmarthost = \"relay.example.net:587\"\nsmarthost_user = \"u\"\nsmarthost_tls = \"off\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("outbound.smarthost_user"), "{e}");
+        assert!(
+            load_str(
+                "[outbound]\nsmarthost = \"relay.example.net:587\"\nsmarthost_user = \"u\"\n",
+                &[]
+            )
+            .is_ok()
+        );
     }
 
     #[test]

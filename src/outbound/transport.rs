@@ -38,7 +38,7 @@ pub enum Transport {
     /// Every message through `outbound.smarthost`.
     Smarthost(Smarthost),
     /// Straight to each recipient domain's MX.
-    Direct(DirectMx),
+    Direct(Box<DirectMx>),
 }
 
 /// Why a message was not sent. The outbound queue retries a temporary
@@ -70,7 +70,7 @@ impl Transport {
         match config.outbound_mode() {
             "file" => Ok(Transport::File(FileOutbox::new(config.outbox_dir()))),
             "smarthost" => Smarthost::from_config(config).map(Transport::Smarthost),
-            "direct" => DirectMx::from_config(config).map(Transport::Direct),
+            "direct" => DirectMx::from_config(config).map(|d| Transport::Direct(Box::new(d))),
             other => Err(TransportError::Config {
                 key: "outbound.mode",
                 message: format!("{other:?} is not one of auto, file, smarthost, direct"),
@@ -301,6 +301,9 @@ pub struct DirectMx {
     port: u16,
     helo: ClientId,
     timeout: Duration,
+    /// Our own SMTP listeners: an exchanger that is one of them would
+    /// loop the mail back to us.
+    own: Vec<SocketAddr>,
 }
 
 /// The hosts that receive mail for a domain.
@@ -343,6 +346,15 @@ impl DirectMx {
             port: o.mx_port,
             helo: helo_name(config),
             timeout: o.timeout.0,
+            own: config.smtp.listen.clone(),
+        })
+    }
+
+    /// Whether `ip` at the MX port is one of our own listeners (a listener
+    /// on 0.0.0.0 or [::] counts for the loopback addresses).
+    fn is_own(&self, ip: IpAddr) -> bool {
+        self.own.iter().any(|l| {
+            l.port() == self.port && (l.ip() == ip || (l.ip().is_unspecified() && ip.is_loopback()))
         })
     }
 
@@ -376,6 +388,12 @@ impl DirectMx {
                 },
             };
             for ip in ips {
+                // Postfix's "mail for X loops back to myself".
+                if self.is_own(ip) {
+                    return Err(SendError::Permanent(format!(
+                        "mail for {domain} loops back to myself ({host} [{ip}])"
+                    )));
+                }
                 match self.attempt(host, ip, envelope, data).await {
                     Ok(done) => return Ok(done),
                     Err(SendError::Temporary(e)) => last_temporary = Some(e),
@@ -1229,6 +1247,22 @@ mod tests {
         let t = direct(dead_dns, server.addr.port());
         t.send(None, "dave@[127.0.0.1]", MESSAGE).await.unwrap();
         assert_eq!(server.received()[0].rcpt_to, vec!["<dave@[127.0.0.1]>"]);
+    }
+
+    #[tokio::test]
+    async fn an_exchanger_that_is_this_server_is_a_loop() {
+        let server = TestSmtp::start(Behaviour::default()).await;
+        let dead_dns = SocketAddr::from(([127, 0, 0, 1], closed_port().await));
+        let mut c = config();
+        c.outbound.mode = "direct".into();
+        c.outbound.dns_servers = vec![dead_dns];
+        c.outbound.mx_port = server.addr.port();
+        // As if `server` were our own SMTP listener.
+        c.smtp.listen = vec![server.addr];
+        let t = Transport::from_config(&c).unwrap();
+        let e = permanent(t.send(None, "dave@[127.0.0.1]", MESSAGE).await);
+        assert!(e.contains("loops back to myself"), "{e}");
+        assert!(server.received().is_empty(), "nothing was sent");
     }
 
     #[tokio::test]
