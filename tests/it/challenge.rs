@@ -976,3 +976,70 @@ async fn list_changes_take_effect_on_the_next_message() {
     assert!(r.starts_with("250"), "{r}");
     assert_eq!(mx.messages("alice@example.test").len(), 1, "allowed now");
 }
+
+#[tokio::test]
+async fn mail_from_an_allowed_sender_vouches_for_its_other_recipients() {
+    let Pair { mx, peer: _peer } = pair(Backend::Sqlite).await;
+    let alice = mx
+        .store
+        .mailbox_settings_by_address("alice@example.test")
+        .await
+        .unwrap();
+    let now = boxtrap::clock::Timestamp::from_secs(T0);
+    use boxtrap::policy::rules::{ListKind, SenderRule};
+    mx.store
+        .add_rule(
+            alice.id,
+            ListKind::Allow,
+            &SenderRule::exact_sender("bob@example.org"),
+            now,
+        )
+        .await
+        .unwrap();
+    let group = "From: bob@example.org\r\nTo: alice@example.test, Carol <carol@example.org>\r\n\
+                 Cc: dave@example.org\r\nSubject: team lunch\r\nMessage-ID: <g1@example.org>\r\n\r\nhi all\r\n";
+    assert!(
+        send_raw(&mx, "bob@example.org", "alice@example.test", group)
+            .await
+            .starts_with("250")
+    );
+    assert_eq!(mx.messages("alice@example.test").len(), 1);
+    // Carol and dave were vouched for: their mail goes straight in.
+    for who in ["carol", "dave"] {
+        let from = format!("{who}@example.org");
+        let r = send_raw(
+            &mx,
+            &from,
+            "alice@example.test",
+            &mail(&from, "re: team lunch", &format!("{who}@x")),
+        )
+        .await;
+        assert!(r.starts_with("250"), "{r}");
+    }
+    assert_eq!(mx.messages("alice@example.test").len(), 3);
+    assert!(mx.store.list_held(None, None).await.unwrap().is_empty());
+    let allow = mx.store.rules(alice.id, ListKind::Allow).await.unwrap();
+    assert!(
+        !allow.iter().any(|r| r.to_line().contains("alice")),
+        "never the mailbox itself"
+    );
+
+    // With the setting off, nobody else is vouched for.
+    let mut s = mx.store.mailbox_settings(alice.id).await.unwrap();
+    s.whitelist_by_association = false;
+    mx.store.update_mailbox_settings(&s).await.unwrap();
+    let group = "From: bob@example.org\r\nTo: alice@example.test, erin@example.org\r\nSubject: x\r\nMessage-ID: <g2@example.org>\r\n\r\nx\r\n";
+    send_raw(&mx, "bob@example.org", "alice@example.test", group).await;
+    send_raw(
+        &mx,
+        "erin@example.org",
+        "alice@example.test",
+        &mail("erin@example.org", "hello", "erin@x"),
+    )
+    .await;
+    assert_eq!(
+        mx.store.list_held(None, None).await.unwrap().len(),
+        1,
+        "erin is held"
+    );
+}
