@@ -11,6 +11,12 @@ struct Cli {
     config: PathBuf,
 }
 
+impl AdminCommands for Cli {
+    fn config_path(&self) -> &Path {
+        &self.config
+    }
+}
+
 impl Cli {
     fn new() -> Cli {
         Cli::with_extra("")
@@ -22,30 +28,9 @@ impl Cli {
         Cli { dir, config }
     }
 
-    fn run(&self, args: &[&str]) -> CmdOutput {
-        run_boxtrap(&self.config, args, None)
-    }
-
-    fn run_stdin(&self, args: &[&str], stdin: &str) -> CmdOutput {
-        run_boxtrap(&self.config, args, Some(stdin))
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.success, "boxtrap {args:?} failed: {out:#?}");
-        out.stdout
-    }
-
-    /// Runs a command that must fail; returns its stderr.
+    /// Runs a command that must be refused (exit 1); returns its stderr.
     fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.success,
-            "boxtrap {args:?} should have failed: {out:#?}"
-        );
-        assert_eq!(out.code, Some(1), "{out:#?}");
-        out.stderr
+        self.refused(args, &[1]).stderr
     }
 
     fn database_url(&self) -> String {

@@ -7,7 +7,7 @@ use crate::support::*;
 use boxtrap::clock::{Clock, SystemClock, Timestamp};
 use boxtrap::store::Store;
 use boxtrap::store::held::{self, NewHeld, NewOutbound};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A temp data directory, a config file pointing at it, and the domain
@@ -16,6 +16,12 @@ struct Admin {
     dir: tempfile::TempDir,
     config: PathBuf,
     url: String,
+}
+
+impl AdminCommands for Admin {
+    fn config_path(&self) -> &Path {
+        &self.config
+    }
 }
 
 impl Admin {
@@ -47,30 +53,10 @@ impl Admin {
         admin
     }
 
-    fn run(&self, args: &[&str]) -> CmdOutput {
-        run_boxtrap(&self.config, args, None)
-    }
-
-    fn run_stdin(&self, args: &[&str], stdin: &str) -> CmdOutput {
-        run_boxtrap(&self.config, args, Some(stdin))
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.success, "boxtrap {args:?} failed: {out:#?}");
-        out.stdout
-    }
-
     /// Runs a command that must fail (1 for a refused value, 2 for a
     /// usage error clap caught); returns its stderr.
     fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.success,
-            "boxtrap {args:?} should have failed: {out:#?}"
-        );
-        assert!(matches!(out.code, Some(1 | 2)), "{out:#?}");
+        let out = self.refused(args, &[1, 2]);
         assert_eq!(out.stdout, "", "a refusal prints nothing on stdout");
         out.stderr
     }

@@ -387,6 +387,38 @@ pub struct CmdOutput {
 
 /// Runs `boxtrap --config CONFIG ARGS...` with `stdin` as standard input,
 /// for at most 60 s.
+/// The real binary run against one config file: what the CLI test modules
+/// share. Implementors say where their config file is.
+pub trait AdminCommands {
+    fn config_path(&self) -> &Path;
+
+    fn run(&self, args: &[&str]) -> CmdOutput {
+        run_boxtrap(self.config_path(), args, None)
+    }
+
+    fn run_stdin(&self, args: &[&str], stdin: &str) -> CmdOutput {
+        run_boxtrap(self.config_path(), args, Some(stdin))
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.success, "boxtrap {args:?} failed: {out:#?}");
+        out.stdout
+    }
+
+    /// Runs a command that must fail with one of `codes`; returns its output.
+    fn refused(&self, args: &[&str], codes: &[i32]) -> CmdOutput {
+        let out = self.run(args);
+        assert!(
+            !out.success,
+            "boxtrap {args:?} should have failed: {out:#?}"
+        );
+        assert!(out.code.is_some_and(|c| codes.contains(&c)), "{out:#?}");
+        out
+    }
+}
+
 pub fn run_boxtrap(config: &Path, args: &[&str], stdin: Option<&str>) -> CmdOutput {
     let mut cmd = boxtrap_command();
     cmd.arg("--config").arg(config).args(args);
