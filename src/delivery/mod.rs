@@ -83,9 +83,19 @@ impl From<&DeliveryConfig> for RetryPolicy {
     }
 }
 
+impl From<&crate::config::OutboundConfig> for RetryPolicy {
+    fn from(c: &crate::config::OutboundConfig) -> Self {
+        RetryPolicy {
+            first: c.retry_interval.0,
+            max: c.retry_max_interval.0,
+            give_up_after: c.retry_for.0,
+        }
+    }
+}
+
 impl RetryPolicy {
     /// Wait before the attempt after `attempts` failed ones.
-    fn backoff(&self, attempts: i64) -> Duration {
+    pub fn backoff(&self, attempts: i64) -> Duration {
         let shift = attempts.clamp(1, 30) as u32 - 1;
         self.first.saturating_mul(1u32 << shift).min(self.max)
     }

@@ -5,6 +5,7 @@ pub mod transport;
 
 use crate::clock::Clock;
 use crate::config::OutboundConfig;
+use crate::delivery::RetryPolicy;
 use crate::mainlog::MainLog;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -19,9 +20,7 @@ pub struct Outbound {
     transport: Transport,
     clock: Arc<dyn Clock>,
     log: MainLog,
-    first_retry: Duration,
-    max_retry: Duration,
-    give_up_after: Duration,
+    retry: RetryPolicy,
 }
 
 impl Outbound {
@@ -37,17 +36,8 @@ impl Outbound {
             transport,
             clock,
             log,
-            first_retry: c.retry_interval.0,
-            max_retry: c.retry_max_interval.0,
-            give_up_after: c.retry_for.0,
+            retry: RetryPolicy::from(c),
         }
-    }
-
-    fn backoff(&self, attempts: i64) -> Duration {
-        let shift = attempts.clamp(1, 30) as u32 - 1;
-        self.first_retry
-            .saturating_mul(1u32 << shift)
-            .min(self.max_retry)
     }
 
     /// Sends everything that is due; returns how many were attempted.
@@ -69,55 +59,41 @@ impl Outbound {
             let result = self.transport.send(env_from, &m.rcpt, &data).await;
             let now = self.clock.now();
             let tag = format!("OB{}", m.id);
-            match result {
+            let t = self.transport.describe();
+            let failed_for_good = match result {
                 Ok(info) => {
-                    self.log.main(&format!(
-                        "{tag} => {} R={} T={} ({info})",
-                        m.rcpt,
-                        m.kind,
-                        self.transport.describe()
-                    ));
+                    self.log
+                        .main(&format!("{tag} => {} R={} T={t} ({info})", m.rcpt, m.kind));
                     self.store
                         .outbound_attempted(m.id, "sent", now, "", now)
                         .await?;
+                    None
                 }
-                Err(SendError::Permanent(e)) => {
-                    self.log.main(&format!(
-                        "{tag} ** {} R={} T={}: {e}",
-                        m.rcpt,
-                        m.kind,
-                        self.transport.describe()
-                    ));
-                    self.store
-                        .outbound_attempted(m.id, "failed", now, &e, now)
-                        .await?;
-                }
+                Err(SendError::Permanent(e)) => Some(e),
                 Err(SendError::Temporary(e)) => {
                     let age = Duration::from_micros((now.0 - m.created_at.0).max(0) as u64);
-                    if age >= self.give_up_after {
-                        let e = format!("retry time exceeded: {e}");
-                        self.log.main(&format!(
-                            "{tag} ** {} R={} T={}: {e}",
-                            m.rcpt,
-                            m.kind,
-                            self.transport.describe()
-                        ));
-                        self.store
-                            .outbound_attempted(m.id, "failed", now, &e, now)
-                            .await?;
+                    if age >= self.retry.give_up_after {
+                        Some(format!("retry time exceeded: {e}"))
                     } else {
-                        let next = now.plus_secs(self.backoff(m.attempts + 1).as_secs() as i64);
+                        let wait = self.retry.backoff(m.attempts + 1);
+                        let next = now.plus_secs(wait.as_secs() as i64);
                         self.log.main(&format!(
-                            "{tag} == {} R={} T={} defer: {e}",
-                            m.rcpt,
-                            m.kind,
-                            self.transport.describe()
+                            "{tag} == {} R={} T={t} defer: {e}",
+                            m.rcpt, m.kind
                         ));
                         self.store
                             .outbound_attempted(m.id, "queued", next, &e, now)
                             .await?;
+                        None
                     }
                 }
+            };
+            if let Some(e) = failed_for_good {
+                self.log
+                    .main(&format!("{tag} ** {} R={} T={t}: {e}", m.rcpt, m.kind));
+                self.store
+                    .outbound_attempted(m.id, "failed", now, &e, now)
+                    .await?;
             }
         }
         Ok(attempted)
