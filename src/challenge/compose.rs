@@ -69,7 +69,7 @@ pub struct ComposeInput<'a> {
 }
 
 /// Why a mail could not be built. Nothing is sent in that case.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ComposeError {
     #[error("bad {field} address {address:?}: {reason}")]
     BadAddress {

@@ -2,5 +2,6 @@
 //! ([`templates`]) and the challenge mail itself ([`compose`]).
 
 pub mod compose;
+pub mod notice;
 pub mod templates;
 pub mod token;

@@ -46,6 +46,9 @@ pub enum Reason {
     Automated(String),
     /// A challenge would exceed this rate limit; held silently.
     RateLimited(&'static str),
+    /// A challenge was due but its mail could not be built (why); held
+    /// without one.
+    ChallengeFailed(String),
 }
 
 impl Reason {
@@ -64,6 +67,7 @@ impl Reason {
             Reason::OwnAddress(_) => "own-address",
             Reason::Automated(_) => "automated",
             Reason::RateLimited(_) => "rate-limited",
+            Reason::ChallengeFailed(_) => "challenge-failed",
         }
     }
 
@@ -93,6 +97,9 @@ impl Reason {
             Reason::Automated(why) => format!("automated mail ({why}); held without a challenge"),
             Reason::RateLimited(which) => {
                 format!("challenge rate limit reached ({which}); held without a challenge")
+            }
+            Reason::ChallengeFailed(why) => {
+                format!("the challenge could not be built ({why}); held without a challenge")
             }
         }
     }

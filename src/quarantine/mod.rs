@@ -12,7 +12,7 @@
 //! - [`Quarantine::sweep_once`] purges held mail past the mailbox's
 //!   keep-days, expires challenges and finishes releases that died midway.
 
-use crate::challenge::compose::{ComposeInput, compose};
+use crate::challenge::notice::{self, Notice};
 use crate::challenge::templates::{self, TemplateName, TemplateVars};
 use crate::challenge::token::{self, Claims, Keyring, TokenError, TokenKey};
 use crate::clock::{Clock, Timestamp};
@@ -20,12 +20,13 @@ use crate::config::{ChallengeConfig, Config};
 use crate::delivery::Envelope;
 use crate::delivery::maildir::{MaildirMessage, Maildirs};
 use crate::mainlog::MainLog;
-use crate::policy::facts::{MessageFacts, challenge_message_id, reply_token};
+use crate::policy::facts::{MessageFacts, reply_token};
 use crate::policy::rules::{ListKind, SenderRule};
 use crate::policy::{self, Decision, PolicyInput, Reason, Verdict};
 use crate::store::held::{self, NewHeld, NewOutbound};
 use crate::store::settings::MailboxSettings;
 use crate::store::{Store, StoreError};
+use sqlx::AnyConnection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -188,7 +189,7 @@ impl Quarantine {
 
     /// The verification link for a token.
     pub fn link(&self, token: &str) -> String {
-        format!("{}/verify/{token}", self.base_url)
+        notice::link(&self.base_url, token)
     }
 
     /// Screens a message for every recipient with challenge-response on.
@@ -393,156 +394,97 @@ impl Quarantine {
         now: Timestamp,
     ) -> Result<String, StoreError> {
         let r = &env.recipients[rcpt_index];
-        let mut reason = d.reason.clone();
-        let mut tx = self.store.pool().begin().await?;
-        let mut challenge_id = None;
-        let mut challenge_mail = None;
-        if d.challenge {
-            let expires = now.plus_secs(s.keep_days * DAY);
-            match held::insert_challenge(&mut tx, s.id, sender, now, expires).await {
-                Ok(id) => {
-                    let token = token::issue(
-                        &self.keyring(),
-                        &Claims {
-                            mailbox: &s.address,
-                            sender,
-                            challenge_id: id,
-                            expires,
-                        },
-                    );
-                    let mail = self
-                        .compose_notice(
-                            s,
-                            &r.original,
-                            TemplateName::Verify,
-                            sender,
-                            facts,
-                            Some(&token),
-                            1,
-                            now,
-                        )
-                        .await?;
-                    held::insert_outbound(
-                        &mut tx,
-                        &NewOutbound {
-                            kind: "verify",
-                            mailbox_id: Some(s.id),
-                            challenge_id: Some(id),
-                            env_from: "",
-                            rcpt: sender,
-                            data: &mail,
-                            now,
-                        },
-                    )
-                    .await?;
-                    challenge_id = Some(id);
-                    challenge_mail = Some(token);
-                }
-                // Another message from this sender opened one a moment ago.
-                Err(StoreError::Conflict(_)) => reason = Reason::ChallengeOpen,
-                Err(e) => return Err(e),
-            }
-        }
-        if challenge_id.is_none() {
-            challenge_id = held::open_challenge(&mut tx, s.id, sender, now).await?;
-        }
-        held::insert_held(
-            &mut tx,
-            &NewHeld {
-                mailbox_id: s.id,
-                queue_id: &env.queue_id,
-                rcpt_index: rcpt_index as i64,
-                env_sender,
-                original_rcpt: &r.original,
-                sender,
-                sender_name: facts.from_name.as_deref().unwrap_or(""),
-                subject: &facts.subject,
-                message_id: facts.message_id.as_deref().unwrap_or(""),
-                date_header: facts.date.as_deref().unwrap_or(""),
-                arrived_at: env.arrived,
-                reason: reason.code(),
-                reason_detail: &reason.detail(),
-                challenge_id,
-                data,
-            },
-        )
-        .await?;
-        held::add_activity(&mut tx, s.id, now, "held", sender, &reason.detail()).await?;
-        if challenge_mail.is_some() {
-            held::add_activity(
-                &mut tx,
-                s.id,
-                now,
-                "challenged",
-                sender,
-                "challenge mail queued",
-            )
+        // Everything that needs I/O is gathered first: the transaction below
+        // awaits nothing but its own statements.
+        let challenge = if d.challenge {
+            let notice = self
+                .notice(s, &r.original, TemplateName::Verify, sender, facts, 1, now)
+                .await?;
+            Some(ChallengeDraft {
+                notice,
+                keyring: self.keyring(),
+                mailbox: s.address.clone(),
+                expires: now.plus_secs(s.keep_days * DAY),
+            })
+        } else {
+            None
+        };
+        let job = Arc::new(HoldJob {
+            mailbox_id: s.id,
+            queue_id: env.queue_id.clone(),
+            rcpt_index: rcpt_index as i64,
+            env_sender: env_sender.to_owned(),
+            original_rcpt: r.original.clone(),
+            sender: sender.to_owned(),
+            sender_name: facts.from_name.clone().unwrap_or_default(),
+            subject: facts.subject.clone(),
+            message_id: facts.message_id.clone().unwrap_or_default(),
+            date_header: facts.date.clone().unwrap_or_default(),
+            arrived_at: env.arrived,
+            reason: d.reason,
+            challenge,
+            data: data.to_vec(),
+            now,
+        });
+        let reason = self
+            .store
+            .write(move |conn| {
+                let job = job.clone();
+                Box::pin(async move { job.run(conn).await })
+            })
             .await?;
+        if let Reason::ChallengeFailed(why) = &reason {
+            tracing::warn!(queue_id = %env.queue_id, mailbox = %s.address, sender, error = %why, "challenge not sent");
         }
-        tx.commit().await?;
         Ok(reason.detail())
     }
 
-    /// Renders and composes a template mail from `from` (the address that
-    /// was mailed, or the mailbox) to `to`.
+    /// Gathers a notice mail from `from` (the address that was mailed, or
+    /// the mailbox) to `to`: the template text, its variables, the headers.
     #[allow(clippy::too_many_arguments)]
-    async fn compose_notice(
+    async fn notice(
         &self,
         s: &MailboxSettings,
         from: &str,
         name: TemplateName,
         to: &str,
         facts: &MessageFacts,
-        token: Option<&str>,
         held_count: i64,
         now: Timestamp,
-    ) -> Result<Vec<u8>, StoreError> {
-        let text = match self.store.template_override(s.id, name.as_str()).await? {
+    ) -> Result<Notice, StoreError> {
+        let template = match self.store.template_override(s.id, name.as_str()).await? {
             Some(t) => t,
             None => templates::default_text(name).to_owned(),
         };
-        let link = token.map(|t| self.link(t)).unwrap_or_default();
-        let vars = TemplateVars {
-            sender: to.to_owned(),
-            sender_name: facts.from_name.clone().unwrap_or_default(),
-            subject: facts.subject.clone(),
-            date: facts.date.clone().unwrap_or_default(),
-            mailbox: s.address.clone(),
-            mailbox_name: s.display_name.clone(),
-            token: token.unwrap_or_default().to_owned(),
-            link: link.clone(),
-            held_count,
-            keep_days: s.keep_days,
-        };
-        // An owner's override that no longer renders falls back to the default.
-        let rendered = match templates::render(name, &text, &vars) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(mailbox = %s.address, template = name.as_str(), error = %e, "template override failed; using the default");
-                templates::render(name, templates::default_text(name), &vars).map_err(|e| {
-                    StoreError::Conflict(format!("default template {} fails: {e}", name.as_str()))
-                })?
-            }
-        };
-        let message_id = match token {
-            Some(t) => challenge_message_id(t, &self.hostname),
-            None => format!("<boxtrap.{}.{}@{}>", name.as_str(), now.0, self.hostname),
-        };
-        let composed = compose(&ComposeInput {
-            rendered: &rendered,
-            from_address: from,
-            from_name: &s.display_name,
-            to,
-            in_reply_to: facts.message_id.as_deref(),
-            message_id,
-            link: token.map(|_| link.as_str()),
-            marker: &s.address,
+        Ok(Notice {
+            name,
+            template,
+            vars: TemplateVars {
+                sender: to.to_owned(),
+                sender_name: facts.from_name.clone().unwrap_or_default(),
+                subject: facts.subject.clone(),
+                date: facts.date.clone().unwrap_or_default(),
+                mailbox: s.address.clone(),
+                mailbox_name: s.display_name.clone(),
+                token: String::new(),
+                link: String::new(),
+                held_count,
+                keep_days: s.keep_days,
+            },
+            from_address: from.to_owned(),
+            from_name: s.display_name.clone(),
+            to: to.to_owned(),
+            in_reply_to: facts.message_id.clone(),
+            marker: s.address.clone(),
+            hostname: self.hostname.clone(),
+            base_url: self.base_url.clone(),
             date: now,
         })
-        .map_err(|e| StoreError::Conflict(format!("cannot compose {}: {e}", name.as_str())))?;
-        Ok(composed.data)
     }
 
+    /// Queues a notice (no token) from the mailbox to `to`. A notice that
+    /// cannot be built is logged and skipped: it never fails the message
+    /// that caused it.
     async fn queue_notice(
         &self,
         s: &MailboxSettings,
@@ -552,19 +494,20 @@ impl Quarantine {
         held_count: Option<i64>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mail = self
-            .compose_notice(
-                s,
-                &s.address,
-                name,
-                to,
-                facts,
-                None,
-                held_count.unwrap_or(0),
-                now,
-            )
+        let notice = self
+            .notice(s, &s.address, name, to, facts, held_count.unwrap_or(0), now)
             .await?;
-        let mut conn = self.store.pool().acquire().await?;
+        let mail = match notice.build(None) {
+            Ok(b) => b.data,
+            Err(e) => {
+                tracing::warn!(mailbox = %s.address, to, error = %e, "notice not sent");
+                self.store
+                    .log_activity(s.id, now, "notice-failed", to, &e.to_string())
+                    .await?;
+                return Ok(());
+            }
+        };
+        let mut conn = self.store.writer().acquire().await?;
         held::insert_outbound(
             &mut conn,
             &NewOutbound {
@@ -711,9 +654,16 @@ impl Quarantine {
         how: &str,
     ) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let mut tx = self.store.pool().begin().await?;
-        let ids = held::claim_for_release(&mut tx, mailbox_id, sender, now).await?;
-        tx.commit().await?;
+        let owned_sender = sender.to_owned();
+        let ids = self
+            .store
+            .write(move |conn| {
+                let sender = owned_sender.clone();
+                Box::pin(
+                    async move { held::claim_for_release(conn, mailbox_id, &sender, now).await },
+                )
+            })
+            .await?;
         let rule = SenderRule::exact_sender(sender);
         if self
             .store
@@ -895,4 +845,123 @@ impl Quarantine {
 enum Plan {
     Decided(Decision),
     Reply(String),
+}
+
+/// A challenge to open with a held message: its mail is built inside the
+/// transaction, once the challenge row has an id for the token to sign.
+struct ChallengeDraft {
+    notice: Notice,
+    keyring: Keyring,
+    mailbox: String,
+    expires: Timestamp,
+}
+
+/// One recipient's copy to hold, with everything the transaction needs
+/// owned, so it can run on the database writer (and again, on PostgreSQL,
+/// after a serialization failure).
+struct HoldJob {
+    mailbox_id: i64,
+    queue_id: String,
+    rcpt_index: i64,
+    env_sender: String,
+    original_rcpt: String,
+    sender: String,
+    sender_name: String,
+    subject: String,
+    message_id: String,
+    date_header: String,
+    arrived_at: Timestamp,
+    reason: Reason,
+    challenge: Option<ChallengeDraft>,
+    data: Vec<u8>,
+    now: Timestamp,
+}
+
+impl HoldJob {
+    /// Holds the message; opens the challenge and queues its mail when one
+    /// is due and can be built. Returns the reason stored.
+    async fn run(&self, conn: &mut AnyConnection) -> Result<Reason, StoreError> {
+        let (mailbox_id, sender, now) = (self.mailbox_id, self.sender.as_str(), self.now);
+        let mut reason = self.reason.clone();
+        let mut challenge_id = None;
+        let mut challenged = false;
+        if let Some(c) = &self.challenge {
+            match held::insert_challenge(conn, mailbox_id, sender, now, c.expires).await? {
+                Some(id) => {
+                    let token = token::issue(
+                        &c.keyring,
+                        &Claims {
+                            mailbox: &c.mailbox,
+                            sender,
+                            challenge_id: id,
+                            expires: c.expires,
+                        },
+                    );
+                    match c.notice.build(Some(&token)) {
+                        Ok(mail) => {
+                            held::insert_outbound(
+                                conn,
+                                &NewOutbound {
+                                    kind: "verify",
+                                    mailbox_id: Some(mailbox_id),
+                                    challenge_id: Some(id),
+                                    env_from: "",
+                                    rcpt: sender,
+                                    data: &mail.data,
+                                    now,
+                                },
+                            )
+                            .await?;
+                            challenge_id = Some(id);
+                            challenged = true;
+                        }
+                        // Containment: the copy is held all the same.
+                        Err(e) => {
+                            held::remove_challenge(conn, id).await?;
+                            reason = Reason::ChallengeFailed(e.to_string());
+                        }
+                    }
+                }
+                // Another message from this sender opened one a moment ago.
+                None => reason = Reason::ChallengeOpen,
+            }
+        }
+        if challenge_id.is_none() {
+            challenge_id = held::open_challenge(conn, mailbox_id, sender, now).await?;
+        }
+        held::insert_held(
+            conn,
+            &NewHeld {
+                mailbox_id,
+                queue_id: &self.queue_id,
+                rcpt_index: self.rcpt_index,
+                env_sender: &self.env_sender,
+                original_rcpt: &self.original_rcpt,
+                sender,
+                sender_name: &self.sender_name,
+                subject: &self.subject,
+                message_id: &self.message_id,
+                date_header: &self.date_header,
+                arrived_at: self.arrived_at,
+                reason: reason.code(),
+                reason_detail: &reason.detail(),
+                challenge_id,
+                data: &self.data,
+            },
+        )
+        .await?;
+        held::add_activity(conn, mailbox_id, now, "held", sender, &reason.detail()).await?;
+        if challenged {
+            held::add_activity(
+                conn,
+                mailbox_id,
+                now,
+                "challenged",
+                sender,
+                "challenge mail queued",
+            )
+            .await?;
+        }
+        Ok(reason)
+    }
 }

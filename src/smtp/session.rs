@@ -478,8 +478,7 @@ impl Session<'_> {
         let outcomes = match self.ctx.quarantine.screen(&env, &data).await {
             Ok(o) => o,
             Err(e) => {
-                tracing::error!(error = %e, queue_id = %queue_id, "quarantine screening failed");
-                self.reply(codes::local_error());
+                self.temporarily_rejected(&queue_id, "quarantine screening failed", &e);
                 return;
             }
         };
@@ -496,15 +495,19 @@ impl Session<'_> {
         }
         match self.ctx.delivery.deliver_new(&env, data, &outcomes).await {
             Ok(()) => self.reply(Reply::text(250, "2.0.0", format!("OK id={queue_id}"))),
-            Err(e) => {
-                tracing::error!(error = %e, queue_id = %queue_id, "message could not be stored");
-                self.ctx.log.main(&format!(
-                    "{queue_id} {} temporarily rejected after DATA: {e}",
-                    self.client_tag()
-                ));
-                self.reply(codes::local_error());
-            }
+            Err(e) => self.temporarily_rejected(&queue_id, "message could not be stored", &e),
         }
+    }
+
+    /// A local fault after DATA: 451, and a main-log line naming the cause
+    /// (the sender's MTA will retry; the admin must be able to see why).
+    fn temporarily_rejected(&mut self, queue_id: &str, what: &str, e: &dyn std::fmt::Display) {
+        tracing::error!(error = %e, queue_id = %queue_id, "{what}");
+        self.ctx.log.main(&format!(
+            "{queue_id} {} temporarily rejected after DATA: {what}: {e}",
+            self.client_tag()
+        ));
+        self.reply(codes::local_error());
     }
 }
 

@@ -19,7 +19,7 @@ impl Store {
         sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2)")
             .bind(domain.as_str())
             .bind(now.0)
-            .execute(self.pool())
+            .execute(self.writer())
             .await
             .map_err(|e| {
                 if StoreError::is_unique_violation(&e) {
@@ -54,7 +54,7 @@ impl Store {
 
     /// Removes a domain that no mailbox or alias uses any more.
     pub async fn remove_domain(&self, domain: &Domain) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM domains WHERE name = $1")
             .bind(domain.as_str())
             .fetch_optional(&mut *tx)

@@ -200,15 +200,16 @@ pub async fn challenge_counts(
     ))
 }
 
-/// Opens a challenge. Conflict when another one is open for this sender
-/// (a concurrent arrival won the race).
+/// Opens a challenge; `None` when another one is open for this sender (a
+/// concurrent arrival won the race). Never fails on that race, so the
+/// caller's transaction stays usable on PostgreSQL too.
 pub async fn insert_challenge(
     conn: &mut AnyConnection,
     mailbox_id: i64,
     sender: &str,
     now: Timestamp,
     expires: Timestamp,
-) -> Result<i64, StoreError> {
+) -> Result<Option<i64>, StoreError> {
     // An expired challenge that is still marked open must not block a new one.
     sqlx::query(
         "UPDATE challenges SET state = 'expired' WHERE mailbox_id = $1 AND sender = $2 AND state = 'open' AND expires_at <= $3",
@@ -219,24 +220,27 @@ pub async fn insert_challenge(
     .execute(&mut *conn)
     .await?;
     let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-    sqlx::query_scalar(
+    Ok(sqlx::query_scalar(
         "INSERT INTO challenges (mailbox_id, sender, sender_domain, state, created_at, expires_at)
-         VALUES ($1, $2, $3, 'open', $4, $5) RETURNING id",
+         VALUES ($1, $2, $3, 'open', $4, $5)
+         ON CONFLICT (mailbox_id, sender) WHERE state = 'open' DO NOTHING RETURNING id",
     )
     .bind(mailbox_id)
     .bind(sender)
     .bind(domain)
     .bind(now.0)
     .bind(expires.0)
-    .fetch_one(conn)
-    .await
-    .map_err(|e| {
-        if StoreError::is_unique_violation(&e) {
-            StoreError::Conflict(format!("a challenge to {sender} is already open"))
-        } else {
-            e.into()
-        }
-    })
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Removes a challenge opened in this transaction whose mail could not be built.
+pub async fn remove_challenge(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM challenges WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn insert_held(conn: &mut AnyConnection, h: &NewHeld<'_>) -> Result<i64, StoreError> {
@@ -393,7 +397,7 @@ impl Store {
         )
         .bind(now.0)
         .bind(id)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -418,7 +422,7 @@ impl Store {
         mailbox_id: i64,
         sender: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM held_messages WHERE id = $1 AND state = 'held'")
             .bind(id)
             .execute(&mut *tx)
@@ -447,7 +451,7 @@ impl Store {
     pub async fn remove_held(&self, id: i64) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM held_messages WHERE id = $1")
             .bind(id)
-            .execute(self.pool())
+            .execute(self.writer())
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -482,7 +486,7 @@ impl Store {
         for c in &expired {
             sqlx::query("UPDATE challenges SET state = 'expired' WHERE id = $1 AND state = 'open'")
                 .bind(c.id)
-                .execute(self.pool())
+                .execute(self.writer())
                 .await?;
         }
         Ok(expired)
@@ -517,7 +521,7 @@ impl Store {
         sender: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = self.writer().acquire().await?;
         add_activity(&mut conn, mailbox_id, at, action, sender, detail).await
     }
 
@@ -578,7 +582,7 @@ impl Store {
         .bind(lease_until.0)
         .bind(id)
         .bind(now.0)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -602,7 +606,7 @@ impl Store {
         .bind(error)
         .bind(now.0)
         .bind(id)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }

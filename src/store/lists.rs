@@ -53,7 +53,7 @@ impl Store {
         rule: &SenderRule,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO sender_rules (mailbox_id, list, field, pattern, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (mailbox_id, list, field, pattern) DO NOTHING",
@@ -79,7 +79,7 @@ impl Store {
         kind: ListKind,
         rule: &SenderRule,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "DELETE FROM sender_rules WHERE mailbox_id = $1 AND list = $2 AND field = $3 AND pattern = $4",
         )
@@ -110,7 +110,7 @@ impl Store {
         replace: bool,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if replace {
             sqlx::query("DELETE FROM sender_rules WHERE mailbox_id = $1 AND list = $2")
                 .bind(mailbox_id)

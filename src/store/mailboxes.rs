@@ -62,7 +62,7 @@ impl Store {
         .bind(&key)
         .bind(password_hash)
         .bind(now.0)
-        .fetch_one(self.pool())
+        .fetch_one(self.writer())
         .await
         .map_err(|e| {
             if StoreError::is_unique_violation(&e) {
@@ -118,7 +118,7 @@ impl Store {
     /// Removes a mailbox and the aliases that pointed only to it. Its Maildir
     /// stays on disk for the admin to archive or delete.
     pub async fn remove_mailbox(&self, addr: &EmailAddress) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar("SELECT id FROM mailboxes WHERE address = $1")
             .bind(addr.lookup_key())
             .fetch_optional(&mut *tx)
@@ -167,7 +167,7 @@ impl Store {
         let done = sqlx::query("UPDATE mailboxes SET password_hash = $1 WHERE address = $2")
             .bind(hash)
             .bind(addr.lookup_key())
-            .execute(self.pool())
+            .execute(self.writer())
             .await?;
         if done.rows_affected() == 0 {
             return Err(Self::no_mailbox(addr));
@@ -196,7 +196,7 @@ impl Store {
         if self.find_mailbox(alias).await?.is_some() {
             return Err(StoreError::Conflict(format!("{key} is already a mailbox")));
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         for target in targets {
             let id: i64 = sqlx::query_scalar("SELECT id FROM mailboxes WHERE address = $1")
                 .bind(target.lookup_key())
@@ -263,7 +263,7 @@ impl Store {
             None => {
                 sqlx::query("DELETE FROM aliases WHERE address = $1")
                     .bind(alias.lookup_key())
-                    .execute(self.pool())
+                    .execute(self.writer())
                     .await?
             }
             Some(t) => {
@@ -273,7 +273,7 @@ impl Store {
                 )
                 .bind(alias.lookup_key())
                 .bind(t.lookup_key())
-                .execute(self.pool())
+                .execute(self.writer())
                 .await?
             }
         };

@@ -4,8 +4,31 @@
 //!
 //! Queries are written once in SQL both backends accept (`$1` parameters,
 //! `BIGINT` times in microseconds, no backend-specific types) and grouped by
-//! aggregate: [`domains`], [`mailboxes`] (with aliases), [`queue`].
+//! aggregate: [`domains`], [`mailboxes`] (with aliases), [`queue`] (deferred
+//! local deliveries), [`held`] (held messages, challenges, the outbound queue
+//! and the activity log), [`lists`] (sender rules) and [`settings`]
+//! (per-mailbox settings, template overrides, token keys).
 //! Migrations live in `migrations/sqlite` and `migrations/postgres`.
+//!
+//! # Writes never wait on each other
+//!
+//! SQLite has one writer at a time. A transaction that starts as a reader
+//! (`BEGIN DEFERRED`) and writes later fails with `SQLITE_BUSY_SNAPSHOT`
+//! when another connection committed in between, and connections that
+//! queue on the lock inside SQLite wait for up to `busy_timeout` each. So
+//! on SQLite every write goes through one connection of its own
+//! ([`Store::writer`]): in-process writers queue in order at the pool,
+//! never inside SQLite; transactions start with `BEGIN IMMEDIATE`
+//! ([`Store::begin_write`]), so another process (the admin CLI) is waited
+//! for at the start, never midway. [`Store::write`] goes further: units of
+//! work that arrive together share one transaction (each in its own
+//! savepoint) and one commit, so one fsync of the WAL serves many messages
+//! (group commit).
+//!
+//! On PostgreSQL the pool serves reads and writes alike; [`Store::write`]
+//! runs each unit in its own transaction and retries it when PostgreSQL
+//! reports a serialization failure or a deadlock (SQLSTATE `40001`,
+//! `40P01`), which are never the caller's fault.
 
 pub mod domains;
 pub mod held;
@@ -15,8 +38,11 @@ pub mod queue;
 pub mod settings;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
+use sqlx::{Acquire, Any, AnyConnection, AnyPool, Executor, Transaction};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -40,6 +66,10 @@ pub enum StoreError {
     InUse(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// The shared commit of a group of writes failed; nothing of this
+    /// unit was stored.
+    #[error("database commit failed: {0}")]
+    Commit(String),
     #[error("database migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
     #[error("cannot create the database directory {path}: {source}")]
@@ -68,12 +98,49 @@ impl StoreError {
     fn is_unique_violation(e: &sqlx::Error) -> bool {
         matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
     }
+
+    /// Whether PostgreSQL gave up on the transaction because of another one
+    /// (SQLSTATE 40001 serialization failure, 40P01 deadlock detected):
+    /// running it again is the documented remedy.
+    fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(d)) => {
+                matches!(d.code().as_deref(), Some("40001" | "40P01"))
+            }
+            _ => false,
+        }
+    }
 }
+
+/// The future of one unit of work given to [`Store::write`]; it may borrow
+/// the connection and nothing else.
+pub type WriteFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>>;
+
+/// Called once the group's commit is known: `Err` carries why it failed.
+type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// One unit of work queued for the SQLite writer: runs in its own
+/// savepoint, says whether it succeeded, and hands back its `Done`.
+type Job = Box<
+    dyn for<'c> FnOnce(
+            &'c mut AnyConnection,
+        ) -> Pin<Box<dyn Future<Output = (bool, Done)> + Send + 'c>>
+        + Send,
+>;
+
+/// Most units of work one SQLite commit carries.
+const MAX_GROUP: usize = 128;
+/// How often a unit of work is tried on PostgreSQL before its error stands.
+const PG_ATTEMPTS: u32 = 8;
 
 /// A handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Reads on both backends; writes too on PostgreSQL.
     pool: AnyPool,
+    /// SQLite: one connection, the only one that writes. PostgreSQL: `pool`.
+    writer: AnyPool,
+    /// SQLite: the group-commit task behind [`Store::write`].
+    group: Option<mpsc::Sender<Job>>,
     backend: Backend,
 }
 
@@ -113,26 +180,46 @@ impl Store {
         } else {
             (Backend::Postgres, url.to_owned())
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers work beside the one writer;
-                        // synchronous=FULL makes every commit durable.
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                             PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
+        let options = || {
+            AnyPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            // WAL lets readers work beside the one writer;
+                            // synchronous=FULL makes every commit durable.
+                            // The busy timeout only ever waits for another
+                            // process (the admin CLI): in-process writers
+                            // queue for the writer connection instead.
+                            conn.execute(
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                                 PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+                            )
+                            .await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
+        };
+        let pool = options()
+            .max_connections(max_connections)
             .connect(&url)
             .await?;
-        Ok(Store { pool, backend })
+        let (writer, group) = match backend {
+            Backend::Postgres => (pool.clone(), None),
+            Backend::Sqlite => {
+                let writer = options().max_connections(1).connect(&url).await?;
+                let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+                tokio::spawn(run_group_commits(writer.clone(), rx));
+                (writer, Some(tx))
+            }
+        };
+        Ok(Store {
+            pool,
+            writer,
+            group,
+            backend,
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -147,12 +234,97 @@ impl Store {
         self.backend
     }
 
+    /// The pool for reads (on PostgreSQL, for everything).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
+    /// The pool for single-statement writes: on SQLite its one connection
+    /// is the only one that writes (see the module doc).
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    /// Starts a write transaction: `BEGIN IMMEDIATE` on the SQLite writer
+    /// (the write lock is taken now, never midway), `BEGIN` on PostgreSQL.
+    /// Nothing else may be awaited on another connection while it is open.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.writer.begin().await?,
+        })
+    }
+
+    /// Runs `work` in a write transaction and commits it; `Ok` means its
+    /// writes are durable. `work` gets the connection and must do its
+    /// reads and writes there only: it must not await anything else (no
+    /// other store call, file, DNS or network), as it may hold the
+    /// database's write lock for others.
+    ///
+    /// On SQLite, units that arrive together share one transaction and one
+    /// commit, each in its own savepoint: a unit that fails is rolled back
+    /// alone. On PostgreSQL `work` may run more than once: a serialization
+    /// failure or deadlock is retried (up to 8 attempts), so it must not
+    /// have effects outside the database.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> Fn(&'c mut AnyConnection) -> WriteFuture<'c, T> + Send + Sync + 'static,
+    {
+        let Some(group) = &self.group else {
+            return self.write_retrying(work).await;
+        };
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                let r = work(conn).await;
+                let ok = r.is_ok();
+                let done: Done = Box::new(move |commit| {
+                    let r = match commit {
+                        Ok(()) => r,
+                        Err(why) => r.and(Err(StoreError::Commit(why))),
+                    };
+                    let _ = reply.send(r);
+                });
+                (ok, done)
+            })
+        });
+        group
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Commit("the database writer has stopped".into()))?;
+        result
+            .await
+            .map_err(|_| StoreError::Commit("the database writer has stopped".into()))?
+    }
+
+    async fn write_retrying<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: for<'c> Fn(&'c mut AnyConnection) -> WriteFuture<'c, T>,
+    {
+        let mut attempt = 1;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let r = match work(&mut tx).await {
+                Ok(v) => tx.commit().await.map(|()| v).map_err(StoreError::from),
+                Err(e) => Err(e),
+            };
+            match r {
+                Err(e) if e.is_retryable() && attempt < PG_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "write transaction retried");
+                    // Spread the retries of transactions that collided.
+                    let wait = 1 + rand::random::<u64>() % (2u64 << attempt);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// Reads a server-wide setting.
@@ -173,13 +345,95 @@ impl Store {
         )
         .bind(name)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(self
             .setting(name)
             .await?
             .unwrap_or_else(|| value.to_owned()))
     }
+}
+
+/// The SQLite writer's loop: takes every unit of work that is waiting (up
+/// to [`MAX_GROUP`]), runs each in a savepoint of one `BEGIN IMMEDIATE`
+/// transaction, commits once, then tells each caller.
+async fn run_group_commits(writer: AnyPool, mut jobs: mpsc::Receiver<Job>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let dones = match commit_group(&writer, group.drain(..)).await {
+            Ok((dones, commit)) => {
+                let commit = commit.map_err(|e| e.to_string());
+                if let Err(e) = &commit {
+                    tracing::error!(error = %e, "group commit failed");
+                }
+                dones.into_iter().map(|d| (d, commit.clone())).collect()
+            }
+            Err((dones, e)) => {
+                tracing::error!(error = %e, "group write failed");
+                let why = e.to_string();
+                dones
+                    .into_iter()
+                    .map(|d| (d, Err(why.clone())))
+                    .collect::<Vec<_>>()
+            }
+        };
+        for (done, commit) in dones {
+            done(commit);
+        }
+    }
+}
+
+type GroupResult = Result<(Vec<Done>, Result<(), sqlx::Error>), (Vec<Done>, sqlx::Error)>;
+
+async fn commit_group(writer: &AnyPool, group: impl Iterator<Item = Job>) -> GroupResult {
+    let mut dones = Vec::new();
+    let mut tx = match writer.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Nothing ran: each unit still has to hear why.
+            for job in group {
+                dones.push(fail_unrun(job));
+            }
+            return Err((dones, e));
+        }
+    };
+    let mut failed = None;
+    for job in group {
+        if failed.is_some() {
+            dones.push(fail_unrun(job));
+            continue;
+        }
+        let mut savepoint = match (&mut tx).begin().await {
+            Ok(s) => s,
+            Err(e) => {
+                failed = Some(e);
+                dones.push(fail_unrun(job));
+                continue;
+            }
+        };
+        let (ok, done) = job(&mut savepoint).await;
+        dones.push(done);
+        let closed = if ok {
+            savepoint.commit().await
+        } else {
+            savepoint.rollback().await
+        };
+        if let Err(e) = closed {
+            failed = Some(e);
+        }
+    }
+    if let Some(e) = failed {
+        let _ = tx.rollback().await;
+        return Err((dones, e));
+    }
+    let commit = tx.commit().await;
+    Ok((dones, commit))
+}
+
+/// The `Done` of a unit that never ran: its caller gets the group's error.
+fn fail_unrun(job: Job) -> Done {
+    drop(job);
+    Box::new(|_| {})
 }
 
 #[cfg(test)]
@@ -229,4 +483,93 @@ pub(crate) mod testing {
             }
         };
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::both_backends;
+
+    both_backends!(
+        concurrent_writes_all_commit_and_a_failing_one_leaves_no_trace,
+        |store: Store| async move {
+            let mut tasks = Vec::new();
+            for i in 0..200u32 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let r = store
+                        .write(move |c| {
+                            Box::pin(async move {
+                                sqlx::query("INSERT INTO settings (name, value) VALUES ($1, 'x')")
+                                    .bind(format!("unit-{i}"))
+                                    .execute(&mut *c)
+                                    .await?;
+                                if i % 10 == 0 {
+                                    return Err(StoreError::Conflict(format!("unit {i} fails")));
+                                }
+                                Ok(i)
+                            })
+                        })
+                        .await;
+                    (i, r)
+                }));
+            }
+            for t in tasks {
+                let (i, r) = t.await.unwrap();
+                match r {
+                    Ok(v) => assert!(i % 10 != 0 && v == i, "unit {i} gave {v}"),
+                    Err(StoreError::Conflict(m)) => {
+                        assert_eq!(i % 10, 0, "unit {i}: {m}");
+                        assert_eq!(m, format!("unit {i} fails"));
+                    }
+                    Err(e) => panic!("unit {i}: {e}"),
+                }
+            }
+            let names: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM settings WHERE name LIKE 'unit-%'")
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(names.len(), 180);
+            assert!(!names.iter().any(|n| n.ends_with('0')), "{names:?}");
+        }
+    );
+
+    both_backends!(
+        a_write_transaction_waits_for_another_instead_of_failing,
+        |store: Store| async move {
+            // Two transactions that both read, then write the same row: on
+            // SQLite a deferred start would fail one with SQLITE_BUSY_SNAPSHOT.
+            store.setting_or_insert("counter", "0").await.unwrap();
+            let mut tasks = Vec::new();
+            for _ in 0..50 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut tx = store.begin_write().await?;
+                    let v: String =
+                        sqlx::query_scalar("SELECT value FROM settings WHERE name = 'counter'")
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let next = v.parse::<i64>().unwrap() + 1;
+                    sqlx::query("UPDATE settings SET value = $1 WHERE name = 'counter'")
+                        .bind(next.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok::<_, StoreError>(())
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let v = store.setting("counter").await.unwrap().unwrap();
+            if store.backend() == Backend::Sqlite {
+                // One writer at a time: no update is lost.
+                assert_eq!(v, "50");
+            } else {
+                // READ COMMITTED may lose increments, but nothing fails.
+                assert!(v.parse::<i64>().unwrap() >= 1);
+            }
+        }
+    );
 }

@@ -56,7 +56,7 @@ pub struct QueueEntry {
 impl Store {
     /// Queues a message and its pending recipients in one transaction.
     pub async fn enqueue(&self, msg: &NewQueuedMessage<'_>) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO queued_messages (queue_id, sender, arrived_at, data) VALUES ($1, $2, $3, $4)")
             .bind(msg.queue_id)
             .bind(msg.sender)
@@ -134,7 +134,7 @@ impl Store {
         .bind(lease_until.0)
         .bind(id)
         .bind(now.0)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -150,7 +150,7 @@ impl Store {
     /// The delivery is done: forget the recipient, and the message with its
     /// last recipient. Returns true when the whole message is complete.
     pub async fn delivery_done(&self, id: i64, queue_id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM queued_recipients WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -183,7 +183,7 @@ impl Store {
         .bind(next.0)
         .bind(error)
         .bind(id)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -196,7 +196,7 @@ impl Store {
         )
         .bind(error)
         .bind(id)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }
@@ -233,7 +233,7 @@ impl Store {
 
     /// Deletes a queued message and all its recipients.
     pub async fn delete_queued(&self, queue_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM queued_recipients WHERE queue_id = $1")
             .bind(queue_id)
             .execute(&mut *tx)
@@ -258,7 +258,7 @@ impl Store {
                 "UPDATE queued_recipients SET next_attempt_at = $1 WHERE state = 'pending'",
             )
             .bind(now.0)
-            .execute(self.pool())
+            .execute(self.writer())
             .await?
             .rows_affected(),
         )

@@ -86,7 +86,7 @@ impl Store {
 
     /// Writes every setting except the address and the extra addresses.
     pub async fn update_mailbox_settings(&self, s: &MailboxSettings) -> Result<(), StoreError> {
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = self.writer().acquire().await?;
         write_settings(&mut conn, s).await
     }
 
@@ -99,7 +99,7 @@ impl Store {
         add: &[String],
         remove: &[String],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         write_settings(&mut tx, s).await?;
         for address in remove {
             let done =
@@ -155,7 +155,7 @@ impl Store {
         sqlx::query("INSERT INTO mailbox_addresses (mailbox_id, address) VALUES ($1, $2)")
             .bind(mailbox_id)
             .bind(address)
-            .execute(self.pool())
+            .execute(self.writer())
             .await
             .map_err(|e| {
                 if StoreError::is_unique_violation(&e) {
@@ -176,7 +176,7 @@ impl Store {
             sqlx::query("DELETE FROM mailbox_addresses WHERE mailbox_id = $1 AND address = $2")
                 .bind(mailbox_id)
                 .bind(address)
-                .execute(self.pool())
+                .execute(self.writer())
                 .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
@@ -209,7 +209,7 @@ impl Store {
         body: Option<&str>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM template_overrides WHERE mailbox_id = $1 AND name = $2")
             .bind(mailbox_id)
             .bind(name)
@@ -258,7 +258,7 @@ impl Store {
         hex: &str,
         make_current: bool,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2)")
             .bind(format!("token_key.{id}"))
             .bind(hex)
