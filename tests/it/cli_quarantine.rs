@@ -97,13 +97,11 @@ impl Admin {
         );
         let store = self.store().await;
         let s = store.mailbox_settings_by_address(mailbox).await.unwrap();
-        let mut tx = store.pool().begin().await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
         let challenge_id = if challenge {
-            Some(
-                held::insert_challenge(&mut tx, s.id, sender, arrived, arrived.plus_secs(86400))
-                    .await
-                    .unwrap(),
-            )
+            held::insert_challenge(&mut tx, s.id, sender, arrived, arrived.plus_secs(86400))
+                .await
+                .unwrap()
         } else {
             None
         };
