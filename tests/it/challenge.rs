@@ -663,7 +663,7 @@ on_both_backends!(
         // before the database hears of it.
         use boxtrap::clock::Clock;
         let now = mx.clock.now();
-        let mut tx = mx.store.pool().begin().await.unwrap();
+        let mut tx = mx.store.begin_write().await.unwrap();
         let ids = held::claim_for_release(&mut tx, alice.id, "bob@example.org", now)
             .await
             .unwrap();
