@@ -7,13 +7,14 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::delivery::maildir::Maildirs;
 use crate::delivery::router::Router;
-use crate::delivery::{Delivery, RetryPolicy};
 use crate::mainlog::MainLog;
 use crate::outbound::Outbound;
 use crate::outbound::transport::Transport;
 use crate::quarantine::Quarantine;
+use crate::retry::RetryPolicy;
 use crate::smtp::server::{self, ConnectionLimits};
 use crate::smtp::session::SmtpContext;
 use crate::store::Store;
@@ -36,6 +37,48 @@ impl Default for AppDeps {
         AppDeps {
             clock: Arc::new(SystemClock),
         }
+    }
+}
+
+/// The parts of a server without its listeners and workers: the store, the
+/// logs, delivery and the quarantine, wired one way. [`App::build`] and the
+/// admin CLI both start from here, so they cannot drift apart.
+pub struct Services {
+    pub store: Store,
+    pub log: MainLog,
+    pub delivery: Arc<Delivery>,
+    pub quarantine: Arc<Quarantine>,
+}
+
+impl Services {
+    pub async fn build(config: &Config, deps: &AppDeps) -> anyhow::Result<Services> {
+        let store = open_store(config).await?;
+        let log = open_log(config, deps.clock.clone())?;
+        let maildirs = Arc::new(Maildirs::new(config.maildir_root(), &config.hostname));
+        let delivery = Arc::new(Delivery::new(
+            maildirs,
+            store.clone(),
+            log.clone(),
+            deps.clock.clone(),
+            RetryPolicy::from(&config.delivery),
+        ));
+        let quarantine = Arc::new(
+            Quarantine::new(
+                config,
+                store.clone(),
+                deps.clock.clone(),
+                log.clone(),
+                delivery.clone(),
+            )
+            .await
+            .context("cannot set up the quarantine")?,
+        );
+        Ok(Services {
+            store,
+            log,
+            delivery,
+            quarantine,
+        })
     }
 }
 
@@ -102,20 +145,12 @@ impl App {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
-        let store = open_store(&config).await?;
-        let log = open_log(&config, deps.clock.clone())?;
-        let maildirs = Arc::new(Maildirs::new(config.maildir_root(), &config.hostname));
-        let quarantine = Arc::new(
-            Quarantine::new(
-                &config,
-                store.clone(),
-                deps.clock.clone(),
-                log.clone(),
-                maildirs.clone(),
-            )
-            .await
-            .context("cannot set up the quarantine")?,
-        );
+        let Services {
+            store,
+            log,
+            delivery,
+            quarantine,
+        } = Services::build(&config, &deps).await?;
         let transport = Transport::from_config(&config).context("cannot set up outbound mail")?;
         let outbound = Arc::new(Outbound::new(
             store.clone(),
@@ -123,13 +158,6 @@ impl App {
             deps.clock.clone(),
             log.clone(),
             &config.outbound,
-        ));
-        let delivery = Arc::new(Delivery::new(
-            maildirs,
-            store.clone(),
-            log.clone(),
-            deps.clock.clone(),
-            RetryPolicy::from(&config.delivery),
         ));
         let smtp = Arc::new(SmtpContext {
             config: config.smtp.clone(),

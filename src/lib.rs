@@ -39,12 +39,15 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod envelope;
+pub mod html;
 pub mod mainlog;
 pub mod outbound;
 pub mod password;
 pub mod policy;
 pub mod quarantine;
 pub mod queue_id;
+pub mod retry;
 pub mod smtp;
 pub mod store;
 #[doc(hidden)]

@@ -16,7 +16,7 @@
 
 use std::fmt::Write as _;
 
-use crate::web::escape;
+use crate::html::escape;
 use lettre::Address;
 use lettre::message::header::{
     ContentTransferEncoding, ContentType, Date, Header, HeaderName, HeaderValue,

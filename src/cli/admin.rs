@@ -3,11 +3,10 @@
 //! bad value when it refuses one.
 
 use crate::address::{Domain, EmailAddress};
-use crate::app::{AppDeps, open_log, open_store};
+use crate::app::{AppDeps, Services, open_log, open_store};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::Config;
 use crate::delivery::maildir::Maildirs;
-use crate::delivery::{Delivery, RetryPolicy};
 use crate::password;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -313,16 +312,9 @@ pub async fn queue(config: Config, cmd: QueueCmd) -> anyhow::Result<()> {
         }
         QueueCmd::Run => {
             let n = store.make_all_due(now()).await?;
-            let deps = AppDeps::default();
-            let log = open_log(&config, deps.clock.clone())?;
-            let maildirs = Arc::new(Maildirs::new(config.maildir_root(), &config.hostname));
-            let delivery = Delivery::new(
-                maildirs,
-                store.clone(),
-                log,
-                deps.clock,
-                RetryPolicy::from(&config.delivery),
-            );
+            let delivery = Services::build(&config, &AppDeps::default())
+                .await?
+                .delivery;
             // Each pass takes a batch; claimed or deferred deliveries are not
             // due again, so this ends when everything was tried once.
             let mut attempted = 0;

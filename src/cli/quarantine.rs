@@ -8,12 +8,11 @@
 //! drive the admin's terminal.
 
 use crate::address::EmailAddress;
-use crate::app::{open_log, open_store};
+use crate::app::{AppDeps, Services, open_store};
 use crate::challenge::templates::{self, MAX_TEMPLATE_BYTES, TemplateError, TemplateName};
 use crate::challenge::token::TokenKey;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::Config;
-use crate::delivery::maildir::Maildirs;
 use crate::policy::rules::{self, ListKind, SenderRule};
 use crate::quarantine::{self, Quarantine};
 use crate::store::held::HeldSummary;
@@ -327,13 +326,10 @@ fn parse_held_id(s: &str) -> anyhow::Result<i64> {
     }
 }
 
-async fn open_quarantine(config: &Config, store: &Store) -> anyhow::Result<Quarantine> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = open_log(config, clock.clone())?;
-    let maildirs = Arc::new(Maildirs::new(config.maildir_root(), &config.hostname));
-    Quarantine::new(config, store.clone(), clock, log, maildirs)
-        .await
-        .context("cannot set up the quarantine")
+async fn open_quarantine(config: &Config) -> anyhow::Result<Arc<Quarantine>> {
+    Ok(Services::build(config, &AppDeps::default())
+        .await?
+        .quarantine)
 }
 
 fn now() -> Timestamp {
@@ -849,7 +845,7 @@ async fn release(config: &Config, store: &Store, target: Target) -> anyhow::Resu
         if h.state != "held" {
             bail!("held message {id} is already being released");
         }
-        let q = open_quarantine(config, store).await?;
+        let q = open_quarantine(config).await?;
         if !q.release_one(id).await? {
             bail!(
                 "held message {id} could not be delivered now; see the main log ({}); \
@@ -875,7 +871,7 @@ async fn release(config: &Config, store: &Store, target: Target) -> anyhow::Resu
             s.address
         );
     }
-    let q = open_quarantine(config, store).await?;
+    let q = open_quarantine(config).await?;
     let n = q.release_sender(s.id, &sender, "owner").await?;
     say!(
         "released {n} message(s) from {sender} to {}; {sender} is on the allow list",
@@ -900,7 +896,7 @@ async fn delete(config: &Config, store: &Store, target: Target) -> anyhow::Resul
         if h.state != "held" {
             bail!("held message {id} is being released and cannot be deleted");
         }
-        let q = open_quarantine(config, store).await?;
+        let q = open_quarantine(config).await?;
         if !q.delete_one(id).await? {
             bail!("held message {id} is gone (released or deleted meanwhile)");
         }
@@ -921,7 +917,7 @@ async fn delete(config: &Config, store: &Store, target: Target) -> anyhow::Resul
     if held.is_empty() {
         bail!("no mail from {sender} is held for {}", s.address);
     }
-    let q = open_quarantine(config, store).await?;
+    let q = open_quarantine(config).await?;
     let mut n = 0;
     for h in &held {
         if q.delete_one(h.id).await? {

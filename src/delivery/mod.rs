@@ -11,95 +11,16 @@
 pub mod maildir;
 pub mod router;
 
-use crate::address::EmailAddress;
-use crate::clock::{Clock, Timestamp};
-use crate::config::DeliveryConfig;
-use crate::mainlog::MainLog;
-use crate::quarantine::Outcome;
-use crate::store::mailboxes::MailboxRef;
+use crate::clock::Clock;
+use crate::envelope::Envelope;
+use crate::mainlog::{MainLog, Rcpt, Via};
+use crate::retry::RetryPolicy;
 use crate::store::queue::{NewQueuedMessage, NewQueuedRecipient, QueuedDelivery};
 use crate::store::{Store, StoreError};
 use maildir::{MaildirMessage, Maildirs};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Who handed us a message, for the main log's `<=` line.
-#[derive(Debug, Clone)]
-pub struct ClientInfo {
-    pub helo: String,
-    pub addr: SocketAddr,
-    /// `esmtp`, `smtp`, `utf8esmtp`, … as in Exim's `P=`.
-    pub protocol: &'static str,
-}
-
-/// One final recipient of a message.
-#[derive(Debug, Clone)]
-pub struct Recipient {
-    pub mailbox: MailboxRef,
-    /// Challenge-response is on for the mailbox (as of RCPT time).
-    pub challenge: bool,
-    /// The address as the client gave it in RCPT TO.
-    pub original: String,
-}
-
-/// A message's envelope once the SMTP transaction has it complete.
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    pub queue_id: String,
-    /// `None` is the null sender `<>`.
-    pub sender: Option<EmailAddress>,
-    /// Final recipients, one per mailbox.
-    pub recipients: Vec<Recipient>,
-    pub arrived: Timestamp,
-    pub client: ClientInfo,
-}
-
-impl Envelope {
-    fn sender_str(&self) -> String {
-        self.sender
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    }
-}
-
-/// How retries are spaced.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub first: Duration,
-    pub max: Duration,
-    pub give_up_after: Duration,
-}
-
-impl From<&DeliveryConfig> for RetryPolicy {
-    fn from(c: &DeliveryConfig) -> Self {
-        RetryPolicy {
-            first: c.retry_interval.0,
-            max: c.retry_max_interval.0,
-            give_up_after: c.retry_for.0,
-        }
-    }
-}
-
-impl From<&crate::config::OutboundConfig> for RetryPolicy {
-    fn from(c: &crate::config::OutboundConfig) -> Self {
-        RetryPolicy {
-            first: c.retry_interval.0,
-            max: c.retry_max_interval.0,
-            give_up_after: c.retry_for.0,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Wait before the attempt after `attempts` failed ones.
-    pub fn backoff(&self, attempts: i64) -> Duration {
-        let shift = attempts.clamp(1, 30) as u32 - 1;
-        self.first.saturating_mul(1u32 << shift).min(self.max)
-    }
-}
 
 /// Delivers accepted messages into Maildirs and retries deferred ones.
 pub struct Delivery {
@@ -110,23 +31,38 @@ pub struct Delivery {
     retry: RetryPolicy,
 }
 
-fn unique(queue_id: &str, rcpt_index: usize) -> String {
+/// The stable Maildir name part of a message's copy for one recipient: a
+/// retry (or a release of a held copy) finds its own earlier file by it.
+pub fn unique_name(queue_id: &str, rcpt_index: usize) -> String {
     format!("{queue_id}_{rcpt_index}")
 }
 
-/// The header value of `Message-ID`, for the log's `id=`.
-fn message_id(data: &[u8]) -> Option<String> {
-    let end = data
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(data.len());
-    let head = String::from_utf8_lossy(&data[..end]);
-    head.split("\r\n")
-        .find(|l| {
-            l.get(..11)
-                .is_some_and(|k| k.eq_ignore_ascii_case("message-id:"))
-        })
-        .map(|l| l[11..].trim().to_owned())
+/// One copy of a message for one mailbox, owned, so it can be written on
+/// the blocking pool.
+#[derive(Debug, Clone)]
+pub struct LocalCopy {
+    /// Envelope sender for `Return-Path`; empty for `<>`.
+    pub sender: String,
+    pub mailbox: String,
+    /// From [`unique_name`].
+    pub unique: String,
+    /// When the message arrived (seconds), the first part of the file name.
+    pub arrival_secs: i64,
+    pub data: Arc<Vec<u8>>,
+}
+
+/// What became of the recipients [`Delivery::deliver_new`] was given:
+/// `(recipient index, Ok, or the error that queued it for a retry)`.
+#[derive(Debug)]
+pub struct Delivered {
+    pub results: Vec<(usize, std::io::Result<()>)>,
+}
+
+impl Delivered {
+    /// Whether every copy reached its Maildir now.
+    pub fn all_done(&self) -> bool {
+        self.results.iter().all(|(_, r)| r.is_ok())
+    }
 }
 
 impl Delivery {
@@ -146,30 +82,28 @@ impl Delivery {
         }
     }
 
-    /// Delivers a message just received. `Ok` means every recipient has it,
-    /// in their Maildir or durably queued for a retry: the client may be
-    /// told 250. `Err` means nothing is stored for the recipients that were
-    /// not delivered, and the client must be told to try again.
-    ///
-    /// `outcomes` (one per recipient) says what the quarantine did with each
-    /// recipient; only those marked `Deliver` go into their Maildir here.
+    /// Delivers a message just received to the recipients of `env` at the
+    /// indices in `to`. `Ok` means each of them has it, in their Maildir or
+    /// durably queued for a retry: the client may be told 250. `Err` means
+    /// nothing is stored for the recipients that were not delivered, and
+    /// the client must be told to try again. Logs nothing: the caller logs
+    /// the arrival first, then [`Delivery::log`].
     pub async fn deliver_new(
         &self,
         env: &Envelope,
-        data: Vec<u8>,
-        outcomes: &[Outcome],
-    ) -> Result<(), StoreError> {
-        let data = Arc::new(data);
+        data: Arc<Vec<u8>>,
+        to: &[usize],
+    ) -> Result<Delivered, StoreError> {
         let results = {
             let maildirs = self.maildirs.clone();
             let data = data.clone();
             let sender = env.sender_str();
-            let jobs: Vec<(usize, String, String)> = env
-                .recipients
+            let jobs: Vec<(usize, String, String)> = to
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| matches!(outcomes.get(*i), None | Some(Outcome::Deliver)))
-                .map(|(i, r)| (i, r.mailbox.address.clone(), unique(&env.queue_id, i)))
+                .map(|&i| {
+                    let r = &env.recipients[i];
+                    (i, r.mailbox.address.clone(), unique_name(&env.queue_id, i))
+                })
                 .collect();
             let arrival_secs = env.arrived.secs();
             tokio::task::spawn_blocking(move || {
@@ -182,7 +116,7 @@ impl Delivery {
                             arrival_secs,
                             data: &data,
                         });
-                        (*i, r)
+                        (*i, r.map(|_| ()))
                     })
                     .collect::<Vec<_>>()
             })
@@ -216,65 +150,44 @@ impl Delivery {
                 })
                 .await?;
         }
+        Ok(Delivered { results })
+    }
 
-        let c = &env.client;
-        let id = message_id(&data)
-            .map(|id| format!(" id={id}"))
-            .unwrap_or_default();
-        self.log.main(&format!(
-            "{} <= {} H=({}) [{}]:{} P={} S={}{}",
-            env.queue_id,
-            if env.sender.is_some() {
-                env.sender_str()
-            } else {
-                "<>".into()
-            },
-            c.helo,
-            c.addr.ip(),
-            c.addr.port(),
-            c.protocol,
-            data.len(),
-            id
-        ));
-        for (i, r) in env.recipients.iter().enumerate() {
-            let result = match outcomes.get(i) {
-                Some(Outcome::Held(why)) => {
-                    self.log.main(&format!(
-                        "{} => :quarantine: {} <{}> R=quarantine ({why})",
-                        env.queue_id, r.mailbox.address, r.original
-                    ));
-                    continue;
-                }
-                Some(Outcome::Dropped(why)) | Some(Outcome::Reject(why)) => {
-                    self.log.main(&format!(
-                        "{} => :blackhole: {} <{}> R=quarantine ({why})",
-                        env.queue_id, r.mailbox.address, r.original
-                    ));
-                    continue;
-                }
-                None | Some(Outcome::Deliver) => match results.iter().find(|(j, _)| *j == i) {
-                    Some((_, r)) => r,
-                    None => continue,
-                },
-            };
+    /// The main-log lines for what [`Delivery::deliver_new`] did.
+    pub fn log(&self, env: &Envelope, delivered: &Delivered) {
+        for (i, result) in &delivered.results {
+            let r = &env.recipients[*i];
+            let rcpt = Rcpt::new(&r.mailbox.address, &r.original);
             match result {
-                Ok(_) => self.log.main(&format!(
-                    "{} => {} <{}> R=local T=maildir",
-                    env.queue_id, r.mailbox.address, r.original
-                )),
+                Ok(()) => self.log.delivered(&env.queue_id, rcpt, Via::LOCAL, None),
                 Err(e) => {
                     tracing::warn!(queue_id = %env.queue_id, mailbox = %r.mailbox.address, error = %e, "delivery deferred");
-                    self.log.main(&format!(
-                        "{} == {} <{}> R=local T=maildir defer: {e}",
-                        env.queue_id, r.mailbox.address, r.original
-                    ))
+                    self.log.deferred(&env.queue_id, rcpt, Via::LOCAL, e);
                 }
             }
         }
-        if results.iter().all(|(_, r)| r.is_ok()) {
-            self.log.main(&format!("{} Completed", env.queue_id));
-        }
-        Ok(())
+    }
+
+    /// Writes one copy into its Maildir unless an earlier attempt already
+    /// did (a crash between the rename and the database's record of it).
+    /// Serves the retry worker and releases from the quarantine alike.
+    pub async fn deliver_once(&self, copy: LocalCopy) -> std::io::Result<()> {
+        let maildirs = self.maildirs.clone();
+        tokio::task::spawn_blocking(move || {
+            let m = MaildirMessage {
+                sender: &copy.sender,
+                mailbox: &copy.mailbox,
+                unique: &copy.unique,
+                arrival_secs: copy.arrival_secs,
+                data: &copy.data,
+            };
+            if maildirs.already_delivered(&m)? {
+                return Ok(());
+            }
+            maildirs.deliver(&m).map(|_| ())
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// One pass of the retry worker: attempts every delivery that is due.
@@ -309,25 +222,14 @@ impl Delivery {
     }
 
     async fn retry_one(&self, d: &QueuedDelivery, data: Arc<Vec<u8>>) -> std::io::Result<()> {
-        let maildirs = self.maildirs.clone();
-        let (sender, mailbox) = (d.sender.clone(), d.mailbox.clone());
-        let unique = unique(&d.queue_id, d.rcpt_index as usize);
-        let arrival_secs = d.arrived_at.secs();
-        tokio::task::spawn_blocking(move || {
-            let m = MaildirMessage {
-                sender: &sender,
-                mailbox: &mailbox,
-                unique: &unique,
-                arrival_secs,
-                data: &data,
-            };
-            if maildirs.already_delivered(&m)? {
-                return Ok(());
-            }
-            maildirs.deliver(&m).map(|_| ())
+        self.deliver_once(LocalCopy {
+            sender: d.sender.clone(),
+            mailbox: d.mailbox.clone(),
+            unique: unique_name(&d.queue_id, d.rcpt_index as usize),
+            arrival_secs: d.arrived_at.secs(),
+            data,
         })
         .await
-        .map_err(std::io::Error::other)?
     }
 
     async fn record_retry(
@@ -336,31 +238,23 @@ impl Delivery {
         result: std::io::Result<()>,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
+        let rcpt = Rcpt::new(&d.mailbox, &d.original);
         match result {
             Ok(()) => {
-                self.log.main(&format!(
-                    "{} => {} <{}> R=local T=maildir",
-                    d.queue_id, d.mailbox, d.original
-                ));
+                self.log.delivered(&d.queue_id, rcpt, Via::LOCAL, None);
                 if self.store.delivery_done(d.id, &d.queue_id).await? {
-                    self.log.main(&format!("{} Completed", d.queue_id));
+                    self.log.completed(&d.queue_id);
                 }
             }
             Err(e) => {
                 let age = Duration::from_micros((now.0 - d.arrived_at.0).max(0) as u64);
                 if age >= self.retry.give_up_after {
                     let msg = format!("retry time exceeded: {e}");
-                    self.log.main(&format!(
-                        "{} ** {} <{}> R=local T=maildir: {msg}",
-                        d.queue_id, d.mailbox, d.original
-                    ));
+                    self.log.failed(&d.queue_id, rcpt, Via::LOCAL, &msg);
                     self.store.delivery_failed(d.id, &msg).await?;
                 } else {
                     let wait = self.retry.backoff(d.attempts + 1);
-                    self.log.main(&format!(
-                        "{} == {} <{}> R=local T=maildir defer: {e}",
-                        d.queue_id, d.mailbox, d.original
-                    ));
+                    self.log.deferred(&d.queue_id, rcpt, Via::LOCAL, &e);
                     self.store
                         .delivery_deferred(
                             d.id,
@@ -389,33 +283,5 @@ impl Delivery {
                 _ = shutdown.changed() => return,
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_maximum() {
-        let p = RetryPolicy {
-            first: Duration::from_secs(60),
-            max: Duration::from_secs(3600),
-            give_up_after: Duration::from_secs(86400),
-        };
-        assert_eq!(p.backoff(1), Duration::from_secs(60));
-        assert_eq!(p.backoff(2), Duration::from_secs(120));
-        assert_eq!(p.backoff(4), Duration::from_secs(480));
-        assert_eq!(p.backoff(20), Duration::from_secs(3600));
-    }
-
-    #[test]
-    fn finds_the_message_id_in_the_header_only() {
-        assert_eq!(
-            message_id(b"Subject: x\r\nMessage-ID: <a@b.test>\r\n\r\nMessage-ID: <no>\r\n")
-                .as_deref(),
-            Some("<a@b.test>")
-        );
-        assert_eq!(message_id(b"Subject: x\r\n\r\nMessage-ID: <no>\r\n"), None);
     }
 }

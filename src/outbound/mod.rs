@@ -5,8 +5,8 @@ pub mod transport;
 
 use crate::clock::Clock;
 use crate::config::OutboundConfig;
-use crate::delivery::RetryPolicy;
 use crate::mainlog::MainLog;
+use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,9 +17,9 @@ use crate::challenge::templates::{self, TemplateName, TemplateVars};
 use crate::challenge::token::{self, Claims, Keyring, TokenError, TokenKey};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{ChallengeConfig, Config};
-use crate::delivery::Envelope;
-use crate::delivery::maildir::{MaildirMessage, Maildirs};
-use crate::mainlog::MainLog;
+use crate::delivery::{Delivery, LocalCopy, unique_name};
+use crate::envelope::Envelope;
+use crate::mainlog::{MainLog, Rcpt, Via};
 use crate::policy::facts::{MessageFacts, reply_token};
 use crate::policy::rules::{ListKind, SenderRule};
 use crate::policy::{self, Decision, PolicyInput, Reason, Verdict};
@@ -72,7 +72,7 @@ pub struct Quarantine {
     store: Store,
     clock: Arc<dyn Clock>,
     log: MainLog,
-    maildirs: Arc<Maildirs>,
+    delivery: Arc<Delivery>,
     config: ChallengeConfig,
     base_url: String,
     hostname: String,
@@ -138,14 +138,14 @@ impl Quarantine {
         store: Store,
         clock: Arc<dyn Clock>,
         log: MainLog,
-        maildirs: Arc<Maildirs>,
+        delivery: Arc<Delivery>,
     ) -> Result<Quarantine, StoreError> {
         let keyring = load_keyring(&store, &config.challenge).await?;
         Ok(Quarantine {
             store,
             clock,
             log,
-            maildirs,
+            delivery,
             config: config.challenge.clone(),
             base_url: config.base_url(),
             hostname: config.hostname.clone(),
@@ -190,6 +190,21 @@ impl Quarantine {
     /// The verification link for a token.
     pub fn link(&self, token: &str) -> String {
         notice::link(&self.base_url, token)
+    }
+
+    /// The main-log lines for what [`Quarantine::screen`] decided: a held
+    /// copy is a `:quarantine:` pseudo-delivery, a dropped one `:blackhole:`.
+    pub fn log(&self, env: &Envelope, outcomes: &[Outcome]) {
+        for (r, outcome) in env.recipients.iter().zip(outcomes) {
+            let rcpt = Rcpt::new(&r.mailbox.address, &r.original);
+            match outcome {
+                Outcome::Deliver => {}
+                Outcome::Held(why) => self.log.held(&env.queue_id, rcpt, why),
+                Outcome::Dropped(why) | Outcome::Reject(why) => {
+                    self.log.discarded(&env.queue_id, rcpt, why)
+                }
+            }
+        }
     }
 
     /// Screens a message for every recipient with challenge-response on.
@@ -297,18 +312,17 @@ impl Quarantine {
         let (mut open, mut rate_limited) = (false, None);
         if let Some(from) = facts.from.as_deref() {
             let mut conn = self.store.pool().acquire().await?;
-            open = held::open_challenge(&mut conn, s.id, from, now)
-                .await?
-                .is_some();
-            let domain = from.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            let (per_mailbox, per_domain, global) = held::challenge_counts(
+            let c = held::challenge_state(
                 &mut conn,
                 s.id,
-                domain,
+                from,
+                now,
                 now.plus_secs(-HOUR),
                 now.plus_secs(-DAY),
             )
             .await?;
+            open = c.open;
+            let (per_mailbox, per_domain, global) = (c.per_mailbox, c.per_domain, c.global);
             rate_limited = if per_mailbox >= i64::from(self.config.max_per_mailbox_hour) {
                 Some("per mailbox per hour")
             } else if per_domain >= i64::from(self.config.max_per_domain_day) {
@@ -718,33 +732,21 @@ impl Quarantine {
         let Some(data) = self.store.held_data(id).await? else {
             return Ok(false);
         };
-        let maildirs = self.maildirs.clone();
-        let unique = format!("{}_{}", h.queue_id, h.rcpt_index);
-        let (env_sender, mailbox, arrival) =
-            (h.env_sender.clone(), h.mailbox.clone(), h.arrived_at.secs());
-        let result = tokio::task::spawn_blocking(move || {
-            let m = MaildirMessage {
-                sender: &env_sender,
-                mailbox: &mailbox,
-                unique: &unique,
-                arrival_secs: arrival,
-                data: &data,
-            };
-            if maildirs.already_delivered(&m)? {
-                return Ok(());
-            }
-            maildirs.deliver(&m).map(|_| ())
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
+        let result = self
+            .delivery
+            .deliver_once(LocalCopy {
+                sender: h.env_sender.clone(),
+                mailbox: h.mailbox.clone(),
+                unique: unique_name(&h.queue_id, h.rcpt_index as usize),
+                arrival_secs: h.arrived_at.secs(),
+                data: Arc::new(data),
+            })
+            .await;
+        let rcpt = Rcpt::new(&h.mailbox, &h.original_rcpt);
         if let Err(e) = result {
             // Stays claimed; the sweeper tries again.
             tracing::warn!(held = id, error = %e, "release delivery failed");
-            self.log.main(&format!(
-                "{} == {} <{}> R=quarantine T=maildir defer: {e}",
-                h.queue_id, h.mailbox, h.original_rcpt
-            ));
+            self.log.deferred(&h.queue_id, rcpt, Via::RELEASE, &e);
             return Ok(false);
         }
         self.store.remove_held(id).await?;
@@ -758,10 +760,8 @@ impl Quarantine {
                 &format!("{} ({how})", h.subject),
             )
             .await?;
-        self.log.main(&format!(
-            "{} => {} <{}> R=quarantine T=maildir ({how})",
-            h.queue_id, h.mailbox, h.original_rcpt
-        ));
+        self.log
+            .delivered(&h.queue_id, rcpt, Via::RELEASE, Some(how));
         Ok(true)
     }
 
@@ -781,10 +781,12 @@ impl Quarantine {
         self.store
             .log_activity(h.mailbox_id, now, "deleted", &h.sender, &h.subject)
             .await?;
-        self.log.main(&format!(
-            "{} ** {} <{}> R=quarantine: deleted by the owner",
-            h.queue_id, h.mailbox, h.original_rcpt
-        ));
+        self.log.failed(
+            &h.queue_id,
+            Rcpt::new(&h.mailbox, &h.original_rcpt),
+            Via::QUARANTINE,
+            &"deleted by the owner",
+        );
         Ok(true)
     }
 
@@ -799,10 +801,12 @@ impl Quarantine {
                 self.store
                     .log_activity(h.mailbox_id, now, "expired", &h.sender, &h.subject)
                     .await?;
-                self.log.main(&format!(
-                    "{} ** {} <{}> R=quarantine: expired after the mailbox's keep-days",
-                    h.queue_id, h.mailbox, h.original_rcpt
-                ));
+                self.log.failed(
+                    &h.queue_id,
+                    Rcpt::new(&h.mailbox, &h.original_rcpt),
+                    Via::QUARANTINE,
+                    &"expired after the mailbox's keep-days",
+                );
             }
         }
         let challenges = self.store.expire_challenges(now).await?;

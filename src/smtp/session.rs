@@ -12,8 +12,9 @@ use super::reply::{Reply, codes};
 use crate::address::EmailAddress;
 use crate::clock::Clock;
 use crate::config::SmtpConfig;
+use crate::delivery::Delivery;
 use crate::delivery::router::{Route, Router};
-use crate::delivery::{ClientInfo, Delivery, Envelope, Recipient};
+use crate::envelope::{ClientInfo, Envelope, Recipient};
 use crate::mainlog::MainLog;
 use crate::quarantine::{Outcome, Quarantine};
 use crate::queue_id::new_queue_id;
@@ -493,8 +494,25 @@ impl Session<'_> {
             self.reply(codes::blocked_sender());
             return;
         }
-        match self.ctx.delivery.deliver_new(&env, data, &outcomes).await {
-            Ok(()) => self.reply(Reply::text(250, "2.0.0", format!("OK id={queue_id}"))),
+        let to_deliver: Vec<usize> = (0..env.recipients.len())
+            .filter(|&i| matches!(outcomes.get(i), None | Some(Outcome::Deliver)))
+            .collect();
+        let data = Arc::new(data);
+        match self
+            .ctx
+            .delivery
+            .deliver_new(&env, data.clone(), &to_deliver)
+            .await
+        {
+            Ok(delivered) => {
+                self.ctx.log.arrival(&env, &data);
+                self.ctx.quarantine.log(&env, &outcomes);
+                self.ctx.delivery.log(&env, &delivered);
+                if delivered.all_done() {
+                    self.ctx.log.completed(&queue_id);
+                }
+                self.reply(Reply::text(250, "2.0.0", format!("OK id={queue_id}")));
+            }
             Err(e) => self.temporarily_rejected(&queue_id, "message could not be stored", &e),
         }
     }
@@ -503,10 +521,9 @@ impl Session<'_> {
     /// (the sender's MTA will retry; the admin must be able to see why).
     fn temporarily_rejected(&mut self, queue_id: &str, what: &str, e: &dyn std::fmt::Display) {
         tracing::error!(error = %e, queue_id = %queue_id, "{what}");
-        self.ctx.log.main(&format!(
-            "{queue_id} {} temporarily rejected after DATA: {what}: {e}",
-            self.client_tag()
-        ));
+        self.ctx
+            .log
+            .temporarily_rejected(queue_id, &self.client_tag(), what, e);
         self.reply(codes::local_error());
     }
 }

@@ -173,31 +173,51 @@ pub async fn open_challenge(
     .await?)
 }
 
-/// Challenges sent since `since`: by one mailbox, to one sender domain, and in all.
-pub async fn challenge_counts(
+/// What the policy needs to know about challenges to one sender, in one
+/// round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeState {
+    /// A challenge to this sender for this mailbox is open and unexpired.
+    pub open: bool,
+    /// Challenges this mailbox sent since an hour ago.
+    pub per_mailbox: i64,
+    /// Challenges to the sender's domain since a day ago.
+    pub per_domain: i64,
+    /// Challenges sent by the whole server since an hour ago.
+    pub global: i64,
+}
+
+/// The open challenge and the challenge counts for the rate limits.
+pub async fn challenge_state(
     conn: &mut AnyConnection,
     mailbox_id: i64,
-    sender_domain: &str,
+    sender: &str,
+    now: Timestamp,
     hour_ago: Timestamp,
     day_ago: Timestamp,
-) -> Result<(i64, i64, i64), StoreError> {
+) -> Result<ChallengeState, StoreError> {
+    let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
     let r = sqlx::query(
         "SELECT
+           (SELECT COUNT(*) FROM challenges WHERE mailbox_id = $1 AND sender = $5 AND state = 'open' AND expires_at > $6) AS open,
            (SELECT COUNT(*) FROM challenges WHERE mailbox_id = $1 AND created_at > $2) AS per_mailbox,
            (SELECT COUNT(*) FROM challenges WHERE sender_domain = $3 AND created_at > $4) AS per_domain,
            (SELECT COUNT(*) FROM challenges WHERE created_at > $2) AS global",
     )
     .bind(mailbox_id)
     .bind(hour_ago.0)
-    .bind(sender_domain)
+    .bind(domain)
     .bind(day_ago.0)
+    .bind(sender)
+    .bind(now.0)
     .fetch_one(conn)
     .await?;
-    Ok((
-        r.try_get("per_mailbox")?,
-        r.try_get("per_domain")?,
-        r.try_get("global")?,
-    ))
+    Ok(ChallengeState {
+        open: r.try_get::<i64, _>("open")? > 0,
+        per_mailbox: r.try_get("per_mailbox")?,
+        per_domain: r.try_get("per_domain")?,
+        global: r.try_get("global")?,
+    })
 }
 
 /// Opens a challenge; `None` when another one is open for this sender (a

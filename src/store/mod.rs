@@ -38,7 +38,7 @@ pub mod queue;
 pub mod settings;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{Acquire, Any, AnyConnection, AnyPool, Executor, Transaction};
+use sqlx::{Acquire, Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -129,6 +129,9 @@ type Job = Box<
 
 /// Most units of work one SQLite commit carries.
 const MAX_GROUP: usize = 128;
+/// A pooled connection idle this long is pinged before it is used again
+/// (a restarted PostgreSQL server drops its connections).
+const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// How often a unit of work is tried on PostgreSQL before its error stands.
 const PG_ATTEMPTS: u32 = 8;
 
@@ -183,6 +186,18 @@ impl Store {
         let options = || {
             AnyPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(30))
+                // sqlx pings every connection it hands out by default: a
+                // round trip per query. A connection that was in use a
+                // moment ago is alive; one idle for a while is checked.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= IDLE_CHECK {
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {

@@ -6,6 +6,7 @@
 //! sender. Every bad token gets a page that says what is wrong, with a
 //! fitting status code, and changes nothing.
 
+use crate::html::escape;
 use crate::quarantine::{Quarantine, VerifyError};
 use crate::store::Store;
 use axum::Router;
@@ -28,22 +29,6 @@ pub fn router(state: WebState) -> Router {
         .route("/healthz", get(health))
         .fallback(not_found)
         .with_state(state)
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A complete page with headers that keep it private and uncached.
