@@ -14,7 +14,7 @@ use crate::challenge::token::TokenKey;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::Config;
 use crate::policy::rules::{self, ListKind, SenderRule};
-use crate::quarantine::{self, Quarantine};
+use crate::quarantine::Quarantine;
 use crate::store::held::HeldSummary;
 use crate::store::settings::MailboxSettings;
 use crate::store::{Store, StoreError};
@@ -1060,7 +1060,7 @@ pub async fn key(config: Config, cmd: KeyCmd) -> anyhow::Result<()> {
                 );
             }
             // The first key, if there is none yet, exactly as `serve` makes it.
-            quarantine::load_keyring(&store, &config.challenge).await?;
+            crate::challenge::issue::load_keyring(&store, &config.challenge).await?;
             let (keys, _) = store.token_keys().await?;
             let max = keys.iter().map(|(id, _)| *id).max().unwrap_or(0);
             let id = max

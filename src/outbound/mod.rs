@@ -5,7 +5,7 @@ pub mod transport;
 
 use crate::clock::Clock;
 use crate::config::OutboundConfig;
-use crate::mainlog::MainLog;
+use crate::mainlog::{MainLog, Rcpt, Via};
 use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -60,10 +60,14 @@ impl Outbound {
             let now = self.clock.now();
             let tag = format!("OB{}", m.id);
             let t = self.transport.describe();
+            let via = Via {
+                router: &m.kind,
+                transport: Some(&t),
+            };
+            let rcpt = Rcpt::bare(&m.rcpt);
             let failed_for_good = match result {
                 Ok(info) => {
-                    self.log
-                        .main(&format!("{tag} => {} R={} T={t} ({info})", m.rcpt, m.kind));
+                    self.log.delivered(&tag, rcpt, via, Some(&info));
                     self.store
                         .outbound_attempted(m.id, "sent", now, "", now)
                         .await?;
@@ -77,10 +81,7 @@ impl Outbound {
                     } else {
                         let wait = self.retry.backoff(m.attempts + 1);
                         let next = now.plus_secs(wait.as_secs() as i64);
-                        self.log.main(&format!(
-                            "{tag} == {} R={} T={t} defer: {e}",
-                            m.rcpt, m.kind
-                        ));
+                        self.log.deferred(&tag, rcpt, via, &e);
                         self.store
                             .outbound_attempted(m.id, "queued", next, &e, now)
                             .await?;
@@ -89,8 +90,7 @@ impl Outbound {
                 }
             };
             if let Some(e) = failed_for_good {
-                self.log
-                    .main(&format!("{tag} ** {} R={} T={t}: {e}", m.rcpt, m.kind));
+                self.log.failed(&tag, rcpt, via, &e);
                 self.store
                     .outbound_attempted(m.id, "failed", now, &e, now)
                     .await?;

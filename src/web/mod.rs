@@ -6,8 +6,9 @@
 //! sender. Every bad token gets a page that says what is wrong, with a
 //! fitting status code, and changes nothing.
 
+use crate::challenge::issue::VerifyError;
 use crate::html::escape;
-use crate::quarantine::{Quarantine, VerifyError};
+use crate::quarantine::Quarantine;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -98,7 +99,7 @@ fn token_error_page(e: &VerifyError) -> Response {
 }
 
 async fn show(State(st): State<WebState>, Path(token): Path<String>) -> Response {
-    let v = match st.quarantine.verify_token(&token).await {
+    let v = match st.quarantine.challenges().verify(&token).await {
         Ok(v) => v,
         Err(e) => return token_error_page(&e),
     };
@@ -140,7 +141,7 @@ async fn show(State(st): State<WebState>, Path(token): Path<String>) -> Response
 }
 
 async fn confirm(State(st): State<WebState>, Path(token): Path<String>) -> Response {
-    let v = match st.quarantine.verify_token(&token).await {
+    let v = match st.quarantine.challenges().verify(&token).await {
         Ok(v) => v,
         Err(e) => return token_error_page(&e),
     };

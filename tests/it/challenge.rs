@@ -5,6 +5,7 @@
 
 use crate::on_both_backends;
 use crate::support::*;
+use boxtrap::quarantine::SweepReport;
 use boxtrap::store::held;
 use std::time::Duration;
 
@@ -253,7 +254,7 @@ on_both_backends!(
         assert!(!text_of(&delivered[0]).contains("Yes, it was me."));
         assert!(mx.store.list_held(None, None).await.unwrap().is_empty());
         assert!(
-            mx.quarantine.verify_token(&token).await.is_err(),
+            mx.quarantine.challenges().verify(&token).await.is_err(),
             "token used"
         );
         // A reply from someone else with the same token releases nothing (nothing left anyway) and is refused.
@@ -686,15 +687,21 @@ on_both_backends!(
             .unwrap();
         assert_eq!(mx.messages("alice@example.test").len(), 1);
         // Not yet stale: the sweeper leaves a release in progress alone.
-        assert_eq!(mx.quarantine.sweep_once().await.unwrap().2, 0);
+        assert_eq!(
+            mx.quarantine.sweep_once().await.unwrap().releases_finished,
+            0
+        );
         // After the lease, the sweeper (as at a restart) finishes the release.
         mx.clock.advance_secs(301);
-        let (_, _, finished) = mx.quarantine.sweep_once().await.unwrap();
+        let finished = mx.quarantine.sweep_once().await.unwrap().releases_finished;
         assert_eq!(finished, 3);
         let delivered = mx.messages("alice@example.test");
         assert_eq!(delivered.len(), 3, "each exactly once");
         assert!(mx.store.list_held(None, None).await.unwrap().is_empty());
-        assert_eq!(mx.quarantine.sweep_once().await.unwrap().2, 0);
+        assert_eq!(
+            mx.quarantine.sweep_once().await.unwrap().releases_finished,
+            0
+        );
     }
 );
 
@@ -749,12 +756,12 @@ on_both_backends!(
         mx.clock.advance_secs(14 * 86400);
         assert_eq!(
             mx.quarantine.sweep_once().await.unwrap(),
-            (0, 0, 0),
+            SweepReport::default(),
             "kept for 15 days"
         );
         mx.clock.advance_secs(86400 + 1);
-        let (expired, challenges_expired, _) = mx.quarantine.sweep_once().await.unwrap();
-        assert_eq!((expired, challenges_expired), (1, 1));
+        let swept = mx.quarantine.sweep_once().await.unwrap();
+        assert_eq!((swept.expired, swept.challenges_expired), (1, 1));
         assert!(mx.store.list_held(None, None).await.unwrap().is_empty());
         let (status, _) = mx.http("POST", &format!("/verify/{token}")).await;
         assert_eq!(status, 410);

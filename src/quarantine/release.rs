@@ -1,0 +1,148 @@
+//! Releasing held mail (by link, by reply, or by the owner) and deleting
+//! it. Each message is delivered exactly once: rows are claimed before
+//! delivery, and the Maildir name is the one a direct delivery would have
+//! had, so a retry after a crash sees its own file.
+
+use super::{Quarantine, QuarantineError};
+use crate::challenge::templates::TemplateName;
+use crate::delivery::{LocalCopy, unique_name};
+use crate::mainlog::{Rcpt, Via};
+use crate::policy::facts::MessageFacts;
+use crate::policy::rules::{ListKind, SenderRule};
+use crate::store::held;
+use std::sync::Arc;
+
+impl Quarantine {
+    /// Releases everything held from `sender` for the mailbox and allows
+    /// the sender. Safe to call twice at once: each message is claimed by
+    /// one caller. Returns how many messages this call delivered.
+    pub async fn release_sender(
+        &self,
+        mailbox_id: i64,
+        sender: &str,
+        how: &str,
+    ) -> Result<usize, QuarantineError> {
+        let now = self.clock.now();
+        let owned_sender = sender.to_owned();
+        let ids = self
+            .store
+            .write(move |conn| {
+                let sender = owned_sender.clone();
+                Box::pin(
+                    async move { held::claim_for_release(conn, mailbox_id, &sender, now).await },
+                )
+            })
+            .await?;
+        let rule = SenderRule::exact_sender(sender);
+        if self
+            .store
+            .add_rule(mailbox_id, ListKind::Allow, &rule, now)
+            .await?
+        {
+            self.store
+                .log_activity(
+                    mailbox_id,
+                    now,
+                    "allowed",
+                    sender,
+                    &format!("added to the allow list ({how})"),
+                )
+                .await?;
+        }
+        let mut delivered = 0;
+        for id in &ids {
+            if self.deliver_held(*id, how).await? {
+                delivered += 1;
+            }
+        }
+        let s = self.store.mailbox_settings(mailbox_id).await?;
+        if delivered > 0 && s.notify_released && how != "owner" {
+            let facts = MessageFacts::default();
+            self.challenges
+                .queue_notice(
+                    &s,
+                    TemplateName::VerifyReleased,
+                    sender,
+                    &facts,
+                    Some(delivered as i64),
+                    now,
+                )
+                .await?;
+        }
+        Ok(delivered)
+    }
+
+    /// Releases one held message (the owner's choice), without allowing its sender.
+    pub async fn release_one(&self, id: i64) -> Result<bool, QuarantineError> {
+        if !self.store.claim_held(id, self.clock.now()).await? {
+            return Ok(false);
+        }
+        self.deliver_held(id, "owner").await
+    }
+
+    /// Delivers a claimed held message into its Maildir exactly once, then forgets it.
+    pub(super) async fn deliver_held(&self, id: i64, how: &str) -> Result<bool, QuarantineError> {
+        let Some(h) = self.store.held(id).await? else {
+            return Ok(false);
+        };
+        let Some(data) = self.store.held_data(id).await? else {
+            return Ok(false);
+        };
+        let result = self
+            .delivery
+            .deliver_once(LocalCopy {
+                sender: h.env_sender.clone(),
+                mailbox: h.mailbox.clone(),
+                unique: unique_name(&h.queue_id, h.rcpt_index as usize),
+                arrival_secs: h.arrived_at.secs(),
+                data: Arc::new(data),
+            })
+            .await;
+        let rcpt = Rcpt::new(&h.mailbox, &h.original_rcpt);
+        if let Err(e) = result {
+            // Stays claimed; the sweeper tries again.
+            tracing::warn!(held = id, error = %e, "release delivery failed");
+            self.log.deferred(&h.queue_id, rcpt, Via::RELEASE, &e);
+            return Ok(false);
+        }
+        self.store.remove_held(id).await?;
+        let now = self.clock.now();
+        self.store
+            .log_activity(
+                h.mailbox_id,
+                now,
+                "released",
+                &h.sender,
+                &format!("{} ({how})", h.subject),
+            )
+            .await?;
+        self.log
+            .delivered(&h.queue_id, rcpt, Via::RELEASE, Some(how));
+        Ok(true)
+    }
+
+    /// Deletes one held message (owner's choice).
+    pub async fn delete_one(&self, id: i64) -> Result<bool, QuarantineError> {
+        let Some(h) = self.store.held(id).await? else {
+            return Ok(false);
+        };
+        if !self
+            .store
+            .delete_held_unclaimed(id, h.mailbox_id, &h.sender)
+            .await?
+        {
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        self.store
+            .log_activity(h.mailbox_id, now, "deleted", &h.sender, &h.subject)
+            .await?;
+        self.log.failed(
+            &h.queue_id,
+            Rcpt::new(&h.mailbox, &h.original_rcpt),
+            Via::QUARANTINE,
+            &"deleted by the owner",
+        );
+        Ok(true)
+    }
+}

@@ -1,0 +1,464 @@
+//! Screening after DATA, before the reply: for each recipient with
+//! challenge-response on, a reply to a challenge releases; otherwise
+//! [`policy::decide`] says deliver, hold (and maybe challenge), discard or
+//! reject. Holding a message, opening its challenge and queueing the
+//! challenge mail commit together, in one unit of work on the database
+//! writer that awaits nothing else.
+
+use super::{DAY, HOUR, Quarantine, QuarantineError};
+use crate::challenge::issue::{ChallengeDraft, VerifyError};
+use crate::challenge::templates::TemplateName;
+use crate::clock::Timestamp;
+use crate::envelope::Envelope;
+use crate::policy::facts::{MessageFacts, reply_token};
+use crate::policy::rules::{ListKind, SenderRule};
+use crate::policy::{self, Decision, PolicyInput, Reason, Verdict};
+use crate::store::StoreError;
+use crate::store::held::{self, NewHeld, NewOutbound};
+use crate::store::settings::MailboxSettings;
+use sqlx::AnyConnection;
+use std::sync::Arc;
+
+/// What became of one recipient of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Deliver normally (challenge-response off, or allowed).
+    Deliver,
+    /// Stored in the quarantine; the reason, for the main log.
+    Held(String),
+    /// Dropped (ignore list, a consumed challenge reply, or a block-list hit
+    /// when other recipients accepted the message); why, for the main log.
+    Dropped(String),
+    /// Refuse: the block list matched.
+    Reject(String),
+}
+
+/// One message being screened: what every recipient's decision reads.
+struct Screening<'a> {
+    env: &'a Envelope,
+    /// The message as received, with our `Received:` header.
+    data: &'a [u8],
+    facts: MessageFacts,
+    /// The envelope sender as a lookup key; empty for `<>`.
+    env_sender: String,
+    now: Timestamp,
+}
+
+impl Quarantine {
+    /// Screens a message for every recipient with challenge-response on.
+    /// Returns one outcome per recipient of `env`. Nothing is written when
+    /// every recipient rejects.
+    pub async fn screen(
+        &self,
+        env: &Envelope,
+        data: &[u8],
+    ) -> Result<Vec<Outcome>, QuarantineError> {
+        // The common case costs nothing: no mailbox here screens its mail.
+        if env.recipients.iter().all(|r| !r.challenge) {
+            return Ok(vec![Outcome::Deliver; env.recipients.len()]);
+        }
+        let mut settings = Vec::with_capacity(env.recipients.len());
+        for r in &env.recipients {
+            settings.push(self.store.mailbox_settings(r.mailbox.id).await?);
+        }
+        if settings.iter().all(|s| !s.challenge_enabled) {
+            return Ok(vec![Outcome::Deliver; env.recipients.len()]);
+        }
+        let m = Screening {
+            env,
+            data,
+            facts: MessageFacts::parse(data),
+            env_sender: env
+                .sender
+                .as_ref()
+                .map(|s| s.lookup_key())
+                .unwrap_or_default(),
+            now: self.clock.now(),
+        };
+        let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
+
+        // Decide for everyone first: a block-list rejection must leave no trace.
+        let mut plans = Vec::with_capacity(settings.len());
+        for s in &settings {
+            plans.push(self.plan(&m, s).await?);
+        }
+        let all_reject = plans
+            .iter()
+            .all(|p| matches!(p, Plan::Decided(d) if d.verdict == Verdict::Reject));
+        if all_reject {
+            for s in &settings {
+                if let Some(Plan::Decided(d)) = plans.first() {
+                    self.store
+                        .log_activity(
+                            s.id,
+                            now,
+                            "blocked",
+                            facts.from.as_deref().unwrap_or(env_sender),
+                            &d.reason.detail(),
+                        )
+                        .await?;
+                }
+            }
+            let reason = match plans.first() {
+                Some(Plan::Decided(d)) => d.reason.detail(),
+                _ => String::new(),
+            };
+            return Ok(vec![Outcome::Reject(reason); settings.len()]);
+        }
+
+        let mut outcomes = Vec::with_capacity(settings.len());
+        for (i, (s, plan)) in settings.iter().zip(plans).enumerate() {
+            let outcome = match plan {
+                Plan::Reply(token) => Outcome::Dropped(self.consume_reply(&m, s, &token).await?),
+                Plan::Decided(d) => self.apply(&m, i, s, d).await?,
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn plan(&self, m: &Screening<'_>, s: &MailboxSettings) -> Result<Plan, QuarantineError> {
+        let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
+        if !s.challenge_enabled {
+            return Ok(Plan::Decided(policy::decide(&PolicyInput {
+                facts,
+                env_sender,
+                challenge_enabled: false,
+                ignore: &[],
+                block: &[],
+                allow: &[],
+                own_addresses: &[],
+                open_challenge: false,
+                rate_limited: None,
+            })));
+        }
+        // A reply to a challenge that was already answered is ordinary mail:
+        // the lists decide (the verified sender is on the allow list now).
+        if let Some(token) = reply_token(facts)
+            && policy::is_human_reply(facts)
+            && self.challenges.verify(&token).await.err() != Some(VerifyError::AlreadyUsed)
+        {
+            return Ok(Plan::Reply(token));
+        }
+        let lists = self.lists(s).await?;
+        let own: Vec<String> = std::iter::once(s.address.clone())
+            .chain(s.extra_addresses.iter().map(|a| a.to_lowercase()))
+            .collect();
+        let (ignore, block, allow) = (&lists.ignore, &lists.block, &lists.allow);
+        let (mut open, mut rate_limited) = (false, None);
+        if let Some(from) = facts.from.as_deref() {
+            let mut conn = self.store.pool().acquire().await?;
+            let c = held::challenge_state(
+                &mut conn,
+                s.id,
+                from,
+                now,
+                now.plus_secs(-HOUR),
+                now.plus_secs(-DAY),
+            )
+            .await?;
+            open = c.open;
+            let (per_mailbox, per_domain, global) = (c.per_mailbox, c.per_domain, c.global);
+            rate_limited = if per_mailbox >= i64::from(self.config.max_per_mailbox_hour) {
+                Some("per mailbox per hour")
+            } else if per_domain >= i64::from(self.config.max_per_domain_day) {
+                Some("per sender domain per day")
+            } else if global >= i64::from(self.config.max_global_hour) {
+                Some("server-wide per hour")
+            } else {
+                None
+            };
+        }
+        Ok(Plan::Decided(policy::decide(&PolicyInput {
+            facts,
+            env_sender,
+            challenge_enabled: true,
+            ignore,
+            block,
+            allow,
+            own_addresses: &own,
+            open_challenge: open,
+            rate_limited,
+        })))
+    }
+
+    async fn apply(
+        &self,
+        m: &Screening<'_>,
+        rcpt_index: usize,
+        s: &MailboxSettings,
+        d: Decision,
+    ) -> Result<Outcome, QuarantineError> {
+        let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
+        let sender = facts.from.clone().unwrap_or_else(|| env_sender.to_owned());
+        match d.verdict {
+            Verdict::Deliver => {
+                if let Reason::Allowed(_) = d.reason
+                    && s.whitelist_by_association
+                {
+                    self.allow_associates(s, facts, now).await?;
+                }
+                Ok(Outcome::Deliver)
+            }
+            Verdict::Discard => {
+                self.store
+                    .log_activity(s.id, now, "ignored", &sender, &d.reason.detail())
+                    .await?;
+                Ok(Outcome::Dropped(d.reason.detail()))
+            }
+            Verdict::Reject => {
+                // Other recipients took the message: drop this copy quietly.
+                self.store
+                    .log_activity(s.id, now, "blocked", &sender, &d.reason.detail())
+                    .await?;
+                if s.notify_blocked && !sender.is_empty() && d.reason != Reason::NullSender {
+                    self.challenges
+                        .queue_notice(s, TemplateName::Blacklist, &sender, facts, None, now)
+                        .await?;
+                }
+                Ok(Outcome::Dropped(d.reason.detail()))
+            }
+            Verdict::Hold => {
+                let detail = self.hold(m, rcpt_index, s, &sender, d).await?;
+                Ok(Outcome::Held(detail))
+            }
+        }
+    }
+
+    async fn hold(
+        &self,
+        m: &Screening<'_>,
+        rcpt_index: usize,
+        s: &MailboxSettings,
+        sender: &str,
+        d: Decision,
+    ) -> Result<String, QuarantineError> {
+        let (env, facts, now) = (m.env, &m.facts, m.now);
+        let r = &env.recipients[rcpt_index];
+        // Everything that needs I/O is gathered first: the transaction below
+        // awaits nothing but its own statements.
+        let challenge = if d.challenge {
+            Some(
+                self.challenges
+                    .draft(s, &r.original, sender, facts, now)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let job = Arc::new(HoldJob {
+            mailbox_id: s.id,
+            queue_id: env.queue_id.clone(),
+            rcpt_index: rcpt_index as i64,
+            env_sender: m.env_sender.clone(),
+            original_rcpt: r.original.clone(),
+            sender: sender.to_owned(),
+            sender_name: facts.from_name.clone().unwrap_or_default(),
+            subject: facts.subject.clone(),
+            message_id: facts.message_id.clone().unwrap_or_default(),
+            date_header: facts.date.clone().unwrap_or_default(),
+            arrived_at: env.arrived,
+            reason: d.reason,
+            challenge,
+            data: m.data.to_vec(),
+            now,
+        });
+        let reason = self
+            .store
+            .write(move |conn| {
+                let job = job.clone();
+                Box::pin(async move { job.run(conn).await })
+            })
+            .await?;
+        if let Reason::ChallengeFailed(why) = &reason {
+            tracing::warn!(queue_id = %env.queue_id, mailbox = %s.address, sender, error = %why, "challenge not sent");
+        }
+        Ok(reason.detail())
+    }
+
+    /// Mail from an allowed sender vouches for the other people it was sent to.
+    async fn allow_associates(
+        &self,
+        s: &MailboxSettings,
+        facts: &MessageFacts,
+        now: Timestamp,
+    ) -> Result<(), QuarantineError> {
+        let own = |a: &str| a == s.address || s.extra_addresses.iter().any(|x| x == a);
+        for a in facts.to.iter().chain(&facts.cc) {
+            if own(a) || facts.from.as_deref() == Some(a.as_str()) {
+                continue;
+            }
+            let rule = SenderRule::exact_sender(a);
+            if self
+                .store
+                .add_rule(s.id, ListKind::Allow, &rule, now)
+                .await?
+            {
+                self.store
+                    .log_activity(s.id, now, "allowed", a, "whitelisted by association")
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A reply to a challenge: releases when its token is good and it comes
+    /// from the challenged address; otherwise `returnverify` (once a day).
+    async fn consume_reply(
+        &self,
+        m: &Screening<'_>,
+        s: &MailboxSettings,
+        token: &str,
+    ) -> Result<String, QuarantineError> {
+        let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
+        let from = facts.from.as_deref().unwrap_or(env_sender).to_owned();
+        match self.challenges.verify(token).await {
+            // Another of our mailboxes' challenge (the reply went to an alias
+            // that reaches both): that mailbox handles it.
+            Ok(v) if v.mailbox_id != s.id => Ok("reply to another mailbox's challenge".to_owned()),
+            Ok(v) if v.sender == from || v.sender == env_sender => {
+                self.store
+                    .log_activity(
+                        s.id,
+                        now,
+                        "verified",
+                        &v.sender,
+                        "the sender replied to the challenge",
+                    )
+                    .await?;
+                let n = self.release_sender(s.id, &v.sender, "reply").await?;
+                Ok(format!(
+                    "reply to a challenge: {n} held message(s) released"
+                ))
+            }
+            other => {
+                let why = match other {
+                    Ok(_) => "the reply came from another address or mailbox".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                self.store
+                    .log_activity(s.id, now, "reply-refused", &from, &why)
+                    .await?;
+                let since = now.plus_secs(-DAY);
+                if !from.is_empty()
+                    && !env_sender.is_empty()
+                    && !self
+                        .store
+                        .outbound_sent_since("returnverify", &from, since)
+                        .await?
+                {
+                    self.challenges
+                        .queue_notice(s, TemplateName::ReturnVerify, &from, facts, None, now)
+                        .await?;
+                }
+                Ok(format!("reply to a challenge refused: {why}"))
+            }
+        }
+    }
+}
+
+enum Plan {
+    Decided(Decision),
+    Reply(String),
+}
+
+/// One recipient's copy to hold, with everything the transaction needs
+/// owned, so it can run on the database writer (and again, on PostgreSQL,
+/// after a serialization failure).
+struct HoldJob {
+    mailbox_id: i64,
+    queue_id: String,
+    rcpt_index: i64,
+    env_sender: String,
+    original_rcpt: String,
+    sender: String,
+    sender_name: String,
+    subject: String,
+    message_id: String,
+    date_header: String,
+    arrived_at: Timestamp,
+    reason: Reason,
+    challenge: Option<ChallengeDraft>,
+    data: Vec<u8>,
+    now: Timestamp,
+}
+
+impl HoldJob {
+    /// Holds the message; opens the challenge and queues its mail when one
+    /// is due and can be built. Returns the reason stored.
+    async fn run(&self, conn: &mut AnyConnection) -> Result<Reason, StoreError> {
+        let (mailbox_id, sender, now) = (self.mailbox_id, self.sender.as_str(), self.now);
+        let mut reason = self.reason.clone();
+        let mut challenge_id = None;
+        let mut challenged = false;
+        if let Some(c) = &self.challenge {
+            match held::insert_challenge(conn, mailbox_id, sender, now, c.expires).await? {
+                Some(id) => {
+                    match c.build(id, sender) {
+                        Ok(mail) => {
+                            held::insert_outbound(
+                                conn,
+                                &NewOutbound {
+                                    kind: "verify",
+                                    mailbox_id: Some(mailbox_id),
+                                    challenge_id: Some(id),
+                                    env_from: "",
+                                    rcpt: sender,
+                                    data: &mail.data,
+                                    now,
+                                },
+                            )
+                            .await?;
+                            challenge_id = Some(id);
+                            challenged = true;
+                        }
+                        // Containment: the copy is held all the same.
+                        Err(e) => {
+                            held::remove_challenge(conn, id).await?;
+                            reason = Reason::ChallengeFailed(e.to_string());
+                        }
+                    }
+                }
+                // Another message from this sender opened one a moment ago.
+                None => reason = Reason::ChallengeOpen,
+            }
+        }
+        if challenge_id.is_none() {
+            challenge_id = held::open_challenge(conn, mailbox_id, sender, now).await?;
+        }
+        held::insert_held(
+            conn,
+            &NewHeld {
+                mailbox_id,
+                queue_id: &self.queue_id,
+                rcpt_index: self.rcpt_index,
+                env_sender: &self.env_sender,
+                original_rcpt: &self.original_rcpt,
+                sender,
+                sender_name: &self.sender_name,
+                subject: &self.subject,
+                message_id: &self.message_id,
+                date_header: &self.date_header,
+                arrived_at: self.arrived_at,
+                reason: reason.code(),
+                reason_detail: &reason.detail(),
+                challenge_id,
+                data: &self.data,
+            },
+        )
+        .await?;
+        held::add_activity(conn, mailbox_id, now, "held", sender, &reason.detail()).await?;
+        if challenged {
+            held::add_activity(
+                conn,
+                mailbox_id,
+                now,
+                "challenged",
+                sender,
+                "challenge mail queued",
+            )
+            .await?;
+        }
+        Ok(reason)
+    }
+}
