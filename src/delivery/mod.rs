@@ -194,18 +194,14 @@ impl Delivery {
     /// Returns how many deliveries were attempted.
     pub async fn run_queue_once(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let due = self.store.due_deliveries(now, 200).await?;
+        // A lease, so another node's worker leaves these alone.
+        let due = self
+            .store
+            .claim_due_deliveries(now, now.plus_secs(600), 200)
+            .await?;
         let mut data_cache: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
         let mut attempted = 0;
         for d in due {
-            // A lease, so another node's worker leaves this one alone.
-            if !self
-                .store
-                .claim_delivery(d.id, now, now.plus_secs(600))
-                .await?
-            {
-                continue;
-            }
             attempted += 1;
             let data = match data_cache.get(&d.queue_id) {
                 Some(data) => data.clone(),

@@ -43,16 +43,13 @@ impl Outbound {
     /// Sends everything that is due; returns how many were attempted.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let due = self.store.due_outbound(now, 100).await?;
+        // A lease, so another node's worker leaves these alone.
+        let due = self
+            .store
+            .claim_due_outbound(now, now.plus_secs(900), 100)
+            .await?;
         let mut attempted = 0;
         for m in due {
-            if !self
-                .store
-                .claim_outbound(m.id, now, now.plus_secs(900))
-                .await?
-            {
-                continue;
-            }
             attempted += 1;
             let data = self.store.outbound_data(m.id).await?;
             let env_from = (!m.env_from.is_empty()).then_some(m.env_from.as_str());

@@ -5,7 +5,7 @@
 //! challenge and queueing the challenge mail happen together or not at all)
 //! take a connection; `Store` methods are for single statements and reads.
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 use crate::clock::Timestamp;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -101,6 +101,11 @@ pub struct Activity {
     pub sender: String,
     pub detail: String,
 }
+
+const DUE_OUTBOUND: &str =
+    "SELECT id, kind, mailbox_id, challenge_id, env_from, rcpt, state, attempts, last_error, created_at
+     FROM outbound_messages WHERE state = 'queued' AND next_attempt_at <= $1
+     ORDER BY next_attempt_at, id LIMIT $2";
 
 const HELD_COLUMNS: &str = "h.id, h.mailbox_id, m.address AS mailbox, h.queue_id, h.rcpt_index, h.env_sender, \
      h.original_rcpt, h.sender, h.sender_name, h.subject, h.message_id, h.date_header, h.size, \
@@ -545,25 +550,42 @@ impl Store {
         add_activity(&mut conn, mailbox_id, at, action, sender, detail).await
     }
 
-    /// Outbound messages due at `now`.
-    pub async fn due_outbound(
+    /// Takes up to `limit` outbound messages due at `now`, oldest first,
+    /// leasing each until `lease_until` so no other worker sends it too.
+    /// On PostgreSQL rows another node is claiming are skipped (`FOR UPDATE
+    /// SKIP LOCKED`), never waited for.
+    pub async fn claim_due_outbound(
         &self,
         now: Timestamp,
+        lease_until: Timestamp,
         limit: i64,
     ) -> Result<Vec<OutboundRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, mailbox_id, challenge_id, env_from, rcpt, state, attempts, last_error, created_at
-             FROM outbound_messages WHERE state = 'queued' AND next_attempt_at <= $1
-             ORDER BY next_attempt_at, id LIMIT $2",
-        )
-        .bind(now.0)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(outbound_from_row)
-            .collect::<Result<_, _>>()?)
+        let select = match self.backend() {
+            Backend::Postgres => DUE_OUTBOUND.to_owned() + " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => DUE_OUTBOUND.to_owned(),
+        };
+        self.write(move |conn| {
+            let select = select.clone();
+            Box::pin(async move {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+                    .bind(now.0)
+                    .bind(limit)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let mut due = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let m = outbound_from_row(r)?;
+                    sqlx::query("UPDATE outbound_messages SET next_attempt_at = $1 WHERE id = $2")
+                        .bind(lease_until.0)
+                        .bind(m.id)
+                        .execute(&mut *conn)
+                        .await?;
+                    due.push(m);
+                }
+                Ok(due)
+            })
+        })
+        .await
     }
 
     /// Every outbound message, newest first (for `boxtrap outbound list` and tests).
@@ -586,25 +608,6 @@ impl Store {
             .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no outbound message {id}")))
-    }
-
-    /// Takes a due message for `lease_until` so no other worker sends it too.
-    pub async fn claim_outbound(
-        &self,
-        id: i64,
-        now: Timestamp,
-        lease_until: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbound_messages SET next_attempt_at = $1
-             WHERE id = $2 AND state = 'queued' AND next_attempt_at <= $3",
-        )
-        .bind(lease_until.0)
-        .bind(id)
-        .bind(now.0)
-        .execute(self.writer())
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     /// Records an attempt: sent, deferred until `next`, or failed for good.

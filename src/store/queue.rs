@@ -2,7 +2,7 @@
 //! temporarily (disk full, permissions) wait here, committed before the
 //! client got its 250, and the retry worker delivers them later.
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 use crate::clock::Timestamp;
 use sqlx::Row;
 
@@ -25,6 +25,15 @@ pub struct NewQueuedRecipient {
     pub next_attempt_at: Timestamp,
     pub last_error: String,
 }
+
+const DUE_DELIVERIES: &str =
+    "SELECT r.id, r.queue_id, q.sender, q.arrived_at, r.rcpt_index, m.address AS mailbox,
+            r.original, r.attempts
+     FROM queued_recipients r
+     JOIN queued_messages q ON q.queue_id = r.queue_id
+     JOIN mailboxes m ON m.id = r.mailbox_id
+     WHERE r.state = 'pending' AND r.next_attempt_at <= $1
+     ORDER BY r.next_attempt_at, r.id LIMIT $2";
 
 /// One recipient's pending delivery, as the retry worker sees it.
 #[derive(Debug, Clone)]
@@ -83,60 +92,52 @@ impl Store {
         Ok(())
     }
 
-    /// Pending deliveries whose next attempt is due at `now`, oldest first.
-    pub async fn due_deliveries(
+    /// Takes up to `limit` deliveries due at `now`, oldest first, leasing
+    /// each until `lease_until` so no other worker (another node's, or
+    /// `boxtrap queue run`) takes it meanwhile. On PostgreSQL rows another
+    /// worker is claiming are skipped (`FOR UPDATE SKIP LOCKED`), never
+    /// waited for; on SQLite the claim runs on the one writer.
+    pub async fn claim_due_deliveries(
         &self,
-        now: Timestamp,
-        limit: i64,
-    ) -> Result<Vec<QueuedDelivery>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.id, r.queue_id, q.sender, q.arrived_at, r.rcpt_index, m.address AS mailbox,
-                    r.original, r.attempts
-             FROM queued_recipients r
-             JOIN queued_messages q ON q.queue_id = r.queue_id
-             JOIN mailboxes m ON m.id = r.mailbox_id
-             WHERE r.state = 'pending' AND r.next_attempt_at <= $1
-             ORDER BY r.next_attempt_at, r.id LIMIT $2",
-        )
-        .bind(now.0)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueuedDelivery {
-                    id: r.try_get("id")?,
-                    queue_id: r.try_get("queue_id")?,
-                    sender: r.try_get("sender")?,
-                    arrived_at: Timestamp(r.try_get("arrived_at")?),
-                    rcpt_index: r.try_get("rcpt_index")?,
-                    mailbox: r.try_get("mailbox")?,
-                    original: r.try_get("original")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
-    }
-
-    /// Claims a due delivery for `lease_until`, so that another node's worker
-    /// running at the same time skips it. False if someone else has it.
-    pub async fn claim_delivery(
-        &self,
-        id: i64,
         now: Timestamp,
         lease_until: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE queued_recipients SET next_attempt_at = $1
-             WHERE id = $2 AND state = 'pending' AND next_attempt_at <= $3",
-        )
-        .bind(lease_until.0)
-        .bind(id)
-        .bind(now.0)
-        .execute(self.writer())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        limit: i64,
+    ) -> Result<Vec<QueuedDelivery>, StoreError> {
+        let select = match self.backend() {
+            Backend::Postgres => DUE_DELIVERIES.to_owned() + " FOR UPDATE OF r SKIP LOCKED",
+            Backend::Sqlite => DUE_DELIVERIES.to_owned(),
+        };
+        self.write(move |conn| {
+            let select = select.clone();
+            Box::pin(async move {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+                    .bind(now.0)
+                    .bind(limit)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let mut due = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let d = QueuedDelivery {
+                        id: r.try_get("id")?,
+                        queue_id: r.try_get("queue_id")?,
+                        sender: r.try_get("sender")?,
+                        arrived_at: Timestamp(r.try_get("arrived_at")?),
+                        rcpt_index: r.try_get("rcpt_index")?,
+                        mailbox: r.try_get("mailbox")?,
+                        original: r.try_get("original")?,
+                        attempts: r.try_get("attempts")?,
+                    };
+                    sqlx::query("UPDATE queued_recipients SET next_attempt_at = $1 WHERE id = $2")
+                        .bind(lease_until.0)
+                        .bind(d.id)
+                        .execute(&mut *conn)
+                        .await?;
+                    due.push(d);
+                }
+                Ok(due)
+            })
+        })
+        .await
     }
 
     pub async fn queued_data(&self, queue_id: &str) -> Result<Vec<u8>, StoreError> {
@@ -305,24 +306,29 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            assert!(store.due_deliveries(t0, 10).await.unwrap().is_empty());
-            let due = store.due_deliveries(t0.plus_secs(60), 10).await.unwrap();
+            let lease = |t: Timestamp| t.plus_secs(600);
+            assert!(
+                store
+                    .claim_due_deliveries(t0, lease(t0), 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            let now = t0.plus_secs(61);
+            let due = store
+                .claim_due_deliveries(now, lease(now), 10)
+                .await
+                .unwrap();
             assert_eq!(due.len(), 2);
             assert_eq!(due[0].mailbox, "alice@example.test");
             assert_eq!(store.queued_data("1wH3kL-0004dR-2k").await.unwrap(), data);
-
-            let now = t0.plus_secs(61);
+            // Leased: a second worker finds nothing due.
             assert!(
                 store
-                    .claim_delivery(due[0].id, now, now.plus_secs(600))
+                    .claim_due_deliveries(now, lease(now), 10)
                     .await
                     .unwrap()
-            );
-            assert!(
-                !store
-                    .claim_delivery(due[0].id, now, now.plus_secs(600))
-                    .await
-                    .unwrap()
+                    .is_empty()
             );
             assert!(
                 !store
