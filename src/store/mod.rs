@@ -41,6 +41,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Acquire, Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -118,14 +119,18 @@ pub type WriteFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// Called once the group's commit is known: `Err` carries why it failed.
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// One unit of work queued for the SQLite writer: runs in its own
-/// savepoint, says whether it succeeded, and hands back its `Done`.
-type Job = Box<
-    dyn for<'c> FnOnce(
-            &'c mut AnyConnection,
-        ) -> Pin<Box<dyn Future<Output = (bool, Done)> + Send + 'c>>
-        + Send,
->;
+/// One unit of work queued for the SQLite writer: `run` runs it in its
+/// own savepoint, says whether it succeeded, and hands back its `Done`;
+/// `fail` tells its caller why it never ran (the group failed first).
+struct Job {
+    run: Box<
+        dyn for<'c> FnOnce(
+                &'c mut AnyConnection,
+            ) -> Pin<Box<dyn Future<Output = (bool, Done)> + Send + 'c>>
+            + Send,
+    >,
+    fail: Done,
+}
 
 /// Most units of work one SQLite commit carries.
 const MAX_GROUP: usize = 128;
@@ -290,20 +295,33 @@ impl Store {
             return self.write_retrying(work).await;
         };
         let (reply, result) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            Box::pin(async move {
-                let r = work(conn).await;
-                let ok = r.is_ok();
-                let done: Done = Box::new(move |commit| {
-                    let r = match commit {
-                        Ok(()) => r,
-                        Err(why) => r.and(Err(StoreError::Commit(why))),
-                    };
-                    let _ = reply.send(r);
-                });
-                (ok, done)
-            })
-        });
+        // Whichever of `run` and `fail` is called answers the caller.
+        let reply = Arc::new(Mutex::new(Some(reply)));
+        let answer = move |r: Result<T, StoreError>| {
+            if let Some(reply) = reply.lock().ok().and_then(|mut r| r.take()) {
+                let _ = reply.send(r);
+            }
+        };
+        let fail_answer = answer.clone();
+        let job = Job {
+            run: Box::new(move |conn| {
+                Box::pin(async move {
+                    let r = work(conn).await;
+                    let ok = r.is_ok();
+                    let done: Done = Box::new(move |commit| {
+                        answer(match commit {
+                            Ok(()) => r,
+                            Err(why) => r.and(Err(StoreError::Commit(why))),
+                        })
+                    });
+                    (ok, done)
+                })
+            }),
+            fail: Box::new(move |commit| {
+                let why = commit.err().unwrap_or_else(|| "not run".into());
+                fail_answer(Err(StoreError::Commit(why)))
+            }),
+        };
         group
             .send(job)
             .await
@@ -426,7 +444,7 @@ async fn commit_group(writer: &AnyPool, group: impl Iterator<Item = Job>) -> Gro
                 continue;
             }
         };
-        let (ok, done) = job(&mut savepoint).await;
+        let (ok, done) = (job.run)(&mut savepoint).await;
         dones.push(done);
         let closed = if ok {
             savepoint.commit().await
@@ -447,8 +465,7 @@ async fn commit_group(writer: &AnyPool, group: impl Iterator<Item = Job>) -> Gro
 
 /// The `Done` of a unit that never ran: its caller gets the group's error.
 fn fail_unrun(job: Job) -> Done {
-    drop(job);
-    Box::new(|_| {})
+    job.fail
 }
 
 #[cfg(test)]

@@ -10,5 +10,6 @@ mod cli_quarantine;
 mod crash;
 mod delivery;
 mod limits;
+mod load;
 mod peers;
 mod smtp_dialogue;
