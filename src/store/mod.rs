@@ -123,14 +123,16 @@ type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// own savepoint, says whether it succeeded, and hands back its `Done`;
 /// `fail` tells its caller why it never ran (the group failed first).
 struct Job {
-    run: Box<
-        dyn for<'c> FnOnce(
-                &'c mut AnyConnection,
-            ) -> Pin<Box<dyn Future<Output = (bool, Done)> + Send + 'c>>
-            + Send,
-    >,
+    run: RunJob,
     fail: Done,
 }
+
+type RunJob = Box<
+    dyn for<'c> FnOnce(
+            &'c mut AnyConnection,
+        ) -> Pin<Box<dyn Future<Output = (bool, Done)> + Send + 'c>>
+        + Send,
+>;
 
 /// Most units of work one SQLite commit carries.
 const MAX_GROUP: usize = 128;
