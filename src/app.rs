@@ -2,14 +2,15 @@
 //! listeners bound (port 0 works, so tests run side by side), and
 //! [`App::run`] serves until the shutdown future completes.
 //!
-//! Everything non-deterministic comes in through [`AppDeps`]: the clock now,
-//! the DNS resolver and outbound transport as they arrive.
+//! Everything non-deterministic comes in through [`AppDeps`]: the clock,
+//! the DNS resolver and the outbound transport.
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::delivery::maildir::Maildirs;
 use crate::delivery::router::Router;
+use crate::dns::Resolver;
 use crate::mainlog::MainLog;
 use crate::outbound::Outbound;
 use crate::outbound::transport::Transport;
@@ -26,16 +27,23 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// The seams tests replace.
+/// The seams tests replace: everything non-deterministic or outside the
+/// process. `None` means "build it from the config".
 #[derive(Clone)]
 pub struct AppDeps {
     pub clock: Arc<dyn Clock>,
+    /// The DNS resolver for direct MX delivery (and, later, mail checks).
+    pub resolver: Option<Arc<dyn Resolver>>,
+    /// How outbound mail leaves (a [`Transport::Recording`] in tests).
+    pub transport: Option<Arc<Transport>>,
 }
 
 impl Default for AppDeps {
     fn default() -> Self {
         AppDeps {
             clock: Arc::new(SystemClock),
+            resolver: None,
+            transport: None,
         }
     }
 }
@@ -151,7 +159,13 @@ impl App {
             delivery,
             quarantine,
         } = Services::build(&config, &deps).await?;
-        let transport = Transport::from_config(&config).context("cannot set up outbound mail")?;
+        let transport = match &deps.transport {
+            Some(t) => t.clone(),
+            None => Arc::new(
+                Transport::from_config(&config, deps.resolver.clone())
+                    .context("cannot set up outbound mail")?,
+            ),
+        };
         let outbound = Arc::new(Outbound::new(
             store.clone(),
             transport,

@@ -39,6 +39,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod dns;
 pub mod envelope;
 pub mod html;
 pub mod mainlog;

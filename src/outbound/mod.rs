@@ -17,7 +17,7 @@ use transport::{SendError, Transport};
 /// about).
 pub struct Outbound {
     store: Store,
-    transport: Transport,
+    transport: Arc<Transport>,
     clock: Arc<dyn Clock>,
     log: MainLog,
     retry: RetryPolicy,
@@ -26,7 +26,7 @@ pub struct Outbound {
 impl Outbound {
     pub fn new(
         store: Store,
-        transport: Transport,
+        transport: Arc<Transport>,
         clock: Arc<dyn Clock>,
         log: MainLog,
         c: &OutboundConfig,

@@ -78,6 +78,7 @@ impl TestApp {
             config.clone(),
             AppDeps {
                 clock: Arc::new(clock.clone()),
+                ..AppDeps::default()
             },
         )
         .await

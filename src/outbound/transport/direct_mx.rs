@@ -1,0 +1,255 @@
+//! Direct delivery to the recipient domain's mail exchangers.
+
+use super::conversation::{connect, converse, helo_name, start_tls, transaction};
+use super::{SendError, TransportError};
+use crate::config::Config;
+use crate::dns::{DnsError, HickoryResolver, Resolver, parse_resolv_conf};
+use lettre::address::{Address, Envelope};
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::transport::smtp::client::TlsParameters;
+use lettre::transport::smtp::extension::ClientId;
+use rand::seq::SliceRandom;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Delivers straight to the recipient domain's mail exchangers (RFC 5321
+/// §5.1), found with its own DNS resolver (`outbound.dns_servers`, else the
+/// `nameserver` lines of /etc/resolv.conf; /etc/hosts is never read).
+///
+/// STARTTLS is opportunistic and unauthenticated, as between MTAs: used
+/// when offered, certificates not checked, and if the upgrade fails the
+/// same host is tried again in plain text (RFC 7435 §3, opportunistic
+/// security: encryption when possible, never worse than cleartext).
+pub struct DirectMx {
+    resolver: Arc<dyn Resolver>,
+    /// `outbound.mx_port`: 25, except in tests.
+    port: u16,
+    helo: ClientId,
+    timeout: Duration,
+    /// Our own SMTP listeners: an exchanger that is one of them would
+    /// loop the mail back to us.
+    own: Vec<SocketAddr>,
+}
+
+/// The hosts that receive mail for a domain.
+enum Exchangers {
+    /// MX records, sorted by preference.
+    Mx(Vec<String>),
+    /// No MX records: the domain itself (RFC 5321 §5.1 implicit MX).
+    Implicit(String),
+    /// An address literal, `user@[192.0.2.1]` (RFC 5321 §4.1.3).
+    Literal(IpAddr),
+}
+
+impl DirectMx {
+    /// Reads `outbound.dns_servers` (or /etc/resolv.conf), `mx_port`,
+    /// `helo_name` and `timeout`; `resolver`, when given, replaces the DNS
+    /// servers.
+    pub fn from_config(
+        config: &Config,
+        resolver: Option<Arc<dyn Resolver>>,
+    ) -> Result<DirectMx, TransportError> {
+        let o = &config.outbound;
+        let resolver = match resolver {
+            Some(r) => r,
+            None => {
+                let servers = if o.dns_servers.is_empty() {
+                    let path = Path::new("/etc/resolv.conf");
+                    let text =
+                        std::fs::read_to_string(path).map_err(|e| TransportError::Config {
+                            key: "outbound.dns_servers",
+                            message: format!("empty, and {} cannot be read: {e}", path.display()),
+                        })?;
+                    let servers = parse_resolv_conf(&text);
+                    if servers.is_empty() {
+                        return Err(TransportError::Config {
+                            key: "outbound.dns_servers",
+                            message: format!(
+                                "empty, and {} has no usable nameserver line",
+                                path.display()
+                            ),
+                        });
+                    }
+                    servers
+                } else {
+                    o.dns_servers.clone()
+                };
+                let r =
+                    HickoryResolver::new(&servers).map_err(|message| TransportError::Config {
+                        key: "outbound.dns_servers",
+                        message,
+                    })?;
+                Arc::new(r)
+            }
+        };
+        Ok(DirectMx {
+            resolver,
+            port: o.mx_port,
+            helo: helo_name(config),
+            timeout: o.timeout.0,
+            own: config.smtp.listen.clone(),
+        })
+    }
+
+    /// Whether `ip` at the MX port is one of our own listeners (a listener
+    /// on 0.0.0.0 or [::] counts for the loopback addresses).
+    fn is_own(&self, ip: IpAddr) -> bool {
+        self.own.iter().any(|l| {
+            l.port() == self.port && (l.ip() == ip || (l.ip().is_unspecified() && ip.is_loopback()))
+        })
+    }
+
+    pub(super) async fn send(&self, envelope: &Envelope, data: &[u8]) -> Result<String, SendError> {
+        let domain = envelope
+            .to()
+            .first()
+            .map(Address::domain)
+            .unwrap_or_default();
+        let hosts: Vec<(String, Option<IpAddr>)> = match self.exchangers(domain).await? {
+            Exchangers::Literal(ip) => vec![(format!("[{ip}]"), Some(ip))],
+            Exchangers::Implicit(name) => vec![(name, None)],
+            Exchangers::Mx(names) => names.into_iter().map(|n| (n, None)).collect(),
+        };
+        let mut last_temporary: Option<String> = None;
+        let mut unresolvable = Vec::new();
+        for (host, literal) in hosts {
+            let host = host.as_str();
+            let ips = match literal {
+                Some(ip) => vec![ip],
+                None => match self.addresses(host).await {
+                    Ok(ips) if !ips.is_empty() => ips,
+                    Ok(_) => {
+                        unresolvable.push(host.to_owned());
+                        continue;
+                    }
+                    Err(e) => {
+                        last_temporary = Some(e);
+                        continue;
+                    }
+                },
+            };
+            for ip in ips {
+                // Postfix's "mail for X loops back to myself".
+                if self.is_own(ip) {
+                    return Err(SendError::Permanent(format!(
+                        "mail for {domain} loops back to myself ({host} [{ip}])"
+                    )));
+                }
+                match self.attempt(host, ip, envelope, data).await {
+                    Ok(done) => return Ok(done),
+                    Err(SendError::Temporary(e)) => last_temporary = Some(e),
+                    Err(permanent) => return Err(permanent),
+                }
+            }
+        }
+        Err(match last_temporary {
+            Some(e) => SendError::Temporary(e),
+            // Every exchanger definitively has no address: a broken domain.
+            None => SendError::Permanent(format!(
+                "no mail exchanger of {domain} has an address: {}",
+                unresolvable.join(", ")
+            )),
+        })
+    }
+
+    /// The hosts to try for `domain`, in order (RFC 5321 §5.1).
+    async fn exchangers(&self, domain: &str) -> Result<Exchangers, SendError> {
+        if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+            let ip = literal.strip_prefix("IPv6:").unwrap_or(literal);
+            return ip
+                .parse()
+                .map(Exchangers::Literal)
+                .map_err(|_| SendError::Permanent(format!("{domain} is not an address literal")));
+        }
+        let name = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut mx: Vec<(u16, String)> = match self.resolver.mx(&name).await {
+            Ok(records) => records
+                .into_iter()
+                .map(|m| (m.preference, m.exchange))
+                .collect(),
+            // The domain does not exist: nothing will ever deliver there.
+            Err(DnsError::NxDomain(_)) => {
+                return Err(SendError::Permanent(format!(
+                    "domain {domain} does not exist"
+                )));
+            }
+            Err(DnsError::NoRecords(_)) => return Ok(Exchangers::Implicit(name)),
+            // SERVFAIL, REFUSED, timeouts: the DNS may answer later.
+            Err(DnsError::Temporary(e)) => {
+                return Err(SendError::Temporary(format!("MX lookup for {domain}: {e}")));
+            }
+        };
+        // RFC 7505 §3: a single MX whose exchange is "." means "no mail here".
+        if let [(_, exchange)] = mx.as_slice()
+            && exchange == "."
+        {
+            return Err(SendError::Permanent(format!(
+                "{domain} accepts no mail (null MX, RFC 7505)"
+            )));
+        }
+        mx.retain(|(_, exchange)| exchange != ".");
+        if mx.is_empty() {
+            return Ok(Exchangers::Implicit(name));
+        }
+        // RFC 5321 §5.1: lowest preference first, equal ones in random order.
+        mx.shuffle(&mut rand::rng());
+        mx.sort_by_key(|(preference, _)| *preference);
+        Ok(Exchangers::Mx(mx.into_iter().map(|(_, n)| n).collect()))
+    }
+
+    /// The addresses of one exchanger: `Ok(empty)` when the DNS says it has
+    /// none, `Err` (a temporary failure's text) when the DNS did not answer.
+    async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        match self.resolver.ips(host).await {
+            Ok(ips) => Ok(ips.into_iter().filter(|ip| !ip.is_unspecified()).collect()),
+            Err(DnsError::NxDomain(_) | DnsError::NoRecords(_)) => Ok(Vec::new()),
+            Err(DnsError::Temporary(e)) => Err(format!("address lookup for {host}: {e}")),
+        }
+    }
+
+    /// One SMTP conversation with one address of one exchanger.
+    async fn attempt(
+        &self,
+        host: &str,
+        ip: IpAddr,
+        envelope: &Envelope,
+        data: &[u8],
+    ) -> Result<String, SendError> {
+        let addr = SocketAddr::new(ip, self.port);
+        let peer = format!("{host} [{ip}]:{}", self.port);
+        let conversation = async {
+            let mut conn = connect(addr, &self.helo, self.timeout).await?;
+            if conn.can_starttls() {
+                let upgraded = match mx_tls_parameters(host) {
+                    Ok(params) => start_tls(conn, params, &self.helo).await,
+                    Err(e) => {
+                        conn.abort().await;
+                        Err(e)
+                    }
+                };
+                conn = match upgraded {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "STARTTLS failed; retrying in plain text");
+                        connect(addr, &self.helo, self.timeout).await?
+                    }
+                };
+            }
+            let result = transaction(&mut conn, envelope, data).await;
+            Ok((conn, result))
+        };
+        converse(&peer, self.timeout, conversation).await
+    }
+}
+
+/// TLS towards an MX: encryption without authentication (RFC 7435), since
+/// most MX certificates cannot be verified against the MX host name.
+fn mx_tls_parameters(host: &str) -> Result<TlsParameters, SmtpError> {
+    let server_name = host.trim_start_matches('[').trim_end_matches(']');
+    TlsParameters::builder(server_name.to_owned())
+        .dangerous_accept_invalid_certs(true)
+        .dangerous_accept_invalid_hostnames(true)
+        .build()
+}
