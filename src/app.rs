@@ -16,6 +16,7 @@ use crate::outbound::Outbound;
 use crate::outbound::transport::Transport;
 use crate::quarantine::Quarantine;
 use crate::retry::RetryPolicy;
+use crate::smtp::accept::Accept;
 use crate::smtp::server::{self, ConnectionLimits};
 use crate::smtp::session::SmtpContext;
 use crate::store::Store;
@@ -176,13 +177,16 @@ impl App {
         let smtp = Arc::new(SmtpContext {
             config: config.smtp.clone(),
             hostname: config.hostname.clone(),
-            router: Router::new(
-                store.clone(),
-                &config.smtp.recipient_delimiter,
-                &config.smtp.postmaster,
-            ),
-            delivery: delivery.clone(),
-            quarantine: quarantine.clone(),
+            handler: Arc::new(Accept {
+                router: Router::new(
+                    store.clone(),
+                    &config.smtp.recipient_delimiter,
+                    &config.smtp.postmaster,
+                ),
+                quarantine: quarantine.clone(),
+                delivery: delivery.clone(),
+                log: log.clone(),
+            }),
             log,
             clock: deps.clock.clone(),
         });

@@ -9,11 +9,19 @@ use crate::address::EmailAddress;
 use crate::store::mailboxes::MailboxRef;
 use crate::store::{Store, StoreError};
 
+/// One mailbox a recipient address reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub mailbox: MailboxRef,
+    /// Challenge-response is on for the mailbox.
+    pub challenge: bool,
+}
+
 /// Where a recipient address leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// One or more local mailboxes, each with its challenge-response switch.
-    Local(Vec<(MailboxRef, bool)>),
+    /// One or more local mailboxes.
+    Local(Vec<Target>),
     /// A local domain, but no such mailbox or alias.
     UnknownUser,
     /// Not one of our domains: relaying.
@@ -44,7 +52,7 @@ impl Router {
         let key = rcpt.lookup_key();
         let found = self.store.resolve_for_delivery(&key).await?;
         if !found.is_empty() {
-            return Ok(Route::Local(found));
+            return Ok(to_mailboxes(found));
         }
         if self.store.domain_id(rcpt.domain()).await?.is_none() {
             return Ok(Route::NotLocal);
@@ -59,7 +67,7 @@ impl Router {
                     .resolve_for_delivery(&format!("{base}@{}", rcpt.domain()))
                     .await?;
                 if !found.is_empty() {
-                    return Ok(Route::Local(found));
+                    return Ok(to_mailboxes(found));
                 }
             }
         }
@@ -69,10 +77,19 @@ impl Router {
         {
             let found = self.store.resolve_for_delivery(pm).await?;
             if !found.is_empty() {
-                return Ok(Route::Local(found));
+                return Ok(to_mailboxes(found));
             }
             tracing::warn!(postmaster = %pm, "smtp.postmaster names no local mailbox");
         }
         Ok(Route::UnknownUser)
     }
+}
+
+fn to_mailboxes(found: Vec<(MailboxRef, bool)>) -> Route {
+    Route::Local(
+        found
+            .into_iter()
+            .map(|(mailbox, challenge)| Target { mailbox, challenge })
+            .collect(),
+    )
 }

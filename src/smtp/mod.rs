@@ -5,8 +5,11 @@
 //! - [`data`]: the DATA stream → message bytes, strict about line endings (pure)
 //! - [`reply`]: reply values and the named codes
 //! - [`session`]: one client's dialogue, its transaction and limits
+//! - [`accept`]: what the session asks of the rest of the server (routing a
+//!   recipient, taking a message), behind one trait
 //! - [`server`]: listeners, connection limits, graceful shutdown
 
+pub mod accept;
 pub mod command;
 pub mod data;
 pub mod reply;

@@ -6,17 +6,16 @@
 //! one write. Parsing is done by [`Command::parse`] and [`DataDecoder`];
 //! this file owns only the order of things and the limits.
 
+use super::accept::{Accepted, MailHandler};
 use super::command::{Command, MailParams};
 use super::data::{DataDecoder, DataOutcome};
 use super::reply::{Reply, codes};
 use crate::address::EmailAddress;
 use crate::clock::Clock;
 use crate::config::SmtpConfig;
-use crate::delivery::Delivery;
-use crate::delivery::router::{Route, Router};
+use crate::delivery::router::Route;
 use crate::envelope::{ClientInfo, Envelope, Recipient};
 use crate::mainlog::MainLog;
-use crate::quarantine::{Outcome, Quarantine};
 use crate::queue_id::new_queue_id;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +26,8 @@ use tokio::sync::watch;
 pub struct SmtpContext {
     pub config: SmtpConfig,
     pub hostname: String,
-    pub router: Router,
-    pub delivery: Arc<Delivery>,
-    pub quarantine: Arc<Quarantine>,
+    /// Routing and taking messages: the rest of the server (or a test's fake).
+    pub handler: Arc<dyn MailHandler>,
     pub log: MainLog,
     pub clock: Arc<dyn Clock>,
 }
@@ -358,7 +356,7 @@ impl Session<'_> {
     }
 
     async fn rcpt(&mut self, to: EmailAddress) -> Flow {
-        let route = match self.ctx.router.route(&to).await {
+        let route = match self.ctx.handler.route(&to).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, rcpt = %to, "recipient lookup failed");
@@ -392,11 +390,11 @@ impl Session<'_> {
                 if tx.first_rcpt.is_none() {
                     tx.first_rcpt = Some(to.to_string());
                 }
-                for (mailbox, challenge) in mailboxes {
-                    if !tx.recipients.iter().any(|r| r.mailbox.id == mailbox.id) {
+                for t in mailboxes {
+                    if !tx.recipients.iter().any(|r| r.mailbox.id == t.mailbox.id) {
                         tx.recipients.push(Recipient {
-                            mailbox,
-                            challenge,
+                            mailbox: t.mailbox,
+                            challenge: t.challenge,
                             original: to.to_string(),
                         });
                     }
@@ -465,6 +463,7 @@ impl Session<'_> {
         );
         data.extend_from_slice(&body);
         drop(body);
+        let from = tx.from.clone();
         let env = Envelope {
             queue_id: queue_id.clone(),
             sender: tx.from,
@@ -476,44 +475,19 @@ impl Session<'_> {
                 protocol,
             },
         };
-        let outcomes = match self.ctx.quarantine.screen(&env, &data).await {
-            Ok(o) => o,
-            Err(e) => {
-                self.temporarily_rejected(&queue_id, "quarantine screening failed", &e);
-                return;
+        match self.ctx.handler.accept(env, data).await {
+            Accepted::Stored => self.reply(Reply::text(250, "2.0.0", format!("OK id={queue_id}"))),
+            Accepted::Blocked => {
+                // Every recipient blocks this sender: refuse in the session, so
+                // no mail is ever sent to a blocked (maybe forged) sender.
+                self.log_reject(
+                    from.as_ref(),
+                    "after DATA",
+                    "sender is on the recipients' block lists",
+                );
+                self.reply(codes::blocked_sender());
             }
-        };
-        if !outcomes.is_empty() && outcomes.iter().all(|o| matches!(o, Outcome::Reject(_))) {
-            // Every recipient blocks this sender: refuse in the session, so
-            // no mail is ever sent to a blocked (maybe forged) sender.
-            self.log_reject(
-                env.sender.as_ref(),
-                "after DATA",
-                "sender is on the recipients' block lists",
-            );
-            self.reply(codes::blocked_sender());
-            return;
-        }
-        let to_deliver: Vec<usize> = (0..env.recipients.len())
-            .filter(|&i| matches!(outcomes.get(i), None | Some(Outcome::Deliver)))
-            .collect();
-        let data = Arc::new(data);
-        match self
-            .ctx
-            .delivery
-            .deliver_new(&env, data.clone(), &to_deliver)
-            .await
-        {
-            Ok(delivered) => {
-                self.ctx.log.arrival(&env, &data);
-                self.ctx.quarantine.log(&env, &outcomes);
-                self.ctx.delivery.log(&env, &delivered);
-                if delivered.all_done() {
-                    self.ctx.log.completed(&queue_id);
-                }
-                self.reply(Reply::text(250, "2.0.0", format!("OK id={queue_id}")));
-            }
-            Err(e) => self.temporarily_rejected(&queue_id, "message could not be stored", &e),
+            Accepted::Failed { what, error } => self.temporarily_rejected(&queue_id, what, &error),
         }
     }
 
@@ -556,4 +530,231 @@ fn sanitize_helo(h: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The dialogue in memory: a session over `tokio::io::duplex` with a
+    //! fake handler and, for the timeouts, paused time. The socket-level
+    //! tests (tests/it/smtp_dialogue.rs) run the same dialogue over TCP
+    //! against the real handler.
+    use super::*;
+    use crate::clock::{ManualClock, Timestamp};
+    use crate::config::{HumanDuration, SmtpConfig};
+    use crate::delivery::router::Target;
+    use crate::envelope::Envelope;
+    use crate::smtp::accept::HandlerFuture;
+    use crate::store::mailboxes::MailboxRef;
+    use std::sync::Mutex;
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+
+    /// Knows alice@example.test; example.test is local, the rest is not.
+    struct Fake {
+        answer: Accepted,
+        taken: Mutex<Vec<(Envelope, Vec<u8>)>>,
+    }
+
+    impl MailHandler for Fake {
+        fn route<'a>(&'a self, to: &'a EmailAddress) -> HandlerFuture<'a, Result<Route, String>> {
+            Box::pin(async move {
+                match to.to_string().as_str() {
+                    "alice@example.test" => Ok(Route::Local(vec![Target {
+                        mailbox: MailboxRef {
+                            id: 1,
+                            address: "alice@example.test".into(),
+                        },
+                        challenge: false,
+                    }])),
+                    "broken@example.test" => Err("database is down".into()),
+                    _ if to.domain().to_string() == "example.test" => Ok(Route::UnknownUser),
+                    _ => Ok(Route::NotLocal),
+                }
+            })
+        }
+
+        fn accept<'a>(&'a self, env: Envelope, data: Vec<u8>) -> HandlerFuture<'a, Accepted> {
+            Box::pin(async move {
+                self.taken.lock().unwrap().push((env, data));
+                self.answer.clone()
+            })
+        }
+    }
+
+    struct Client {
+        read: BufReader<ReadHalf<DuplexStream>>,
+        write: WriteHalf<DuplexStream>,
+        handler: Arc<Fake>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Client {
+        async fn reply(&mut self) -> String {
+            let mut all = String::new();
+            loop {
+                let mut line = String::new();
+                if self.read.read_line(&mut line).await.unwrap() == 0 {
+                    return all;
+                }
+                all.push_str(&line);
+                if line.as_bytes().get(3) == Some(&b' ') {
+                    return all;
+                }
+            }
+        }
+
+        /// Sends `line` and checks the reply starts with `expect`.
+        async fn cmd(&mut self, line: &str, expect: &str) -> String {
+            self.write
+                .write_all(format!("{line}\r\n").as_bytes())
+                .await
+                .unwrap();
+            let r = self.reply().await;
+            assert!(r.starts_with(expect), "{line:?} got {r:?}, wanted {expect}");
+            r
+        }
+    }
+
+    async fn session(answer: Accepted, tweak: impl FnOnce(&mut SmtpConfig)) -> Client {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_795_788_353)));
+        let log = MainLog::open(
+            &dir.path().join("mainlog"),
+            &dir.path().join("rejectlog"),
+            clock.clone(),
+        )
+        .unwrap();
+        let mut config = SmtpConfig::default();
+        tweak(&mut config);
+        let handler = Arc::new(Fake {
+            answer,
+            taken: Mutex::new(Vec::new()),
+        });
+        let ctx = Arc::new(SmtpContext {
+            config,
+            hostname: "mx.example.test".into(),
+            handler: handler.clone(),
+            log,
+            clock,
+        });
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            let _keep = _stop;
+            run_session(&ctx, server, "192.0.2.7:40312".parse().unwrap(), stopped).await;
+        });
+        let (read, write) = tokio::io::split(client);
+        let mut c = Client {
+            read: BufReader::new(read),
+            write,
+            handler,
+            _dir: dir,
+        };
+        let greeting = c.reply().await;
+        assert!(greeting.starts_with("220 mx.example.test"), "{greeting}");
+        c
+    }
+
+    fn mainlog(c: &Client) -> String {
+        std::fs::read_to_string(c._dir.path().join("mainlog")).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_transaction_reaches_the_handler_with_our_trace_header() {
+        let mut c = session(Accepted::Stored, |_| {}).await;
+        c.cmd("EHLO client.example.org", "250-mx.example.test")
+            .await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250 2.1.0").await;
+        c.cmd("RCPT TO:<alice@example.test>", "250 2.1.5").await;
+        c.cmd("DATA", "354").await;
+        c.cmd("Subject: hi\r\n\r\nhello\r\n.", "250 2.0.0 OK id=")
+            .await;
+        c.cmd("QUIT", "221").await;
+        let taken = c.handler.taken.lock().unwrap();
+        let (env, data) = &taken[0];
+        assert_eq!(env.sender.as_ref().unwrap().to_string(), "bob@example.org");
+        assert_eq!(env.recipients[0].original, "alice@example.test");
+        let text = String::from_utf8_lossy(data);
+        assert!(
+            text.starts_with("Received: from client.example.org ([192.0.2.7])"),
+            "{text}"
+        );
+        assert!(text.contains("for <alice@example.test>;"), "{text}");
+        assert!(text.ends_with("Subject: hi\r\n\r\nhello\r\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn recipients_are_refused_with_the_reason_and_a_lookup_failure_is_temporary() {
+        let mut c = session(Accepted::Stored, |_| {}).await;
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        c.cmd("RCPT TO:<nobody@example.test>", "550 5.1.1").await;
+        c.cmd("RCPT TO:<carol@elsewhere.example>", "550 5.7.1")
+            .await;
+        c.cmd("RCPT TO:<broken@example.test>", "451 4.3.0").await;
+        c.cmd("DATA", "554").await;
+    }
+
+    #[tokio::test]
+    async fn a_blocked_sender_gets_550_and_a_local_fault_gets_451_with_a_log_line() {
+        for (answer, want) in [
+            (Accepted::Blocked, "550 5.7.1"),
+            (
+                Accepted::Failed {
+                    what: "message could not be stored",
+                    error: "disk full".into(),
+                },
+                "451 4.3.0",
+            ),
+        ] {
+            let failed = matches!(answer, Accepted::Failed { .. });
+            let mut c = session(answer, |_| {}).await;
+            c.cmd("EHLO client.example.org", "250").await;
+            c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+            c.cmd("RCPT TO:<alice@example.test>", "250").await;
+            c.cmd("DATA", "354").await;
+            c.cmd("Subject: hi\r\n\r\nhello\r\n.", want).await;
+            if failed {
+                let log = mainlog(&c);
+                assert!(
+                    log.contains(
+                        "temporarily rejected after DATA: message could not be stored: disk full"
+                    ),
+                    "{log}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_client_is_told_421_after_the_command_timeout() {
+        let mut c = session(Accepted::Stored, |s| {
+            s.command_timeout = HumanDuration(Duration::from_secs(300));
+        })
+        .await;
+        let started = tokio::time::Instant::now();
+        let r = c.reply().await;
+        assert!(r.starts_with("421 4.4.2"), "{r}");
+        assert!(started.elapsed() >= Duration::from_secs(300));
+        assert!(mainlog(&c).contains("SMTP command timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_data_transfer_is_ended_by_the_data_timeout() {
+        let mut c = session(Accepted::Stored, |s| {
+            s.data_timeout = HumanDuration(Duration::from_secs(180));
+        })
+        .await;
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        c.cmd("RCPT TO:<alice@example.test>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.write
+            .write_all(b"Subject: half a message\r\n")
+            .await
+            .unwrap();
+        let r = c.reply().await;
+        assert!(r.starts_with("421 4.4.2"), "{r}");
+        assert!(c.handler.taken.lock().unwrap().is_empty());
+    }
 }
