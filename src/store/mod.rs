@@ -20,15 +20,16 @@
 //! ([`Store::writer`]): in-process writers queue in order at the pool,
 //! never inside SQLite; transactions start with `BEGIN IMMEDIATE`
 //! ([`Store::begin_write`]), so another process (the admin CLI) is waited
-//! for at the start, never midway. [`Store::write`] goes further: units of
-//! work that arrive together share one transaction (each in its own
-//! savepoint) and one commit, so one fsync of the WAL serves many messages
-//! (group commit).
+//! for at the start, never midway.
 //!
-//! On PostgreSQL the pool serves reads and writes alike; [`Store::write`]
-//! runs each unit in its own transaction and retries it when PostgreSQL
-//! reports a serialization failure or a deadlock (SQLSTATE `40001`,
-//! `40P01`), which are never the caller's fault.
+//! [`Store::write`] goes further, on both backends: units of work that
+//! arrive together share one transaction and one commit, run by one task
+//! on a connection of its own, so one WAL flush serves many messages
+//! (group commit). If any unit fails, the group is rolled back and each
+//! unit runs alone, so a unit's failure is its own. On PostgreSQL a
+//! serialization failure or a deadlock (SQLSTATE `40001`, `40P01`) is never
+//! the caller's fault: the unit is run again. The PostgreSQL pool serves
+//! single-statement writes and reads alike.
 
 pub mod domains;
 pub mod held;
@@ -38,7 +39,7 @@ pub mod queue;
 pub mod settings;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{Acquire, Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -119,27 +120,31 @@ pub type WriteFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// Called once the group's commit is known: `Err` carries why it failed.
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// One unit of work queued for the SQLite writer: `run` runs it in its
-/// own savepoint, says whether it succeeded, and hands back its `Done`;
-/// `fail` tells its caller why it never ran (the group failed first).
+
+/// One unit of work queued for the writer. `run` may be called more than
+/// once (alone, after its group failed; again, after a PostgreSQL
+/// serialization failure); `Ok` hands back what tells the caller once the
+/// commit is known. `fail` tells the caller the unit's own error.
 struct Job {
     run: RunJob,
-    fail: Done,
+    fail: Box<dyn FnOnce(StoreError) + Send>,
 }
 
 type RunJob = Box<
-    dyn for<'c> FnOnce(
+    dyn for<'c> FnMut(
             &'c mut AnyConnection,
-        ) -> Pin<Box<dyn Future<Output = (bool, Done)> + Send + 'c>>
+        )
+            -> Pin<Box<dyn Future<Output = Result<Done, StoreError>> + Send + 'c>>
         + Send,
 >;
 
-/// Most units of work one SQLite commit carries.
+/// Most units of work one commit carries.
 const MAX_GROUP: usize = 128;
 /// A pooled connection idle this long is pinged before it is used again
 /// (a restarted PostgreSQL server drops its connections).
 const IDLE_CHECK: Duration = Duration::from_secs(10);
-/// How often a unit of work is tried on PostgreSQL before its error stands.
+/// How often a unit of work is tried after a serialization failure or a
+/// deadlock before its error stands.
 const PG_ATTEMPTS: u32 = 8;
 
 /// A handle on the database; cheap to clone.
@@ -149,8 +154,8 @@ pub struct Store {
     pool: AnyPool,
     /// SQLite: one connection, the only one that writes. PostgreSQL: `pool`.
     writer: AnyPool,
-    /// SQLite: the group-commit task behind [`Store::write`].
-    group: Option<mpsc::Sender<Job>>,
+    /// The group-commit task behind [`Store::write`].
+    group: mpsc::Sender<Job>,
     backend: Backend,
 }
 
@@ -227,15 +232,20 @@ impl Store {
             .max_connections(max_connections)
             .connect(&url)
             .await?;
-        let (writer, group) = match backend {
-            Backend::Postgres => (pool.clone(), None),
+        // The group writer has a connection of its own on both backends; on
+        // SQLite it is the one writer connection.
+        let (writer, group_conn) = match backend {
+            Backend::Postgres => {
+                let group = options().max_connections(1).connect(&url).await?;
+                (pool.clone(), group)
+            }
             Backend::Sqlite => {
                 let writer = options().max_connections(1).connect(&url).await?;
-                let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
-                tokio::spawn(run_group_commits(writer.clone(), rx));
-                (writer, Some(tx))
+                (writer.clone(), writer)
             }
         };
+        let (group, jobs) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(run_group_commits(group_conn, backend, jobs));
         Ok(Store {
             pool,
             writer,
@@ -283,21 +293,19 @@ impl Store {
     /// other store call, file, DNS or network), as it may hold the
     /// database's write lock for others.
     ///
-    /// On SQLite, units that arrive together share one transaction and one
-    /// commit, each in its own savepoint: a unit that fails is rolled back
-    /// alone. On PostgreSQL `work` may run more than once: a serialization
-    /// failure or deadlock is retried (up to 8 attempts), so it must not
-    /// have effects outside the database.
+    /// Units that arrive together share one transaction and one commit
+    /// (group commit: one WAL flush for many messages). When one of them
+    /// fails, the group is rolled back and each unit runs alone, so a
+    /// failing unit fails alone. A serialization failure or deadlock
+    /// (PostgreSQL) is retried, up to 8 attempts; so `work` may run more
+    /// than once and must not have effects outside the database.
     pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'c> Fn(&'c mut AnyConnection) -> WriteFuture<'c, T> + Send + Sync + 'static,
     {
-        let Some(group) = &self.group else {
-            return self.write_retrying(work).await;
-        };
         let (reply, result) = oneshot::channel();
-        // Whichever of `run` and `fail` is called answers the caller.
+        // Whichever of a `Done` and `fail` is called first answers the caller.
         let reply = Arc::new(Mutex::new(Some(reply)));
         let answer = move |r: Result<T, StoreError>| {
             if let Some(reply) = reply.lock().ok().and_then(|mut r| r.take()) {
@@ -305,56 +313,24 @@ impl Store {
             }
         };
         let fail_answer = answer.clone();
+        let work = Arc::new(work);
         let job = Job {
             run: Box::new(move |conn| {
+                let work = work.clone();
+                let answer = answer.clone();
                 Box::pin(async move {
-                    let r = work(conn).await;
-                    let ok = r.is_ok();
+                    let value = work(conn).await?;
                     let done: Done = Box::new(move |commit| {
-                        answer(match commit {
-                            Ok(()) => r,
-                            Err(why) => r.and(Err(StoreError::Commit(why))),
-                        })
+                        answer(commit.map(|()| value).map_err(StoreError::Commit))
                     });
-                    (ok, done)
+                    Ok(done)
                 })
             }),
-            fail: Box::new(move |commit| {
-                let why = commit.err().unwrap_or_else(|| "not run".into());
-                fail_answer(Err(StoreError::Commit(why)))
-            }),
+            fail: Box::new(move |e| fail_answer(Err(e))),
         };
-        group
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Commit("the database writer has stopped".into()))?;
-        result
-            .await
-            .map_err(|_| StoreError::Commit("the database writer has stopped".into()))?
-    }
-
-    async fn write_retrying<T, F>(&self, work: F) -> Result<T, StoreError>
-    where
-        F: for<'c> Fn(&'c mut AnyConnection) -> WriteFuture<'c, T>,
-    {
-        let mut attempt = 1;
-        loop {
-            let mut tx = self.begin_write().await?;
-            let r = match work(&mut tx).await {
-                Ok(v) => tx.commit().await.map(|()| v).map_err(StoreError::from),
-                Err(e) => Err(e),
-            };
-            match r {
-                Err(e) if e.is_retryable() && attempt < PG_ATTEMPTS => {
-                    tracing::debug!(error = %e, attempt, "write transaction retried");
-                    // Spread the retries of transactions that collided.
-                    let wait = 1 + rand::random::<u64>() % (2u64 << attempt);
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
+        let stopped = || StoreError::Commit("the database writer has stopped".into());
+        self.group.send(job).await.map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
     }
 
     pub async fn close(&self) {
@@ -389,85 +365,81 @@ impl Store {
     }
 }
 
-/// The SQLite writer's loop: takes every unit of work that is waiting (up
-/// to [`MAX_GROUP`]), runs each in a savepoint of one `BEGIN IMMEDIATE`
-/// transaction, commits once, then tells each caller.
-async fn run_group_commits(writer: AnyPool, mut jobs: mpsc::Receiver<Job>) {
+/// The writer's loop: takes every unit of work that is waiting (up to
+/// [`MAX_GROUP`]) and commits them together.
+async fn run_group_commits(writer: AnyPool, backend: Backend, mut jobs: mpsc::Receiver<Job>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let dones = match commit_group(&writer, group.drain(..)).await {
-            Ok((dones, commit)) => {
-                let commit = commit.map_err(|e| e.to_string());
-                if let Err(e) = &commit {
-                    tracing::error!(error = %e, "group commit failed");
+        if group.len() > 1 {
+            match commit_group(&writer, backend, &mut group).await {
+                Ok(dones) => {
+                    for done in dones {
+                        done(Ok(()));
+                    }
+                    group.clear();
+                    continue;
                 }
-                dones.into_iter().map(|d| (d, commit.clone())).collect()
+                Err(e) => {
+                    tracing::debug!(error = %e, units = group.len(), "group write failed; each unit runs alone")
+                }
             }
-            Err((dones, e)) => {
-                tracing::error!(error = %e, "group write failed");
-                let why = e.to_string();
-                dones
-                    .into_iter()
-                    .map(|d| (d, Err(why.clone())))
-                    .collect::<Vec<_>>()
-            }
-        };
-        for (done, commit) in dones {
-            done(commit);
+        }
+        for job in group.drain(..) {
+            run_alone(&writer, backend, job).await;
         }
     }
 }
 
-type GroupResult = Result<(Vec<Done>, Result<(), sqlx::Error>), (Vec<Done>, sqlx::Error)>;
-
-async fn commit_group(writer: &AnyPool, group: impl Iterator<Item = Job>) -> GroupResult {
-    let mut dones = Vec::new();
-    let mut tx = match writer.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
-        Err(e) => {
-            // Nothing ran: each unit still has to hear why.
-            for job in group {
-                dones.push(fail_unrun(job));
-            }
-            return Err((dones, e));
-        }
-    };
-    let mut failed = None;
-    for job in group {
-        if failed.is_some() {
-            dones.push(fail_unrun(job));
-            continue;
-        }
-        let mut savepoint = match (&mut tx).begin().await {
-            Ok(s) => s,
-            Err(e) => {
-                failed = Some(e);
-                dones.push(fail_unrun(job));
-                continue;
-            }
-        };
-        let (ok, done) = (job.run)(&mut savepoint).await;
-        dones.push(done);
-        let closed = if ok {
-            savepoint.commit().await
-        } else {
-            savepoint.rollback().await
-        };
-        if let Err(e) = closed {
-            failed = Some(e);
-        }
+async fn begin(
+    writer: &AnyPool,
+    backend: Backend,
+) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    match backend {
+        Backend::Sqlite => writer.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => writer.begin().await,
     }
-    if let Some(e) = failed {
-        let _ = tx.rollback().await;
-        return Err((dones, e));
-    }
-    let commit = tx.commit().await;
-    Ok((dones, commit))
 }
 
-/// The `Done` of a unit that never ran: its caller gets the group's error.
-fn fail_unrun(job: Job) -> Done {
-    job.fail
+/// Every unit of `group` in one transaction. `Err` when any of them (or
+/// the transaction) failed: nothing of the group was stored.
+async fn commit_group(
+    writer: &AnyPool,
+    backend: Backend,
+    group: &mut [Job],
+) -> Result<Vec<Done>, StoreError> {
+    let mut tx = begin(writer, backend).await?;
+    let mut dones = Vec::with_capacity(group.len());
+    for job in group.iter_mut() {
+        dones.push((job.run)(&mut tx).await?);
+    }
+    tx.commit().await?;
+    Ok(dones)
+}
+
+/// One unit in a transaction of its own, retried after a serialization
+/// failure or deadlock; its caller hears the outcome.
+async fn run_alone(writer: &AnyPool, backend: Backend, mut job: Job) {
+    let mut attempt = 1;
+    loop {
+        let r = async {
+            let mut tx = begin(writer, backend).await?;
+            let done = (job.run)(&mut tx).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(done)
+        }
+        .await;
+        match r {
+            Ok(done) => return done(Ok(())),
+            Err(e) if e.is_retryable() && attempt < PG_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "write transaction retried");
+                // Spread the retries of transactions that collided.
+                let wait = 1 + rand::random::<u64>() % (2u64 << attempt);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                attempt += 1;
+            }
+            Err(e) => return (job.fail)(e),
+        }
+    }
 }
 
 #[cfg(test)]
