@@ -6,19 +6,24 @@
 //! 1. [`smtp`] — the receiver. [`smtp::server`] accepts a connection within
 //!    the connection limits; [`smtp::session`] runs the RFC 5321 dialogue,
 //!    parsing lines with [`smtp::command`] and the message with
-//!    [`smtp::data`] (strict `CRLF.CRLF`, bare CR/LF refused).
+//!    [`smtp::data`] (strict `CRLF.CRLF`, bare CR/LF refused), and asks a
+//!    [`smtp::accept::MailHandler`] for the rest.
 //! 2. [`delivery::router`] — RCPT: is the address ours (a local domain),
 //!    and which mailboxes does it reach (mailbox, alias, `+tag`)? Unknown
 //!    users and relaying are refused in the session.
-//! 3. [`quarantine`] — after DATA, before the reply, for each mailbox with
-//!    challenge-response on: a reply to a challenge releases; otherwise
-//!    [`policy::decide`] reads the message's [`policy::facts`] and the
-//!    mailbox's sender lists ([`policy::rules`]) and says deliver, hold
-//!    (challenging only unknown, human, non-automated senders), discard or
-//!    reject (block lists refuse in the session: no backscatter).
-//! 4. [`challenge`] — an HMAC-signed [`challenge::token`] in a mail built
-//!    from the owner's [`challenge::templates`] by [`challenge::compose`],
-//!    sent from `<>` through the durable [`outbound`] queue.
+//! 3. [`quarantine`] — after DATA, before the reply
+//!    ([`quarantine::screen`]), for each mailbox with challenge-response on:
+//!    a reply to a challenge releases; otherwise [`policy::decide`] reads
+//!    the message's [`policy::facts`] and the mailbox's sender lists
+//!    ([`policy::rules`]) and says deliver, hold (challenging only unknown,
+//!    human, non-automated senders), discard or reject (block lists refuse
+//!    in the session: no backscatter). [`quarantine::release`] and
+//!    [`quarantine::sweep`] handle held mail afterwards.
+//! 4. [`challenge`] — [`challenge::issue`] signs an HMAC
+//!    [`challenge::token`] into a mail built from the owner's
+//!    [`challenge::templates`] ([`challenge::notice`],
+//!    [`challenge::compose`]), sent from `<>` through the durable
+//!    [`outbound`] queue; it verifies tokens that come back.
 //! 5. [`web`] — `GET /verify/<token>` shows what waits, only `POST`
 //!    releases: the sender is allowed and every held message delivered once.
 //! 6. [`delivery`] — the message is written into each mailbox's Maildir
@@ -26,11 +31,15 @@
 //!    to the database queue ([`store::queue`]) and retried later. Nothing
 //!    acknowledged is ever lost.
 //! 7. [`mainlog`] — one Exim-style line per arrival (`<=`), delivery
-//!    (`=>`), deferral (`==`) and failure (`**`); refusals go to the reject log.
+//!    (`=>`), deferral (`==`) and failure (`**`), each from a typed event;
+//!    refusals go to the reject log.
 //!
-//! Around them: [`config`] (TOML + `BOXTRAP_*`), [`store`] (SQLite or
-//! PostgreSQL through sqlx), [`app`] (wiring and shutdown), [`cli`] (the
-//! admin commands), [`clock`] (the only reader of the wall clock).
+//! Around them: [`envelope`] (the envelope shared along the path),
+//! [`config`] (TOML + `BOXTRAP_*`), [`store`] (SQLite or PostgreSQL through
+//! sqlx, writes grouped and never failing for being concurrent), [`dns`]
+//! (the resolver seam), [`retry`] (backoff), [`app`] (wiring and shutdown),
+//! [`cli`] (the admin commands), [`clock`] (the only reader of the wall
+//! clock), [`address`], [`password`], [`queue_id`] and [`html`].
 
 pub mod address;
 pub mod app;

@@ -2,7 +2,7 @@
 //! challenge-response on, and everything that happens to held mail after.
 //!
 //! - [`Quarantine::screen`] runs after DATA and before the reply: a reply
-//!   to a challenge releases; otherwise [`policy::decide`] says deliver,
+//!   to a challenge releases; otherwise [`crate::policy::decide`] says deliver,
 //!   hold (and maybe challenge), discard or reject. Holding a message,
 //!   opening its challenge and queueing the challenge mail commit together.
 //! - [`Quarantine::release_sender`] (link, reply, owner) allows the sender
