@@ -59,6 +59,15 @@ impl Timestamp {
     }
 }
 
+/// Microseconds since the epoch, as the database stores times. Also gives
+/// `TryFrom<i64>` (never failing), which `#[sqlx(try_from = "i64")]` reads
+/// `Timestamp` columns with.
+impl From<i64> for Timestamp {
+    fn from(micros: i64) -> Timestamp {
+        Timestamp(micros)
+    }
+}
+
 struct Civil {
     year: i64,
     month: u32,
