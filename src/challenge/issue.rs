@@ -10,7 +10,7 @@ use super::token::{self, Claims, Keyring, TokenError, TokenKey};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{ChallengeConfig, Config};
 use crate::policy::facts::MessageFacts;
-use crate::store::held::{self, NewOutbound};
+use crate::store::held::{self, ActivityAction, ChallengeState, NewOutbound};
 use crate::store::settings::MailboxSettings;
 use crate::store::{Store, StoreError};
 use std::sync::{Arc, RwLock};
@@ -250,7 +250,7 @@ impl Challenges {
             Err(e) => {
                 tracing::warn!(mailbox = %s.address, to, error = %e, "notice not sent");
                 self.store
-                    .log_activity(s.id, now, "notice-failed", to, &e.to_string())
+                    .log_activity(s.id, now, ActivityAction::NoticeFailed, to, &e.to_string())
                     .await?;
                 return Ok(());
             }
@@ -299,10 +299,10 @@ impl Challenges {
             }
             Err(_) => return Err(VerifyError::Malformed),
         }
-        match c.state.as_str() {
-            "open" => {}
-            "expired" => return Err(VerifyError::Expired),
-            _ => return Err(VerifyError::AlreadyUsed),
+        match c.state {
+            ChallengeState::Open => {}
+            ChallengeState::Expired => return Err(VerifyError::Expired),
+            ChallengeState::Verified => return Err(VerifyError::AlreadyUsed),
         }
         Ok(Verified {
             challenge_id: c.id,

@@ -15,7 +15,8 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::config::Config;
 use crate::policy::rules::{self, ListKind, SenderRule};
 use crate::quarantine::Quarantine;
-use crate::store::held::HeldSummary;
+use crate::quarantine::release::ReleasedBy;
+use crate::store::held::{HeldState, HeldSummary};
 use crate::store::settings::MailboxSettings;
 use crate::store::{Store, StoreError};
 use anyhow::{Context, bail};
@@ -710,7 +711,7 @@ const MAX_LIST_BYTES: u64 = 16 * 1024 * 1024;
 // --- quarantine --------------------------------------------------------------------
 
 fn held_line(h: &HeldSummary, now: Timestamp) -> String {
-    let state = if h.state == "held" {
+    let state = if h.state == HeldState::Held {
         String::new()
     } else {
         format!(" ({})", h.state)
@@ -842,7 +843,7 @@ async fn release(config: &Config, store: &Store, target: Target) -> anyhow::Resu
         let Some(h) = store.held(id).await? else {
             bail!("no held message {id} (see `boxtrap quarantine list`)");
         };
-        if h.state != "held" {
+        if h.state != HeldState::Held {
             bail!("held message {id} is already being released");
         }
         let q = open_quarantine(config).await?;
@@ -863,7 +864,7 @@ async fn release(config: &Config, store: &Store, target: Target) -> anyhow::Resu
     }
     let (s, sender) = sender_target(store, target.mailbox, target.sender).await?;
     let waiting = store.list_held(Some(s.id), Some(&sender)).await?;
-    if !waiting.iter().any(|h| h.state == "held") {
+    if !waiting.iter().any(|h| h.state == HeldState::Held) {
         bail!(
             "no mail from {sender} is held for {}; to allow the sender anyway: \
              boxtrap list add {} allow {sender}",
@@ -872,7 +873,7 @@ async fn release(config: &Config, store: &Store, target: Target) -> anyhow::Resu
         );
     }
     let q = open_quarantine(config).await?;
-    let n = q.release_sender(s.id, &sender, "owner").await?;
+    let n = q.release_sender(s.id, &sender, ReleasedBy::Owner).await?;
     say!(
         "released {n} message(s) from {sender} to {}; {sender} is on the allow list",
         s.address
@@ -893,7 +894,7 @@ async fn delete(config: &Config, store: &Store, target: Target) -> anyhow::Resul
         let Some(h) = store.held(id).await? else {
             bail!("no held message {id} (see `boxtrap quarantine list`)");
         };
-        if h.state != "held" {
+        if h.state != HeldState::Held {
             bail!("held message {id} is being released and cannot be deleted");
         }
         let q = open_quarantine(config).await?;
@@ -912,7 +913,7 @@ async fn delete(config: &Config, store: &Store, target: Target) -> anyhow::Resul
         .list_held(Some(s.id), Some(&sender))
         .await?
         .into_iter()
-        .filter(|h| h.state == "held")
+        .filter(|h| h.state == HeldState::Held)
         .collect();
     if held.is_empty() {
         bail!("no mail from {sender} is held for {}", s.address);

@@ -9,8 +9,23 @@ use crate::delivery::{LocalCopy, unique_name};
 use crate::mainlog::{Rcpt, Via};
 use crate::policy::facts::MessageFacts;
 use crate::policy::rules::{ListKind, SenderRule};
-use crate::store::held;
+use crate::store::held::{self, ActivityAction, text_enum};
 use std::sync::Arc;
+
+text_enum! {
+    /// What released held mail. Shown in the main log (`R=quarantine
+    /// T=maildir (link)`) and in the activity log (`released`, `allowed`).
+    pub enum ReleasedBy("release cause") {
+        /// The sender confirmed on the verification page.
+        Link = "link",
+        /// The sender replied to the challenge.
+        Reply = "reply",
+        /// The mailbox's owner, through the admin CLI.
+        Owner = "owner",
+        /// The sweeper, finishing a release that died midway.
+        Resumed = "resumed",
+    }
+}
 
 impl Quarantine {
     /// Releases everything held from `sender` for the mailbox and allows
@@ -20,7 +35,7 @@ impl Quarantine {
         &self,
         mailbox_id: i64,
         sender: &str,
-        how: &str,
+        how: ReleasedBy,
     ) -> Result<usize, QuarantineError> {
         let now = self.clock.now();
         let owned_sender = sender.to_owned();
@@ -43,7 +58,7 @@ impl Quarantine {
                 .log_activity(
                     mailbox_id,
                     now,
-                    "allowed",
+                    ActivityAction::Allowed,
                     sender,
                     &format!("added to the allow list ({how})"),
                 )
@@ -56,7 +71,7 @@ impl Quarantine {
             }
         }
         let s = self.store.mailbox_settings(mailbox_id).await?;
-        if delivered > 0 && s.notify_released && how != "owner" {
+        if delivered > 0 && s.notify_released && how != ReleasedBy::Owner {
             let facts = MessageFacts::default();
             self.challenges
                 .queue_notice(
@@ -77,11 +92,15 @@ impl Quarantine {
         if !self.store.claim_held(id, self.clock.now()).await? {
             return Ok(false);
         }
-        self.deliver_held(id, "owner").await
+        self.deliver_held(id, ReleasedBy::Owner).await
     }
 
     /// Delivers a claimed held message into its Maildir exactly once, then forgets it.
-    pub(super) async fn deliver_held(&self, id: i64, how: &str) -> Result<bool, QuarantineError> {
+    pub(super) async fn deliver_held(
+        &self,
+        id: i64,
+        how: ReleasedBy,
+    ) -> Result<bool, QuarantineError> {
         let Some(h) = self.store.held(id).await? else {
             return Ok(false);
         };
@@ -111,13 +130,13 @@ impl Quarantine {
             .log_activity(
                 h.mailbox_id,
                 now,
-                "released",
+                ActivityAction::Released,
                 &h.sender,
                 &format!("{} ({how})", h.subject),
             )
             .await?;
         self.log
-            .delivered(&h.queue_id, rcpt, Via::RELEASE, Some(how));
+            .delivered(&h.queue_id, rcpt, Via::RELEASE, Some(how.as_str()));
         Ok(true)
     }
 
@@ -135,7 +154,13 @@ impl Quarantine {
         }
         let now = self.clock.now();
         self.store
-            .log_activity(h.mailbox_id, now, "deleted", &h.sender, &h.subject)
+            .log_activity(
+                h.mailbox_id,
+                now,
+                ActivityAction::Deleted,
+                &h.sender,
+                &h.subject,
+            )
             .await?;
         self.log.failed(
             &h.queue_id,

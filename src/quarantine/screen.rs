@@ -5,6 +5,7 @@
 //! challenge mail commit together, in one unit of work on the database
 //! writer that awaits nothing else.
 
+use super::release::ReleasedBy;
 use super::{DAY, HOUR, Quarantine, QuarantineError};
 use crate::challenge::issue::{ChallengeDraft, VerifyError};
 use crate::challenge::templates::TemplateName;
@@ -14,7 +15,7 @@ use crate::policy::facts::{MessageFacts, reply_token};
 use crate::policy::rules::{ListKind, SenderRule};
 use crate::policy::{self, Decision, PolicyInput, Reason, Verdict};
 use crate::store::StoreError;
-use crate::store::held::{self, NewHeld, NewOutbound};
+use crate::store::held::{self, ActivityAction, NewHeld, NewOutbound};
 use crate::store::settings::MailboxSettings;
 use sqlx::AnyConnection;
 use std::sync::Arc;
@@ -92,7 +93,7 @@ impl Quarantine {
                         .log_activity(
                             s.id,
                             now,
-                            "blocked",
+                            ActivityAction::Blocked,
                             facts.from.as_deref().unwrap_or(env_sender),
                             &d.reason.detail(),
                         )
@@ -148,7 +149,7 @@ impl Quarantine {
         let (mut open, mut rate_limited) = (false, None);
         if let Some(from) = facts.from.as_deref() {
             let mut conn = self.store.pool().acquire().await?;
-            let c = held::challenge_state(
+            let c = held::challenge_counts(
                 &mut conn,
                 s.id,
                 from,
@@ -202,14 +203,26 @@ impl Quarantine {
             }
             Verdict::Discard => {
                 self.store
-                    .log_activity(s.id, now, "ignored", &sender, &d.reason.detail())
+                    .log_activity(
+                        s.id,
+                        now,
+                        ActivityAction::Ignored,
+                        &sender,
+                        &d.reason.detail(),
+                    )
                     .await?;
                 Ok(Outcome::Dropped(d.reason.detail()))
             }
             Verdict::Reject => {
                 // Other recipients took the message: drop this copy quietly.
                 self.store
-                    .log_activity(s.id, now, "blocked", &sender, &d.reason.detail())
+                    .log_activity(
+                        s.id,
+                        now,
+                        ActivityAction::Blocked,
+                        &sender,
+                        &d.reason.detail(),
+                    )
                     .await?;
                 if s.notify_blocked && !sender.is_empty() && d.reason != Reason::NullSender {
                     self.challenges
@@ -295,7 +308,13 @@ impl Quarantine {
                 .await?
             {
                 self.store
-                    .log_activity(s.id, now, "allowed", a, "whitelisted by association")
+                    .log_activity(
+                        s.id,
+                        now,
+                        ActivityAction::Allowed,
+                        a,
+                        "whitelisted by association",
+                    )
                     .await?;
             }
         }
@@ -321,12 +340,14 @@ impl Quarantine {
                     .log_activity(
                         s.id,
                         now,
-                        "verified",
+                        ActivityAction::Verified,
                         &v.sender,
                         "the sender replied to the challenge",
                     )
                     .await?;
-                let n = self.release_sender(s.id, &v.sender, "reply").await?;
+                let n = self
+                    .release_sender(s.id, &v.sender, ReleasedBy::Reply)
+                    .await?;
                 Ok(format!(
                     "reply to a challenge: {n} held message(s) released"
                 ))
@@ -337,7 +358,7 @@ impl Quarantine {
                     Err(e) => e.to_string(),
                 };
                 self.store
-                    .log_activity(s.id, now, "reply-refused", &from, &why)
+                    .log_activity(s.id, now, ActivityAction::ReplyRefused, &from, &why)
                     .await?;
                 let since = now.plus_secs(-DAY);
                 if !from.is_empty()
@@ -447,13 +468,21 @@ impl HoldJob {
             },
         )
         .await?;
-        held::add_activity(conn, mailbox_id, now, "held", sender, &reason.detail()).await?;
+        held::add_activity(
+            conn,
+            mailbox_id,
+            now,
+            ActivityAction::Held,
+            sender,
+            &reason.detail(),
+        )
+        .await?;
         if challenged {
             held::add_activity(
                 conn,
                 mailbox_id,
                 now,
-                "challenged",
+                ActivityAction::Challenged,
                 sender,
                 "challenge mail queued",
             )

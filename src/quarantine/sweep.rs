@@ -2,8 +2,10 @@
 //! open challenges past their expiry are closed, and releases that died
 //! midway (the process was killed) are finished.
 
+use super::release::ReleasedBy;
 use super::{Quarantine, QuarantineError};
 use crate::mainlog::{Rcpt, Via};
+use crate::store::held::ActivityAction;
 use std::sync::Arc;
 
 /// What one pass of the sweeper did.
@@ -27,7 +29,13 @@ impl Quarantine {
         for h in &expired {
             if self.store.remove_held(h.id).await? {
                 self.store
-                    .log_activity(h.mailbox_id, now, "expired", &h.sender, &h.subject)
+                    .log_activity(
+                        h.mailbox_id,
+                        now,
+                        ActivityAction::Expired,
+                        &h.sender,
+                        &h.subject,
+                    )
                     .await?;
                 self.log.failed(
                     &h.queue_id,
@@ -43,7 +51,7 @@ impl Quarantine {
                 .log_activity(
                     c.mailbox_id,
                     now,
-                    "challenge-expired",
+                    ActivityAction::ChallengeExpired,
                     &c.sender,
                     "no answer in time",
                 )
@@ -52,7 +60,7 @@ impl Quarantine {
         let stale = self.store.stale_releases(now.plus_secs(-300)).await?;
         let mut finished = 0;
         for id in stale {
-            if self.deliver_held(id, "resumed").await? {
+            if self.deliver_held(id, ReleasedBy::Resumed).await? {
                 finished += 1;
             }
         }

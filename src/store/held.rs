@@ -4,11 +4,218 @@
 //! Functions that must share a transaction (holding a message, issuing its
 //! challenge and queueing the challenge mail happen together or not at all)
 //! take a connection; `Store` methods are for single statements and reads.
+//!
+//! States and actions are enums here and TEXT in the database
+//! ([`HeldState`], [`ChallengeState`], [`OutboundState`],
+//! [`ActivityAction`]); rows are read with `#[derive(sqlx::FromRow)]`, so a
+//! value no variant stores fails the read with an error naming it.
 
 use super::{Backend, Store, StoreError};
 use crate::clock::Timestamp;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
+
+/// A TEXT value that no variant of the enum reading it stores (a row
+/// written by a newer version, or by hand).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}")]
+pub struct UnknownValue {
+    /// What was being read, e.g. `held state`.
+    pub what: &'static str,
+    pub value: String,
+}
+
+/// Defines an enum whose values are stored as TEXT: `as_str()` is the
+/// stored text, which `Display` writes too; `FromStr` and `TryFrom<String>`
+/// read it back, refusing an unknown value with an [`UnknownValue`] that
+/// names it.
+///
+/// The enum also decodes itself from a TEXT column of sqlx's `Any`, so a
+/// `#[derive(sqlx::FromRow)]` row takes it as a plain field. Not through
+/// `#[sqlx(try_from = "String")]`: sqlx 0.9.0 replaces the error of such a
+/// conversion with "unprintable error", and the unknown value would be lost.
+///
+/// ```ignore
+/// text_enum! {
+///     /// Doc of the enum.
+///     pub enum Colour("colour") {
+///         /// Doc of the variant.
+///         Red = "red",
+///     }
+/// }
+/// ```
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident($what:literal) {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every variant, in the order declared.
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            /// The value as stored in the database (and shown).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::store::held::UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $( $text => Ok($name::$variant), )+
+                    _ => Err($crate::store::held::UnknownValue {
+                        what: $what,
+                        value: s.to_owned(),
+                    }),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::store::held::UnknownValue;
+
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+
+        impl ::sqlx::Type<::sqlx::Any> for $name {
+            fn type_info() -> ::sqlx::any::AnyTypeInfo {
+                <str as ::sqlx::Type<::sqlx::Any>>::type_info()
+            }
+
+            fn compatible(ty: &::sqlx::any::AnyTypeInfo) -> bool {
+                <str as ::sqlx::Type<::sqlx::Any>>::compatible(ty)
+            }
+        }
+
+        impl<'r> ::sqlx::Decode<'r, ::sqlx::Any> for $name {
+            fn decode(
+                value: ::sqlx::any::AnyValueRef<'r>,
+            ) -> Result<Self, ::sqlx::error::BoxDynError> {
+                Ok(<&str as ::sqlx::Decode<'r, ::sqlx::Any>>::decode(value)?.parse()?)
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+text_enum! {
+    /// Where a held message is (`held_messages.state`).
+    pub enum HeldState("held state") {
+        /// Waiting for a release, a deletion or its expiry.
+        Held = "held",
+        /// Claimed by a release that is delivering it; the sweeper finishes
+        /// a release that stays here too long (the process died).
+        Releasing = "releasing",
+    }
+}
+
+text_enum! {
+    /// Where a challenge is (`challenges.state`).
+    pub enum ChallengeState("challenge state") {
+        /// Sent and waiting for the sender; at most one per mailbox and sender.
+        Open = "open",
+        /// Answered by link or reply: the sender is allowed.
+        Verified = "verified",
+        /// Unanswered in time, or its last held message went away.
+        Expired = "expired",
+    }
+}
+
+text_enum! {
+    /// Where an outbound message is (`outbound_messages.state`).
+    pub enum OutboundState("outbound state") {
+        /// Waiting for its next attempt.
+        Queued = "queued",
+        /// Handed to the transport.
+        Sent = "sent",
+        /// Refused for good, or out of retries; kept until deleted.
+        Failed = "failed",
+    }
+}
+
+text_enum! {
+    /// What a line of a mailbox's activity log records (`activity.action`).
+    pub enum ActivityAction("activity action") {
+        /// A message was held.
+        Held = "held",
+        /// A challenge mail was queued for the sender.
+        Challenged = "challenged",
+        /// The sender answered the challenge by reply.
+        Verified = "verified",
+        /// The sender was added to the allow list.
+        Allowed = "allowed",
+        /// A message was refused or dropped by the block list.
+        Blocked = "blocked",
+        /// A message was dropped by the ignore list.
+        Ignored = "ignored",
+        /// A held message was delivered.
+        Released = "released",
+        /// The owner deleted a held message.
+        Deleted = "deleted",
+        /// A held message was purged after the mailbox's keep-days.
+        Expired = "expired",
+        /// A challenge was closed unanswered.
+        ChallengeExpired = "challenge-expired",
+        /// A reply to a challenge released nothing.
+        ReplyRefused = "reply-refused",
+        /// A notice mail to a sender could not be built.
+        NoticeFailed = "notice-failed",
+    }
+}
+
+/// Compares with the stored text, for code that reads the log as text.
+impl PartialEq<&str> for ActivityAction {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// An integer column read as a flag, non-zero being true: the schema keeps
+/// flags as BIGINT 0/1 on both backends (sqlx's `Any` decodes `bool` only
+/// from a boolean column), and a `COUNT(*)` answers "is there one". For
+/// `#[sqlx(try_from = "IntFlag")]` on a `bool` field.
+pub(crate) struct IntFlag(i64);
+
+impl sqlx::Type<sqlx::Any> for IntFlag {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <i64 as sqlx::Type<sqlx::Any>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for IntFlag {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        <i64 as sqlx::Decode<'r, sqlx::Any>>::decode(value).map(IntFlag)
+    }
+}
+
+impl From<IntFlag> for bool {
+    fn from(f: IntFlag) -> bool {
+        f.0 != 0
+    }
+}
 
 /// A message to hold.
 #[derive(Debug, Clone)]
@@ -31,7 +238,7 @@ pub struct NewHeld<'a> {
 }
 
 /// A held message as listed (without its body).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct HeldSummary {
     pub id: i64,
     pub mailbox_id: i64,
@@ -46,22 +253,25 @@ pub struct HeldSummary {
     pub message_id: String,
     pub date_header: String,
     pub size: i64,
+    #[sqlx(try_from = "i64")]
     pub arrived_at: Timestamp,
     pub reason: String,
     pub reason_detail: String,
     pub challenge_id: Option<i64>,
-    pub state: String,
+    pub state: HeldState,
 }
 
 /// A challenge row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ChallengeRow {
     pub id: i64,
     pub mailbox_id: i64,
     pub mailbox: String,
     pub sender: String,
-    pub state: String,
+    pub state: ChallengeState,
+    #[sqlx(try_from = "i64")]
     pub created_at: Timestamp,
+    #[sqlx(try_from = "i64")]
     pub expires_at: Timestamp,
 }
 
@@ -79,7 +289,7 @@ pub struct NewOutbound<'a> {
 }
 
 /// A queued outbound message, as the worker sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboundRow {
     pub id: i64,
     pub kind: String,
@@ -87,17 +297,19 @@ pub struct OutboundRow {
     pub challenge_id: Option<i64>,
     pub env_from: String,
     pub rcpt: String,
-    pub state: String,
+    pub state: OutboundState,
     pub attempts: i64,
     pub last_error: String,
+    #[sqlx(try_from = "i64")]
     pub created_at: Timestamp,
 }
 
 /// One line of a mailbox's activity log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Activity {
+    #[sqlx(try_from = "i64")]
     pub at: Timestamp,
-    pub action: String,
+    pub action: ActivityAction,
     pub sender: String,
     pub detail: String,
 }
@@ -111,55 +323,8 @@ const HELD_COLUMNS: &str = "h.id, h.mailbox_id, m.address AS mailbox, h.queue_id
      h.original_rcpt, h.sender, h.sender_name, h.subject, h.message_id, h.date_header, h.size, \
      h.arrived_at, h.reason, h.reason_detail, h.challenge_id, h.state";
 
-fn held_from_row(r: &AnyRow) -> Result<HeldSummary, sqlx::Error> {
-    Ok(HeldSummary {
-        id: r.try_get("id")?,
-        mailbox_id: r.try_get("mailbox_id")?,
-        mailbox: r.try_get("mailbox")?,
-        queue_id: r.try_get("queue_id")?,
-        rcpt_index: r.try_get("rcpt_index")?,
-        env_sender: r.try_get("env_sender")?,
-        original_rcpt: r.try_get("original_rcpt")?,
-        sender: r.try_get("sender")?,
-        sender_name: r.try_get("sender_name")?,
-        subject: r.try_get("subject")?,
-        message_id: r.try_get("message_id")?,
-        date_header: r.try_get("date_header")?,
-        size: r.try_get("size")?,
-        arrived_at: Timestamp(r.try_get("arrived_at")?),
-        reason: r.try_get("reason")?,
-        reason_detail: r.try_get("reason_detail")?,
-        challenge_id: r.try_get("challenge_id")?,
-        state: r.try_get("state")?,
-    })
-}
-
-fn challenge_from_row(r: &AnyRow) -> Result<ChallengeRow, sqlx::Error> {
-    Ok(ChallengeRow {
-        id: r.try_get("id")?,
-        mailbox_id: r.try_get("mailbox_id")?,
-        mailbox: r.try_get("mailbox")?,
-        sender: r.try_get("sender")?,
-        state: r.try_get("state")?,
-        created_at: Timestamp(r.try_get("created_at")?),
-        expires_at: Timestamp(r.try_get("expires_at")?),
-    })
-}
-
-fn outbound_from_row(r: &AnyRow) -> Result<OutboundRow, sqlx::Error> {
-    Ok(OutboundRow {
-        id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
-        mailbox_id: r.try_get("mailbox_id")?,
-        challenge_id: r.try_get("challenge_id")?,
-        env_from: r.try_get("env_from")?,
-        rcpt: r.try_get("rcpt")?,
-        state: r.try_get("state")?,
-        attempts: r.try_get("attempts")?,
-        last_error: r.try_get("last_error")?,
-        created_at: Timestamp(r.try_get("created_at")?),
-    })
-}
+const CHALLENGE_COLUMNS: &str =
+    "c.id, c.mailbox_id, m.address AS mailbox, c.sender, c.state, c.created_at, c.expires_at";
 
 /// The open, unexpired challenge for this sender and mailbox.
 pub async fn open_challenge(
@@ -180,9 +345,11 @@ pub async fn open_challenge(
 
 /// What the policy needs to know about challenges to one sender, in one
 /// round trip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChallengeState {
-    /// A challenge to this sender for this mailbox is open and unexpired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct ChallengeCounts {
+    /// A challenge to this sender for this mailbox is open and unexpired
+    /// (read from a count of them).
+    #[sqlx(try_from = "IntFlag")]
     pub open: bool,
     /// Challenges this mailbox sent since an hour ago.
     pub per_mailbox: i64,
@@ -193,16 +360,16 @@ pub struct ChallengeState {
 }
 
 /// The open challenge and the challenge counts for the rate limits.
-pub async fn challenge_state(
+pub async fn challenge_counts(
     conn: &mut AnyConnection,
     mailbox_id: i64,
     sender: &str,
     now: Timestamp,
     hour_ago: Timestamp,
     day_ago: Timestamp,
-) -> Result<ChallengeState, StoreError> {
+) -> Result<ChallengeCounts, StoreError> {
     let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-    let r = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT
            (SELECT COUNT(*) FROM challenges WHERE mailbox_id = $1 AND sender = $5 AND state = 'open' AND expires_at > $6) AS open,
            (SELECT COUNT(*) FROM challenges WHERE mailbox_id = $1 AND created_at > $2) AS per_mailbox,
@@ -216,13 +383,7 @@ pub async fn challenge_state(
     .bind(sender)
     .bind(now.0)
     .fetch_one(conn)
-    .await?;
-    Ok(ChallengeState {
-        open: r.try_get::<i64, _>("open")? > 0,
-        per_mailbox: r.try_get("per_mailbox")?,
-        per_domain: r.try_get("per_domain")?,
-        global: r.try_get("global")?,
-    })
+    .await?)
 }
 
 /// Opens a challenge; `None` when another one is open for this sender (a
@@ -237,17 +398,18 @@ pub async fn insert_challenge(
 ) -> Result<Option<i64>, StoreError> {
     // An expired challenge that is still marked open must not block a new one.
     sqlx::query(
-        "UPDATE challenges SET state = 'expired' WHERE mailbox_id = $1 AND sender = $2 AND state = 'open' AND expires_at <= $3",
+        "UPDATE challenges SET state = $4 WHERE mailbox_id = $1 AND sender = $2 AND state = 'open' AND expires_at <= $3",
     )
     .bind(mailbox_id)
     .bind(sender)
     .bind(now.0)
+    .bind(ChallengeState::Expired.as_str())
     .execute(&mut *conn)
     .await?;
     let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
     Ok(sqlx::query_scalar(
         "INSERT INTO challenges (mailbox_id, sender, sender_domain, state, created_at, expires_at)
-         VALUES ($1, $2, $3, 'open', $4, $5)
+         VALUES ($1, $2, $3, $6, $4, $5)
          ON CONFLICT (mailbox_id, sender) WHERE state = 'open' DO NOTHING RETURNING id",
     )
     .bind(mailbox_id)
@@ -255,6 +417,7 @@ pub async fn insert_challenge(
     .bind(domain)
     .bind(now.0)
     .bind(expires.0)
+    .bind(ChallengeState::Open.as_str())
     .fetch_optional(conn)
     .await?)
 }
@@ -318,7 +481,7 @@ pub async fn add_activity(
     conn: &mut AnyConnection,
     mailbox_id: i64,
     at: Timestamp,
-    action: &str,
+    action: ActivityAction,
     sender: &str,
     detail: &str,
 ) -> Result<(), StoreError> {
@@ -327,7 +490,7 @@ pub async fn add_activity(
     )
     .bind(mailbox_id)
     .bind(at.0)
-    .bind(action)
+    .bind(action.as_str())
     .bind(sender)
     .bind(detail)
     .execute(conn)
@@ -345,35 +508,37 @@ pub async fn claim_for_release(
     now: Timestamp,
 ) -> Result<Vec<i64>, StoreError> {
     sqlx::query(
-        "UPDATE challenges SET state = 'verified', verified_at = $1
+        "UPDATE challenges SET state = $4, verified_at = $1
          WHERE mailbox_id = $2 AND sender = $3 AND state = 'open'",
     )
     .bind(now.0)
     .bind(mailbox_id)
     .bind(sender)
+    .bind(ChallengeState::Verified.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(sqlx::query_scalar(
-        "UPDATE held_messages SET state = 'releasing', claimed_at = $1
+        "UPDATE held_messages SET state = $4, claimed_at = $1
          WHERE mailbox_id = $2 AND sender = $3 AND state = 'held' RETURNING id",
     )
     .bind(now.0)
     .bind(mailbox_id)
     .bind(sender)
+    .bind(HeldState::Releasing.as_str())
     .fetch_all(conn)
     .await?)
 }
 
 impl Store {
     pub async fn challenge(&self, id: i64) -> Result<Option<ChallengeRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT c.id, c.mailbox_id, m.address AS mailbox, c.sender, c.state, c.created_at, c.expires_at
-             FROM challenges c JOIN mailboxes m ON m.id = c.mailbox_id WHERE c.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.as_ref().map(challenge_from_row).transpose()?)
+        let sql = format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges c JOIN mailboxes m ON m.id = c.mailbox_id
+             WHERE c.id = $1"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
     }
 
     /// Held messages, newest first, optionally of one mailbox and/or sender.
@@ -387,23 +552,21 @@ impl Store {
              WHERE ($1 = 0 OR h.mailbox_id = $1) AND ($2 = '' OR h.sender = $2)
              ORDER BY h.arrived_at DESC, h.id DESC"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(mailbox_id.unwrap_or(0))
             .bind(sender.unwrap_or(""))
             .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(held_from_row).collect::<Result<_, _>>()?)
+            .await?)
     }
 
     pub async fn held(&self, id: i64) -> Result<Option<HeldSummary>, StoreError> {
         let sql = format!(
             "SELECT {HELD_COLUMNS} FROM held_messages h JOIN mailboxes m ON m.id = h.mailbox_id WHERE h.id = $1"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(held_from_row).transpose()?)
+            .await?)
     }
 
     pub async fn held_data(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -418,10 +581,11 @@ impl Store {
     /// Claims one held message for delivery; false if it is gone or claimed.
     pub async fn claim_held(&self, id: i64, now: Timestamp) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE held_messages SET state = 'releasing', claimed_at = $1 WHERE id = $2 AND state = 'held'",
+            "UPDATE held_messages SET state = $3, claimed_at = $1 WHERE id = $2 AND state = 'held'",
         )
         .bind(now.0)
         .bind(id)
+        .bind(HeldState::Releasing.as_str())
         .execute(self.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -461,9 +625,10 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             if left == 0 {
-                sqlx::query("UPDATE challenges SET state = 'expired' WHERE mailbox_id = $1 AND sender = $2 AND state = 'open'")
+                sqlx::query("UPDATE challenges SET state = $3 WHERE mailbox_id = $1 AND sender = $2 AND state = 'open'")
                     .bind(mailbox_id)
                     .bind(sender)
+                    .bind(ChallengeState::Expired.as_str())
                     .execute(&mut *tx)
                     .await?;
             }
@@ -487,30 +652,26 @@ impl Store {
             "SELECT {HELD_COLUMNS} FROM held_messages h JOIN mailboxes m ON m.id = h.mailbox_id
              WHERE h.state = 'held' AND h.arrived_at + m.keep_days * 86400000000 <= $1 ORDER BY h.id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(now.0)
             .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(held_from_row).collect::<Result<_, _>>()?)
+            .await?)
     }
 
     /// Marks open challenges past their expiry as expired; returns them.
     pub async fn expire_challenges(&self, now: Timestamp) -> Result<Vec<ChallengeRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT c.id, c.mailbox_id, m.address AS mailbox, c.sender, c.state, c.created_at, c.expires_at
-             FROM challenges c JOIN mailboxes m ON m.id = c.mailbox_id
-             WHERE c.state = 'open' AND c.expires_at <= $1",
-        )
-        .bind(now.0)
-        .fetch_all(self.pool())
-        .await?;
-        let expired: Vec<ChallengeRow> = rows
-            .iter()
-            .map(challenge_from_row)
-            .collect::<Result<_, _>>()?;
+        let sql = format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges c JOIN mailboxes m ON m.id = c.mailbox_id
+             WHERE c.state = 'open' AND c.expires_at <= $1"
+        );
+        let expired: Vec<ChallengeRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now.0)
+            .fetch_all(self.pool())
+            .await?;
         for c in &expired {
-            sqlx::query("UPDATE challenges SET state = 'expired' WHERE id = $1 AND state = 'open'")
+            sqlx::query("UPDATE challenges SET state = $2 WHERE id = $1 AND state = 'open'")
                 .bind(c.id)
+                .bind(ChallengeState::Expired.as_str())
                 .execute(self.writer())
                 .await?;
         }
@@ -518,31 +679,20 @@ impl Store {
     }
 
     pub async fn activity(&self, mailbox_id: i64, limit: i64) -> Result<Vec<Activity>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT at, action, sender, detail FROM activity WHERE mailbox_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
         )
         .bind(mailbox_id)
         .bind(limit)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Activity {
-                    at: Timestamp(r.try_get("at")?),
-                    action: r.try_get("action")?,
-                    sender: r.try_get("sender")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        .await?)
     }
 
     pub async fn log_activity(
         &self,
         mailbox_id: i64,
         at: Timestamp,
-        action: &str,
+        action: ActivityAction,
         sender: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
@@ -567,20 +717,17 @@ impl Store {
         self.write(move |conn| {
             let select = select.clone();
             Box::pin(async move {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+                let due: Vec<OutboundRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
                     .bind(now.0)
                     .bind(limit)
                     .fetch_all(&mut *conn)
                     .await?;
-                let mut due = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    let m = outbound_from_row(r)?;
+                for m in &due {
                     sqlx::query("UPDATE outbound_messages SET next_attempt_at = $1 WHERE id = $2")
                         .bind(lease_until.0)
                         .bind(m.id)
                         .execute(&mut *conn)
                         .await?;
-                    due.push(m);
                 }
                 Ok(due)
             })
@@ -590,16 +737,12 @@ impl Store {
 
     /// Every outbound message, newest first (for `boxtrap outbound list` and tests).
     pub async fn list_outbound(&self) -> Result<Vec<OutboundRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, kind, mailbox_id, challenge_id, env_from, rcpt, state, attempts, last_error, created_at
              FROM outbound_messages ORDER BY id DESC",
         )
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(outbound_from_row)
-            .collect::<Result<_, _>>()?)
+        .await?)
     }
 
     pub async fn outbound_data(&self, id: i64) -> Result<Vec<u8>, StoreError> {
@@ -611,6 +754,7 @@ impl Store {
     }
 
     /// Records an attempt: sent, deferred until `next`, or failed for good.
+    /// `state` is the text of an [`OutboundState`] (`OutboundState::as_str`).
     pub async fn outbound_attempted(
         &self,
         id: i64,

@@ -2,9 +2,19 @@
 //! temporarily (disk full, permissions) wait here, committed before the
 //! client got its 250, and the retry worker delivers them later.
 
+use super::held::text_enum;
 use super::{Backend, Store, StoreError};
 use crate::clock::Timestamp;
-use sqlx::Row;
+
+text_enum! {
+    /// Where a queued recipient is (`queued_recipients.state`).
+    pub enum QueueState("queue state") {
+        /// Waiting for its next attempt.
+        Pending = "pending",
+        /// Out of retries; listed until the admin deletes it.
+        Failed = "failed",
+    }
+}
 
 /// A message to queue, with the recipients still to be delivered.
 #[derive(Debug, Clone)]
@@ -36,11 +46,12 @@ const DUE_DELIVERIES: &str =
      ORDER BY r.next_attempt_at, r.id LIMIT $2";
 
 /// One recipient's pending delivery, as the retry worker sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueuedDelivery {
     pub id: i64,
     pub queue_id: String,
     pub sender: String,
+    #[sqlx(try_from = "i64")]
     pub arrived_at: Timestamp,
     pub rcpt_index: i64,
     pub mailbox: String,
@@ -49,15 +60,17 @@ pub struct QueuedDelivery {
 }
 
 /// A row of `boxtrap queue list`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueueEntry {
     pub queue_id: String,
     pub sender: String,
+    #[sqlx(try_from = "i64")]
     pub arrived_at: Timestamp,
     pub size: i64,
     pub mailbox: String,
-    pub state: String,
+    pub state: QueueState,
     pub attempts: i64,
+    #[sqlx(try_from = "i64")]
     pub next_attempt_at: Timestamp,
     pub last_error: String,
 }
@@ -110,29 +123,17 @@ impl Store {
         self.write(move |conn| {
             let select = select.clone();
             Box::pin(async move {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+                let due: Vec<QueuedDelivery> = sqlx::query_as(sqlx::AssertSqlSafe(select))
                     .bind(now.0)
                     .bind(limit)
                     .fetch_all(&mut *conn)
                     .await?;
-                let mut due = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    let d = QueuedDelivery {
-                        id: r.try_get("id")?,
-                        queue_id: r.try_get("queue_id")?,
-                        sender: r.try_get("sender")?,
-                        arrived_at: Timestamp(r.try_get("arrived_at")?),
-                        rcpt_index: r.try_get("rcpt_index")?,
-                        mailbox: r.try_get("mailbox")?,
-                        original: r.try_get("original")?,
-                        attempts: r.try_get("attempts")?,
-                    };
+                for d in &due {
                     sqlx::query("UPDATE queued_recipients SET next_attempt_at = $1 WHERE id = $2")
                         .bind(lease_until.0)
                         .bind(d.id)
                         .execute(&mut *conn)
                         .await?;
-                    due.push(d);
                 }
                 Ok(due)
             })
@@ -192,11 +193,12 @@ impl Store {
     /// Gives up on a delivery; it stays listed as failed until deleted.
     pub async fn delivery_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE queued_recipients SET attempts = attempts + 1, state = 'failed', last_error = $1
+            "UPDATE queued_recipients SET attempts = attempts + 1, state = $3, last_error = $1
              WHERE id = $2",
         )
         .bind(error)
         .bind(id)
+        .bind(QueueState::Failed.as_str())
         .execute(self.writer())
         .await?;
         Ok(())
@@ -204,7 +206,7 @@ impl Store {
 
     /// Every queued recipient, oldest message first.
     pub async fn list_queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT q.queue_id, q.sender, q.arrived_at, LENGTH(q.data) AS size, m.address AS mailbox,
                     r.state, r.attempts, r.next_attempt_at, r.last_error
              FROM queued_recipients r
@@ -213,23 +215,7 @@ impl Store {
              ORDER BY q.arrived_at, q.queue_id, r.rcpt_index",
         )
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueueEntry {
-                    queue_id: r.try_get("queue_id")?,
-                    sender: r.try_get("sender")?,
-                    arrived_at: Timestamp(r.try_get("arrived_at")?),
-                    size: r.try_get::<i64, _>("size")?,
-                    mailbox: r.try_get("mailbox")?,
-                    state: r.try_get("state")?,
-                    attempts: r.try_get("attempts")?,
-                    next_attempt_at: Timestamp(r.try_get("next_attempt_at")?),
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        .await?)
     }
 
     /// Deletes a queued message and all its recipients.
@@ -342,6 +328,7 @@ mod tests {
                 .unwrap();
             let listed = store.list_queue().await.unwrap();
             assert_eq!(listed.len(), 1);
+            assert_eq!(listed[0].state, QueueState::Pending);
             assert_eq!(listed[0].attempts, 2);
             assert_eq!(listed[0].last_error, "still full");
             assert_eq!(listed[0].size, data.len() as i64);

@@ -9,6 +9,7 @@
 use crate::challenge::issue::VerifyError;
 use crate::html::escape;
 use crate::quarantine::Quarantine;
+use crate::quarantine::release::ReleasedBy;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -147,7 +148,7 @@ async fn confirm(State(st): State<WebState>, Path(token): Path<String>) -> Respo
     };
     match st
         .quarantine
-        .release_sender(v.mailbox_id, &v.sender, "link")
+        .release_sender(v.mailbox_id, &v.sender, ReleasedBy::Link)
         .await
     {
         Ok(n) => {

@@ -6,7 +6,7 @@
 use crate::on_both_backends;
 use crate::support::*;
 use boxtrap::quarantine::SweepReport;
-use boxtrap::store::held;
+use boxtrap::store::held::{self, ActivityAction, OutboundState};
 use std::time::Duration;
 
 fn mail(from: &str, subject: &str, id: &str) -> String {
@@ -207,7 +207,7 @@ on_both_backends!(
             "{log}"
         );
         assert!(log.contains("R=quarantine T=maildir (link)"), "{log}");
-        let activity: Vec<String> = mx
+        let activity: Vec<ActivityAction> = mx
             .store
             .activity(alice.id, 100)
             .await
@@ -215,11 +215,13 @@ on_both_backends!(
             .into_iter()
             .map(|a| a.action)
             .collect();
-        for action in ["held", "challenged", "allowed", "released"] {
-            assert!(
-                activity.iter().any(|a| a == action),
-                "{action} in {activity:?}"
-            );
+        for action in [
+            ActivityAction::Held,
+            ActivityAction::Challenged,
+            ActivityAction::Allowed,
+            ActivityAction::Released,
+        ] {
+            assert!(activity.contains(&action), "{action} in {activity:?}");
         }
     }
 );
@@ -263,7 +265,7 @@ on_both_backends!(
             .mailbox_settings_by_address("alice@example.test")
             .await
             .unwrap();
-        let actions: Vec<String> = mx
+        let actions: Vec<ActivityAction> = mx
             .store
             .activity(alice.id, 100)
             .await
@@ -271,7 +273,7 @@ on_both_backends!(
             .into_iter()
             .map(|a| a.action)
             .collect();
-        assert!(actions.iter().any(|a| a == "verified"), "{actions:?}");
+        assert!(actions.contains(&ActivityAction::Verified), "{actions:?}");
     }
 );
 
@@ -469,7 +471,7 @@ on_both_backends!(
             "no mail to blocked or ignored senders"
         );
         assert!(mx.store.list_outbound().await.unwrap().is_empty());
-        let actions: Vec<String> = mx
+        let actions: Vec<ActivityAction> = mx
             .store
             .activity(alice.id, 100)
             .await
@@ -478,7 +480,8 @@ on_both_backends!(
             .map(|a| a.action)
             .collect();
         assert!(
-            actions.iter().any(|a| a == "ignored") && actions.iter().any(|a| a == "blocked"),
+            actions.contains(&ActivityAction::Ignored)
+                && actions.contains(&ActivityAction::Blocked),
             "{actions:?}"
         );
     }
@@ -589,7 +592,7 @@ async fn two_boxtraps_whose_owners_write_to_each_other_exchange_one_challenge_ea
         sent_by_a
             .iter()
             .chain(&sent_by_b)
-            .all(|m| m.kind == "verify" && m.state == "sent")
+            .all(|m| m.kind == "verify" && m.state == OutboundState::Sent)
     );
     // Each side holds the other's challenge silently, as automated mail.
     let held_a = a.store.list_held(None, None).await.unwrap();
@@ -771,7 +774,7 @@ on_both_backends!(
             .mailbox_settings_by_address("alice@example.test")
             .await
             .unwrap();
-        let actions: Vec<String> = mx
+        let actions: Vec<ActivityAction> = mx
             .store
             .activity(alice.id, 100)
             .await
@@ -779,7 +782,7 @@ on_both_backends!(
             .into_iter()
             .map(|a| a.action)
             .collect();
-        assert!(actions.iter().any(|a| a == "expired"), "{actions:?}");
+        assert!(actions.contains(&ActivityAction::Expired), "{actions:?}");
         assert!(
             mx.mainlog()
                 .contains("expired after the mailbox's keep-days")
@@ -897,8 +900,8 @@ async fn a_challenge_that_cannot_be_sent_is_retried_then_recorded_against_the_he
     assert_eq!(mx.outbound.run_once().await.unwrap(), 1);
     let out = mx.store.list_outbound().await.unwrap();
     assert_eq!(
-        (out[0].state.as_str(), out[0].attempts),
-        ("queued", 1),
+        (out[0].state, out[0].attempts),
+        (OutboundState::Queued, 1),
         "{out:?}"
     );
     assert!(!out[0].last_error.is_empty());
@@ -911,7 +914,7 @@ async fn a_challenge_that_cannot_be_sent_is_retried_then_recorded_against_the_he
     mx.clock.advance_secs(2 * 86400);
     assert_eq!(mx.outbound.run_once().await.unwrap(), 1);
     let out = mx.store.list_outbound().await.unwrap();
-    assert_eq!(out[0].state, "failed", "{out:?}");
+    assert_eq!(out[0].state, OutboundState::Failed, "{out:?}");
     let held = mx.store.list_held(None, None).await.unwrap();
     let error = mx
         .store

@@ -6,7 +6,7 @@ use crate::on_both_backends;
 use crate::support::*;
 use boxtrap::clock::{Clock, SystemClock, Timestamp};
 use boxtrap::store::Store;
-use boxtrap::store::held::{self, NewHeld, NewOutbound};
+use boxtrap::store::held::{self, ActivityAction, NewHeld, NewOutbound};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -131,7 +131,7 @@ impl Admin {
             &mut tx,
             s.id,
             arrived,
-            "held",
+            ActivityAction::Held,
             sender,
             "unknown sender; a challenge was sent",
         )

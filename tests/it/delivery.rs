@@ -3,6 +3,7 @@
 
 use crate::on_both_backends;
 use crate::support::*;
+use boxtrap::store::queue::QueueState;
 
 on_both_backends!(
     a_delivery_that_fails_for_now_is_queued_and_retried_exactly_once,
@@ -160,7 +161,7 @@ on_both_backends!(
         app.clock.advance_secs(5 * 86400 + 1);
         assert_eq!(app.delivery.run_queue_once().await.unwrap(), 1);
         let q = app.store.list_queue().await.unwrap();
-        assert_eq!(q[0].state, "failed");
+        assert_eq!(q[0].state, QueueState::Failed);
         assert!(app.mainlog().contains(&format!("{qid} ** alice@example.test <alice@example.test> R=local T=maildir: retry time exceeded")));
         app.clock.advance_secs(86400);
         assert_eq!(
