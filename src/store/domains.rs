@@ -4,10 +4,9 @@
 use super::{Store, StoreError};
 use crate::address::Domain;
 use crate::clock::Timestamp;
-use sqlx::Row;
 
 /// A domain with how much hangs off it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DomainInfo {
     pub name: String,
     pub mailboxes: i64,
@@ -32,24 +31,14 @@ impl Store {
     }
 
     pub async fn list_domains(&self) -> Result<Vec<DomainInfo>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT d.name,
                     (SELECT COUNT(*) FROM mailboxes m WHERE m.domain_id = d.id) AS mailboxes,
                     (SELECT COUNT(DISTINCT a.address) FROM aliases a WHERE a.domain_id = d.id) AS aliases
              FROM domains d ORDER BY d.name",
         )
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DomainInfo {
-                    name: r.try_get("name")?,
-                    mailboxes: r.try_get("mailboxes")?,
-                    aliases: r.try_get("aliases")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        .await?)
     }
 
     /// Removes a domain that no mailbox or alias uses any more.

@@ -5,7 +5,6 @@
 use super::{Store, StoreError};
 use crate::clock::Timestamp;
 use crate::policy::rules::{ListKind, SenderRule};
-use sqlx::Row;
 
 /// Marks the mailbox's lists as changed (see `MailboxSettings::rules_version`).
 async fn bump_version(conn: &mut sqlx::AnyConnection, mailbox_id: i64) -> Result<(), StoreError> {
@@ -24,7 +23,7 @@ impl Store {
         mailbox_id: i64,
         kind: ListKind,
     ) -> Result<Vec<SenderRule>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT field, pattern FROM sender_rules WHERE mailbox_id = $1 AND list = $2 ORDER BY id",
         )
         .bind(mailbox_id)
@@ -32,9 +31,7 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let field: String = r.try_get("field")?;
-            let pattern: String = r.try_get("pattern")?;
+        for (field, pattern) in rows {
             match SenderRule::parse(&format!("{field} {pattern}")) {
                 Ok(rule) => out.push(rule),
                 Err(e) => {

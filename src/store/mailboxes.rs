@@ -4,13 +4,13 @@
 //! Addresses are stored in their lookup form: local part and domain in
 //! lower case, so matching is case-insensitive.
 
+use super::held::IntFlag;
 use super::{Store, StoreError};
 use crate::address::EmailAddress;
 use crate::clock::Timestamp;
-use sqlx::Row;
 
 /// A mailbox that mail can be delivered to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MailboxRef {
     pub id: i64,
     /// Lower-case `local@domain`.
@@ -22,6 +22,15 @@ pub struct MailboxRef {
 pub struct AliasInfo {
     pub address: String,
     pub targets: Vec<String>,
+}
+
+/// A mailbox an address reaches, with its challenge-response switch.
+#[derive(sqlx::FromRow)]
+struct Reached {
+    #[sqlx(flatten)]
+    mailbox: MailboxRef,
+    #[sqlx(try_from = "IntFlag")]
+    challenge_enabled: bool,
 }
 
 impl Store {
@@ -79,22 +88,13 @@ impl Store {
         &self,
         domain: Option<&str>,
     ) -> Result<Vec<MailboxRef>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT m.id, m.address FROM mailboxes m JOIN domains d ON d.id = m.domain_id
              WHERE $1 = '' OR d.name = $1 ORDER BY m.address",
         )
         .bind(domain.unwrap_or(""))
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MailboxRef {
-                    id: r.try_get("id")?,
-                    address: r.try_get("address")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        .await?)
     }
 
     pub async fn find_mailbox(
@@ -230,7 +230,7 @@ impl Store {
     }
 
     pub async fn list_aliases(&self, domain: Option<&str>) -> Result<Vec<AliasInfo>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT a.address, m.address AS target FROM aliases a
              JOIN mailboxes m ON m.id = a.mailbox_id JOIN domains d ON d.id = a.domain_id
              WHERE $1 = '' OR d.name = $1 ORDER BY a.address, m.address",
@@ -239,9 +239,7 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         let mut out: Vec<AliasInfo> = Vec::new();
-        for r in rows {
-            let address: String = r.try_get("address")?;
-            let target: String = r.try_get("target")?;
+        for (address, target) in rows {
             match out.last_mut() {
                 Some(last) if last.address == address => last.targets.push(target),
                 _ => out.push(AliasInfo {
@@ -296,7 +294,7 @@ impl Store {
         &self,
         key: &str,
     ) -> Result<Vec<(MailboxRef, bool)>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<Reached> = sqlx::query_as(
             "SELECT id, address, challenge_enabled FROM mailboxes WHERE address = $1
              UNION
              SELECT m.id, m.address, m.challenge_enabled FROM aliases a JOIN mailboxes m ON m.id = a.mailbox_id
@@ -306,24 +304,16 @@ impl Store {
         .bind(key)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    MailboxRef {
-                        id: r.try_get("id")?,
-                        address: r.try_get("address")?,
-                    },
-                    r.try_get::<i64, _>("challenge_enabled")? != 0,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.mailbox, r.challenge_enabled))
+            .collect())
     }
 
     /// The mailboxes that mail for the lookup key `key` reaches: the mailbox
     /// of that address, or the targets of the alias of that address.
     pub async fn resolve_address(&self, key: &str) -> Result<Vec<MailboxRef>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, address FROM mailboxes WHERE address = $1
              UNION
              SELECT m.id, m.address FROM aliases a JOIN mailboxes m ON m.id = a.mailbox_id
@@ -332,16 +322,7 @@ impl Store {
         )
         .bind(key)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MailboxRef {
-                    id: r.try_get("id")?,
-                    address: r.try_get("address")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        .await?)
     }
 }
 

@@ -1,17 +1,18 @@
 //! Per-mailbox challenge-response settings, the extra addresses that count
 //! as a mailbox, owners' template overrides and the challenge token keys.
 
+use super::held::IntFlag;
 use super::{Store, StoreError};
 use crate::clock::Timestamp;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 /// A mailbox's challenge-response settings (BoxTrapper's per-account
 /// configuration).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MailboxSettings {
     pub id: i64,
     pub address: String,
+    #[sqlx(try_from = "IntFlag")]
     pub challenge_enabled: bool,
     /// Name on challenge mails; empty for none.
     pub display_name: String,
@@ -20,14 +21,20 @@ pub struct MailboxSettings {
     /// Spam score, in tenths, below which mail skips the challenge.
     pub spam_bypass_below: Option<i64>,
     /// Mail from an allowed sender also allows the other addresses in its To/Cc.
+    #[sqlx(try_from = "IntFlag")]
     pub whitelist_by_association: bool,
     /// People the owner writes to are allowed (once submission exists).
+    #[sqlx(try_from = "IntFlag")]
     pub auto_whitelist_sent: bool,
     /// Send `verifyreleased` after a release.
+    #[sqlx(try_from = "IntFlag")]
     pub notify_released: bool,
     /// Send `blacklist` when a blocked sender's mail is discarded after acceptance.
+    #[sqlx(try_from = "IntFlag")]
     pub notify_blocked: bool,
-    /// Further addresses that count as this mailbox.
+    /// Further addresses that count as this mailbox (a table of their own,
+    /// read separately).
+    #[sqlx(skip)]
     pub extra_addresses: Vec<String>,
     /// Changes with every edit of the sender lists (read-only here).
     pub rules_version: i64,
@@ -36,32 +43,14 @@ pub struct MailboxSettings {
 const COLUMNS: &str = "id, address, challenge_enabled, display_name, keep_days, spam_bypass_below, \
      whitelist_by_association, auto_whitelist_sent, notify_released, notify_blocked, rules_version";
 
-fn settings_from_row(r: &AnyRow) -> Result<MailboxSettings, sqlx::Error> {
-    Ok(MailboxSettings {
-        id: r.try_get("id")?,
-        address: r.try_get("address")?,
-        challenge_enabled: r.try_get::<i64, _>("challenge_enabled")? != 0,
-        display_name: r.try_get("display_name")?,
-        keep_days: r.try_get("keep_days")?,
-        spam_bypass_below: r.try_get("spam_bypass_below")?,
-        whitelist_by_association: r.try_get::<i64, _>("whitelist_by_association")? != 0,
-        auto_whitelist_sent: r.try_get::<i64, _>("auto_whitelist_sent")? != 0,
-        notify_released: r.try_get::<i64, _>("notify_released")? != 0,
-        notify_blocked: r.try_get::<i64, _>("notify_blocked")? != 0,
-        extra_addresses: Vec::new(),
-        rules_version: r.try_get("rules_version")?,
-    })
-}
-
 impl Store {
     pub async fn mailbox_settings(&self, mailbox_id: i64) -> Result<MailboxSettings, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM mailboxes WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut s: MailboxSettings = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(mailbox_id)
             .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no mailbox with id {mailbox_id}")))?;
-        let mut s = settings_from_row(&row)?;
         s.extra_addresses = sqlx::query_scalar(
             "SELECT address FROM mailbox_addresses WHERE mailbox_id = $1 ORDER BY address",
         )
@@ -232,13 +221,12 @@ impl Store {
 
     /// Token keys as (id, hex secret), and the id of the current one.
     pub async fn token_keys(&self) -> Result<(Vec<(u32, String)>, Option<u32>), StoreError> {
-        let rows = sqlx::query("SELECT name, value FROM settings WHERE name LIKE 'token_key.%'")
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, value FROM settings WHERE name LIKE 'token_key.%'")
+                .fetch_all(self.pool())
+                .await?;
         let mut keys = Vec::new();
-        for r in rows {
-            let name: String = r.try_get("name")?;
-            let value: String = r.try_get("value")?;
+        for (name, value) in rows {
             if let Some(id) = name.strip_prefix("token_key.").and_then(|i| i.parse().ok()) {
                 keys.push((id, value));
             }
