@@ -810,3 +810,238 @@ impl Store {
         .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{Domain, EmailAddress};
+    use crate::both_backends;
+    use crate::store::mailboxes::MailboxRef;
+
+    #[test]
+    fn states_read_back_what_they_store_and_name_an_unknown_value() {
+        fn round_trips<T>(all: &[T], as_str: fn(T) -> &'static str)
+        where
+            T: Copy + PartialEq + std::fmt::Debug + TryFrom<String, Error = UnknownValue>,
+        {
+            for &v in all {
+                assert_eq!(T::try_from(as_str(v).to_owned()), Ok(v));
+            }
+        }
+        round_trips(HeldState::ALL, HeldState::as_str);
+        round_trips(ChallengeState::ALL, ChallengeState::as_str);
+        round_trips(OutboundState::ALL, OutboundState::as_str);
+        round_trips(ActivityAction::ALL, ActivityAction::as_str);
+        assert_eq!(HeldState::Releasing.to_string(), "releasing");
+        assert_eq!(format!("[{:>7}]", HeldState::Held), "[   held]");
+        assert_eq!(
+            ActivityAction::ChallengeExpired.as_str(),
+            "challenge-expired"
+        );
+        let e = "Held".parse::<HeldState>().unwrap_err();
+        assert_eq!(e.to_string(), "unknown held state \"Held\"");
+        let e = ChallengeState::try_from("closed".to_owned()).unwrap_err();
+        assert_eq!(e.to_string(), "unknown challenge state \"closed\"");
+    }
+
+    /// example.test with alice, who has mail held from bob (two messages,
+    /// with an open challenge) and from carol (one).
+    async fn alice_with_held_mail(store: &Store, now: Timestamp) -> MailboxRef {
+        store
+            .add_domain(&Domain::parse("example.test").unwrap(), now)
+            .await
+            .unwrap();
+        let alice = store
+            .add_mailbox(&EmailAddress::parse("alice@example.test").unwrap(), "", now)
+            .await
+            .unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let challenge = insert_challenge(
+            &mut tx,
+            alice.id,
+            "bob@example.org",
+            now,
+            now.plus_secs(86400),
+        )
+        .await
+        .unwrap();
+        assert!(challenge.is_some());
+        for (i, sender) in ["bob@example.org", "bob@example.org", "carol@example.org"]
+            .into_iter()
+            .enumerate()
+        {
+            insert_held(
+                &mut tx,
+                &NewHeld {
+                    mailbox_id: alice.id,
+                    queue_id: &format!("1wH3kL-00000{i}-2k"),
+                    rcpt_index: 0,
+                    env_sender: sender,
+                    original_rcpt: "alice@example.test",
+                    sender,
+                    sender_name: "",
+                    subject: "hello",
+                    message_id: "",
+                    date_header: "",
+                    arrived_at: now,
+                    reason: "unknown-sender",
+                    reason_detail: "unknown sender",
+                    challenge_id: if sender.starts_with("bob") {
+                        challenge
+                    } else {
+                        None
+                    },
+                    data: b"Subject: hello\r\n\r\nhi\r\n",
+                },
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        alice
+    }
+
+    both_backends!(
+        a_second_claim_of_a_senders_held_mail_gets_none,
+        |store: Store| async move {
+            let now = Timestamp::from_secs(1000);
+            let alice = alice_with_held_mail(&store, now).await;
+            let claim = |sender: &'static str| {
+                let store = store.clone();
+                async move {
+                    store
+                        .write(move |conn| {
+                            Box::pin(claim_for_release(conn, alice.id, sender, now.plus_secs(5)))
+                        })
+                        .await
+                        .unwrap()
+                }
+            };
+            let first = claim("bob@example.org").await;
+            assert_eq!(first.len(), 2);
+            assert!(claim("bob@example.org").await.is_empty());
+
+            let held = store.list_held(Some(alice.id), None).await.unwrap();
+            let state_of = |sender: &str| -> Vec<HeldState> {
+                held.iter()
+                    .filter(|h| h.sender == sender)
+                    .map(|h| h.state)
+                    .collect()
+            };
+            assert_eq!(state_of("bob@example.org"), [HeldState::Releasing; 2]);
+            assert_eq!(state_of("carol@example.org"), [HeldState::Held]);
+            let challenge_id = held
+                .iter()
+                .find_map(|h| h.challenge_id)
+                .expect("bob's mail has a challenge");
+            let c = store.challenge(challenge_id).await.unwrap().unwrap();
+            assert_eq!(c.state, ChallengeState::Verified);
+            assert_eq!(c.mailbox, "alice@example.test");
+            // Claimed messages are neither deleted nor claimed one by one.
+            for id in &first {
+                assert!(!store.claim_held(*id, now).await.unwrap());
+                assert!(
+                    !store
+                        .delete_held_unclaimed(*id, alice.id, "bob@example.org")
+                        .await
+                        .unwrap()
+                );
+            }
+            assert_eq!(claim("carol@example.org").await.len(), 1);
+        }
+    );
+
+    both_backends!(
+        an_outbound_message_is_leased_to_one_claim_until_the_lease_ends,
+        |store: Store| async move {
+            let t0 = Timestamp::from_secs(1000);
+            let mut conn = store.writer().acquire().await.unwrap();
+            let id = insert_outbound(
+                &mut conn,
+                &NewOutbound {
+                    kind: "verify",
+                    mailbox_id: None,
+                    challenge_id: None,
+                    env_from: "",
+                    rcpt: "bob@example.org",
+                    data: b"Subject: verify\r\n\r\nx\r\n",
+                    now: t0,
+                },
+            )
+            .await
+            .unwrap();
+            drop(conn);
+            let lease = t0.plus_secs(900);
+            let due = store.claim_due_outbound(t0, lease, 10).await.unwrap();
+            assert_eq!(due.len(), 1);
+            let m = &due[0];
+            assert_eq!(
+                (m.id, m.kind.as_str(), m.rcpt.as_str()),
+                (id, "verify", "bob@example.org")
+            );
+            assert_eq!(
+                (m.state, m.attempts, m.created_at),
+                (OutboundState::Queued, 0, t0)
+            );
+            // Leased: another worker at the same time, or just before the
+            // lease ends, finds nothing.
+            assert!(
+                store
+                    .claim_due_outbound(t0, lease, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert!(
+                store
+                    .claim_due_outbound(lease.plus_secs(-1), lease.plus_secs(899), 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // The worker died without recording an attempt: due again.
+            let again = store
+                .claim_due_outbound(lease, lease.plus_secs(900), 10)
+                .await
+                .unwrap();
+            assert_eq!(again.len(), 1);
+            assert_eq!(again[0].id, id);
+            // Sent: never due again.
+            store
+                .outbound_attempted(id, OutboundState::Sent.as_str(), lease, "", lease)
+                .await
+                .unwrap();
+            let later = lease.plus_secs(86400);
+            assert!(
+                store
+                    .claim_due_outbound(later, later, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(
+                store.list_outbound().await.unwrap()[0].state,
+                OutboundState::Sent
+            );
+        }
+    );
+
+    both_backends!(
+        a_state_no_variant_stores_fails_the_read_naming_it,
+        |store: Store| async move {
+            let now = Timestamp::from_secs(1000);
+            let alice = alice_with_held_mail(&store, now).await;
+            sqlx::query(
+                "UPDATE held_messages SET state = 'frozen' WHERE sender = 'carol@example.org'",
+            )
+            .execute(store.writer())
+            .await
+            .unwrap();
+            let e = store.list_held(Some(alice.id), None).await.unwrap_err();
+            assert!(
+                e.to_string().contains("unknown held state \"frozen\""),
+                "{e}"
+            );
+        }
+    );
+}
