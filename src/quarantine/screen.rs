@@ -145,41 +145,49 @@ impl Quarantine {
         let own: Vec<String> = std::iter::once(s.address.clone())
             .chain(s.extra_addresses.iter().map(|a| a.to_lowercase()))
             .collect();
-        let (ignore, block, allow) = (&lists.ignore, &lists.block, &lists.allow);
-        let (mut open, mut rate_limited) = (false, None);
-        if let Some(from) = facts.from.as_deref() {
-            let mut conn = self.store.pool().acquire().await?;
-            let c = held::challenge_counts(
-                &mut conn,
-                s.id,
-                from,
-                now,
-                now.plus_secs(-HOUR),
-                now.plus_secs(-DAY),
-            )
-            .await?;
-            open = c.open;
-            let (per_mailbox, per_domain, global) = (c.per_mailbox, c.per_domain, c.global);
-            rate_limited = if per_mailbox >= i64::from(self.config.max_per_mailbox_hour) {
-                Some("per mailbox per hour")
-            } else if per_domain >= i64::from(self.config.max_per_domain_day) {
-                Some("per sender domain per day")
-            } else if global >= i64::from(self.config.max_global_hour) {
-                Some("server-wide per hour")
-            } else {
-                None
-            };
-        }
-        Ok(Plan::Decided(policy::decide(&PolicyInput {
+        let input = PolicyInput {
             facts,
             env_sender,
             challenge_enabled: true,
-            ignore,
-            block,
-            allow,
+            ignore: &lists.ignore,
+            block: &lists.block,
+            allow: &lists.allow,
             own_addresses: &own,
-            open_challenge: open,
+            open_challenge: false,
+            rate_limited: None,
+        };
+        // An open challenge and the rate limits come last in the policy's
+        // order: they are read only when a challenge would otherwise go out.
+        let d = policy::decide(&input);
+        if !d.challenge {
+            return Ok(Plan::Decided(d));
+        }
+        let Some(from) = facts.from.as_deref() else {
+            return Ok(Plan::Decided(d));
+        };
+        let mut conn = self.store.pool().acquire().await?;
+        let c = held::challenge_counts(
+            &mut conn,
+            s.id,
+            from,
+            now,
+            now.plus_secs(-HOUR),
+            now.plus_secs(-DAY),
+        )
+        .await?;
+        let rate_limited = if c.per_mailbox >= i64::from(self.config.max_per_mailbox_hour) {
+            Some("per mailbox per hour")
+        } else if c.per_domain >= i64::from(self.config.max_per_domain_day) {
+            Some("per sender domain per day")
+        } else if c.global >= i64::from(self.config.max_global_hour) {
+            Some("server-wide per hour")
+        } else {
+            None
+        };
+        Ok(Plan::Decided(policy::decide(&PolicyInput {
+            open_challenge: c.open,
             rate_limited,
+            ..input
         })))
     }
 
@@ -443,9 +451,6 @@ impl HoldJob {
                 // Another message from this sender opened one a moment ago.
                 None => reason = Reason::ChallengeOpen,
             }
-        }
-        if challenge_id.is_none() {
-            challenge_id = held::open_challenge(conn, mailbox_id, sender, now).await?;
         }
         held::insert_held(
             conn,

@@ -326,23 +326,6 @@ const HELD_COLUMNS: &str = "h.id, h.mailbox_id, m.address AS mailbox, h.queue_id
 const CHALLENGE_COLUMNS: &str =
     "c.id, c.mailbox_id, m.address AS mailbox, c.sender, c.state, c.created_at, c.expires_at";
 
-/// The open, unexpired challenge for this sender and mailbox.
-pub async fn open_challenge(
-    conn: &mut AnyConnection,
-    mailbox_id: i64,
-    sender: &str,
-    now: Timestamp,
-) -> Result<Option<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM challenges WHERE mailbox_id = $1 AND sender = $2 AND state = 'open' AND expires_at > $3",
-    )
-    .bind(mailbox_id)
-    .bind(sender)
-    .bind(now.0)
-    .fetch_optional(conn)
-    .await?)
-}
-
 /// What the policy needs to know about challenges to one sender, in one
 /// round trip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
@@ -431,12 +414,18 @@ pub async fn remove_challenge(conn: &mut AnyConnection, id: i64) -> Result<(), S
     Ok(())
 }
 
+/// Holds a message. Without a `challenge_id` it joins the sender's open,
+/// unexpired challenge at `arrived_at`, if there is one (looked up in the
+/// same statement).
 pub async fn insert_held(conn: &mut AnyConnection, h: &NewHeld<'_>) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
         "INSERT INTO held_messages (mailbox_id, queue_id, rcpt_index, env_sender, original_rcpt, sender,
             sender_name, subject, message_id, date_header, size, arrived_at, reason, reason_detail,
             challenge_id, data)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+            COALESCE($15, (SELECT id FROM challenges
+                           WHERE mailbox_id = $1 AND sender = $6 AND state = 'open' AND expires_at > $12)),
+            $16) RETURNING id",
     )
     .bind(h.mailbox_id)
     .bind(h.queue_id)

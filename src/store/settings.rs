@@ -40,23 +40,41 @@ pub struct MailboxSettings {
     pub rules_version: i64,
 }
 
+/// A settings row joined with one of the mailbox's extra addresses.
+#[derive(sqlx::FromRow)]
+struct WithExtra {
+    #[sqlx(flatten)]
+    settings: MailboxSettings,
+    extra_address: Option<String>,
+}
+
 const COLUMNS: &str = "id, address, challenge_enabled, display_name, keep_days, spam_bypass_below, \
      whitelist_by_association, auto_whitelist_sent, notify_released, notify_blocked, rules_version";
 
 impl Store {
+    /// A mailbox's settings with its extra addresses, in one query (it is
+    /// read for every message to a mailbox with challenge-response on).
     pub async fn mailbox_settings(&self, mailbox_id: i64) -> Result<MailboxSettings, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM mailboxes WHERE id = $1");
-        let mut s: MailboxSettings = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("m.{c}")).collect();
+        let sql = format!(
+            "SELECT {}, a.address AS extra_address FROM mailboxes m
+             LEFT JOIN mailbox_addresses a ON a.mailbox_id = m.id
+             WHERE m.id = $1 ORDER BY a.address",
+            columns.join(", ")
+        );
+        let rows: Vec<WithExtra> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(mailbox_id)
-            .fetch_optional(self.pool())
-            .await?
+            .fetch_all(self.pool())
+            .await?;
+        let mut rows = rows.into_iter();
+        let first = rows
+            .next()
             .ok_or_else(|| StoreError::NotFound(format!("no mailbox with id {mailbox_id}")))?;
-        s.extra_addresses = sqlx::query_scalar(
-            "SELECT address FROM mailbox_addresses WHERE mailbox_id = $1 ORDER BY address",
-        )
-        .bind(mailbox_id)
-        .fetch_all(self.pool())
-        .await?;
+        let mut s = first.settings;
+        s.extra_addresses = std::iter::once(first.extra_address)
+            .chain(rows.map(|r| r.extra_address))
+            .flatten()
+            .collect();
         Ok(s)
     }
 
