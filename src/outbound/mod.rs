@@ -7,6 +7,7 @@ use crate::clock::Clock;
 use crate::config::OutboundConfig;
 use crate::mainlog::{MainLog, Rcpt, Via};
 use crate::retry::RetryPolicy;
+use crate::store::held::OutboundState;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +67,7 @@ impl Outbound {
                 Ok(info) => {
                     self.log.delivered(&tag, rcpt, via, Some(&info));
                     self.store
-                        .outbound_attempted(m.id, "sent", now, "", now)
+                        .outbound_attempted(m.id, OutboundState::Sent, now, "", now)
                         .await?;
                     None
                 }
@@ -80,7 +81,7 @@ impl Outbound {
                         let next = now.plus_secs(wait.as_secs() as i64);
                         self.log.deferred(&tag, rcpt, via, &e);
                         self.store
-                            .outbound_attempted(m.id, "queued", next, &e, now)
+                            .outbound_attempted(m.id, OutboundState::Queued, next, &e, now)
                             .await?;
                         None
                     }
@@ -89,7 +90,7 @@ impl Outbound {
             if let Some(e) = failed_for_good {
                 self.log.failed(&tag, rcpt, via, &e);
                 self.store
-                    .outbound_attempted(m.id, "failed", now, &e, now)
+                    .outbound_attempted(m.id, OutboundState::Failed, now, &e, now)
                     .await?;
             }
         }

@@ -9,7 +9,8 @@ use crate::delivery::{LocalCopy, unique_name};
 use crate::mainlog::{Rcpt, Via};
 use crate::policy::facts::MessageFacts;
 use crate::policy::rules::{ListKind, SenderRule};
-use crate::store::held::{self, ActivityAction, text_enum};
+use crate::store::column::text_enum;
+use crate::store::held::{self, ActivityAction};
 use std::sync::Arc;
 
 text_enum! {

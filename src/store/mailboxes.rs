@@ -4,7 +4,7 @@
 //! Addresses are stored in their lookup form: local part and domain in
 //! lower case, so matching is case-insensitive.
 
-use super::held::IntFlag;
+use super::column::IntFlag;
 use super::{Store, StoreError};
 use crate::address::EmailAddress;
 use crate::clock::Timestamp;

@@ -31,6 +31,7 @@
 //! the caller's fault: the unit is run again. The PostgreSQL pool serves
 //! single-statement writes and reads alike.
 
+pub mod column;
 pub mod domains;
 pub mod held;
 pub mod lists;

@@ -2,7 +2,7 @@
 //! temporarily (disk full, permissions) wait here, committed before the
 //! client got its 250, and the retry worker delivers them later.
 
-use super::held::text_enum;
+use super::column::text_enum;
 use super::{Backend, Store, StoreError};
 use crate::clock::Timestamp;
 

@@ -1,7 +1,7 @@
 //! Per-mailbox challenge-response settings, the extra addresses that count
 //! as a mailbox, owners' template overrides and the challenge token keys.
 
-use super::held::IntFlag;
+use super::column::IntFlag;
 use super::{Store, StoreError};
 use crate::clock::Timestamp;
 use sqlx::AnyConnection;

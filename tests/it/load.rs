@@ -14,7 +14,7 @@ use crate::support::*;
 use boxtrap::clock::Timestamp;
 use boxtrap::policy::rules::{ListKind, SenderRule};
 use boxtrap::store::Store;
-use boxtrap::store::held::{HeldSummary, OutboundRow};
+use boxtrap::store::held::{ActivityAction, HeldSummary, OutboundRow};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::net::SocketAddr;
@@ -981,11 +981,11 @@ on_both_backends!(
         assert!(
             activity
                 .iter()
-                .any(|a| a.action == "held" && a.detail.contains("could not be built")),
+                .any(|a| a.action == ActivityAction::Held && a.detail.contains("could not be built")),
             "{activity:?}"
         );
         assert!(
-            activity.iter().all(|a| a.action != "challenged"),
+            activity.iter().all(|a| a.action != ActivityAction::Challenged),
             "{activity:?}"
         );
         let log = app.mainlog();
