@@ -123,8 +123,8 @@ impl Quarantine {
             let rcpt = Rcpt::new(&r.mailbox.address, &r.original);
             match outcome {
                 Outcome::Deliver => {}
-                Outcome::Held(why) => self.log.held(&env.queue_id, rcpt, why),
-                Outcome::Dropped(why) | Outcome::Reject(why) => {
+                Outcome::Hold(why) => self.log.held(&env.queue_id, rcpt, why),
+                Outcome::Discard(why) | Outcome::Reject(why) => {
                     self.log.discarded(&env.queue_id, rcpt, why)
                 }
             }

@@ -20,17 +20,18 @@ use crate::store::settings::MailboxSettings;
 use sqlx::AnyConnection;
 use std::sync::Arc;
 
-/// What became of one recipient of a message.
+/// What became of one recipient of a message: the [`Verdict`] carried
+/// out, with the words of the verdict and why, for the main log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Deliver normally (challenge-response off, or allowed).
     Deliver,
-    /// Stored in the quarantine; the reason, for the main log.
-    Held(String),
-    /// Dropped (ignore list, a consumed challenge reply, or a block-list hit
-    /// when other recipients accepted the message); why, for the main log.
-    Dropped(String),
-    /// Refuse: the block list matched.
+    /// Stored in the quarantine.
+    Hold(String),
+    /// Dropped on purpose: the ignore list, a consumed challenge reply, or a
+    /// block-list hit when other recipients took the message.
+    Discard(String),
+    /// Refuse in the session: every recipient's block list matched.
     Reject(String),
 }
 
@@ -110,7 +111,7 @@ impl Quarantine {
         let mut outcomes = Vec::with_capacity(settings.len());
         for (i, (s, plan)) in settings.iter().zip(plans).enumerate() {
             let outcome = match plan {
-                Plan::Reply(token) => Outcome::Dropped(self.consume_reply(&m, s, &token).await?),
+                Plan::Reply(token) => Outcome::Discard(self.consume_reply(&m, s, &token).await?),
                 Plan::Decided(d) => self.apply(&m, i, s, d).await?,
             };
             outcomes.push(outcome);
@@ -219,7 +220,7 @@ impl Quarantine {
                         &d.reason.detail(),
                     )
                     .await?;
-                Ok(Outcome::Dropped(d.reason.detail()))
+                Ok(Outcome::Discard(d.reason.detail()))
             }
             Verdict::Reject => {
                 // Other recipients took the message: drop this copy quietly.
@@ -237,11 +238,11 @@ impl Quarantine {
                         .queue_notice(s, TemplateName::Blacklist, &sender, facts, None, now)
                         .await?;
                 }
-                Ok(Outcome::Dropped(d.reason.detail()))
+                Ok(Outcome::Discard(d.reason.detail()))
             }
             Verdict::Hold => {
                 let detail = self.hold(m, rcpt_index, s, &sender, d).await?;
-                Ok(Outcome::Held(detail))
+                Ok(Outcome::Hold(detail))
             }
         }
     }
