@@ -453,7 +453,7 @@ impl HoldJob {
                 None => reason = Reason::ChallengeOpen,
             }
         }
-        held::insert_held(
+        held::hold(
             conn,
             &NewHeld {
                 mailbox_id,
@@ -472,15 +472,7 @@ impl HoldJob {
                 challenge_id,
                 data: &self.data,
             },
-        )
-        .await?;
-        held::add_activity(
-            conn,
-            mailbox_id,
             now,
-            ActivityAction::Held,
-            sender,
-            &reason.detail(),
         )
         .await?;
         if challenged {

@@ -277,38 +277,90 @@ pub async fn remove_challenge(conn: &mut AnyConnection, id: i64) -> Result<(), S
     Ok(())
 }
 
-/// Holds a message. Without a `challenge_id` it joins the sender's open,
-/// unexpired challenge at `arrived_at`, if there is one (looked up in the
-/// same statement).
-pub async fn insert_held(conn: &mut AnyConnection, h: &NewHeld<'_>) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO held_messages (mailbox_id, queue_id, rcpt_index, env_sender, original_rcpt, sender,
+const INSERT_HELD: &str = "INSERT INTO held_messages (mailbox_id, queue_id, rcpt_index, env_sender, original_rcpt, sender,
             sender_name, subject, message_id, date_header, size, arrived_at, reason, reason_detail,
             challenge_id, data)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
             COALESCE($15, (SELECT id FROM challenges
                            WHERE mailbox_id = $1 AND sender = $6 AND state = 'open' AND expires_at > $12)),
-            $16) RETURNING id",
-    )
-    .bind(h.mailbox_id)
-    .bind(h.queue_id)
-    .bind(h.rcpt_index)
-    .bind(h.env_sender)
-    .bind(h.original_rcpt)
-    .bind(h.sender)
-    .bind(h.sender_name)
-    .bind(h.subject)
-    .bind(h.message_id)
-    .bind(h.date_header)
-    .bind(h.data.len() as i64)
-    .bind(h.arrived_at.0)
-    .bind(h.reason)
-    .bind(h.reason_detail)
-    .bind(h.challenge_id)
-    .bind(h.data)
-    .fetch_one(conn)
-    .await?)
+            $16) RETURNING id";
+
+/// Holds a message. Without a `challenge_id` it joins the sender's open,
+/// unexpired challenge at `arrived_at`, if there is one (looked up in the
+/// same statement).
+pub async fn insert_held(conn: &mut AnyConnection, h: &NewHeld<'_>) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(INSERT_HELD)
+        .bind(h.mailbox_id)
+        .bind(h.queue_id)
+        .bind(h.rcpt_index)
+        .bind(h.env_sender)
+        .bind(h.original_rcpt)
+        .bind(h.sender)
+        .bind(h.sender_name)
+        .bind(h.subject)
+        .bind(h.message_id)
+        .bind(h.date_header)
+        .bind(h.data.len() as i64)
+        .bind(h.arrived_at.0)
+        .bind(h.reason)
+        .bind(h.reason_detail)
+        .bind(h.challenge_id)
+        .bind(h.data)
+        .fetch_one(conn)
+        .await?)
 }
+
+/// Holds a message and writes its `held` line in the activity log, with
+/// `reason_detail` as the detail (one statement on PostgreSQL). Joins the
+/// sender's open challenge as [`insert_held`] does.
+pub async fn hold(
+    conn: &mut AnyConnection,
+    h: &NewHeld<'_>,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if conn.backend_name() != "PostgreSQL" {
+        insert_held(conn, h).await?;
+        return add_activity(
+            conn,
+            h.mailbox_id,
+            at,
+            ActivityAction::Held,
+            h.sender,
+            h.reason_detail,
+        )
+        .await;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(HOLD_WITH_ACTIVITY.as_str()))
+        .bind(h.mailbox_id)
+        .bind(h.queue_id)
+        .bind(h.rcpt_index)
+        .bind(h.env_sender)
+        .bind(h.original_rcpt)
+        .bind(h.sender)
+        .bind(h.sender_name)
+        .bind(h.subject)
+        .bind(h.message_id)
+        .bind(h.date_header)
+        .bind(h.data.len() as i64)
+        .bind(h.arrived_at.0)
+        .bind(h.reason)
+        .bind(h.reason_detail)
+        .bind(h.challenge_id)
+        .bind(h.data)
+        .bind(at.0)
+        .bind(ActivityAction::Held.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// PostgreSQL: the held row and its activity line in one statement.
+static HOLD_WITH_ACTIVITY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH h AS ({INSERT_HELD})
+         INSERT INTO activity (mailbox_id, at, action, sender, detail) SELECT $1, $17, $18, $6, $14 FROM h"
+    )
+});
 
 pub async fn insert_outbound(
     conn: &mut AnyConnection,

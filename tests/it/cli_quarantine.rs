@@ -6,7 +6,7 @@ use crate::on_both_backends;
 use crate::support::*;
 use boxtrap::clock::{Clock, SystemClock, Timestamp};
 use boxtrap::store::Store;
-use boxtrap::store::held::{self, ActivityAction, NewHeld, NewOutbound};
+use boxtrap::store::held::{self, ActivityAction, NewHeld, NewOutbound, OutboundState};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -1077,7 +1077,7 @@ async fn the_outbound_queue_is_listed() {
     store
         .outbound_attempted(
             id,
-            "queued",
+            OutboundState::Queued,
             Timestamp(0),
             "451 4.3.0 try again later",
             SystemClock.now(),
