@@ -253,6 +253,33 @@ impl MainLog {
         ));
     }
 
+    /// A refused command or message: `H=(helo) [ip]:port F=<sender>
+    /// rejected RCPT <x>: unknown user`, in the reject log.
+    pub fn rejected(&self, client: &str, from: &str, what: &str, why: &str) {
+        self.reject(&format!("{client} F=<{from}> rejected {what}: {why}"));
+    }
+
+    /// A connection turned away before the greeting, in the reject log.
+    pub fn connection_refused(&self, peer: std::net::SocketAddr, why: &str) {
+        self.reject(&format!(
+            "H=[{}]:{} connection refused: {why}",
+            peer.ip(),
+            peer.port()
+        ));
+    }
+
+    /// A session ended for too many refused commands, in the reject log.
+    pub fn too_many_errors(&self, client: &str, errors: u32) {
+        self.reject(&format!(
+            "{client} too many errors ({errors}), connection dropped"
+        ));
+    }
+
+    /// A session ended because the client sent nothing in time.
+    pub fn timeout(&self, ip: std::net::IpAddr) {
+        self.main(&format!("SMTP command timeout on connection from [{ip}]"));
+    }
+
     /// Writes a refusal to the reject log, and to the main log as Exim does.
     pub fn reject(&self, text: &str) {
         let line = self.stamp(text);
@@ -324,6 +351,15 @@ mod tests {
             "message could not be stored",
             &"disk",
         );
+        log.rejected(
+            "H=(c) [192.0.2.7]:1",
+            "b@x.test",
+            "RCPT <n@example.test>",
+            "unknown user",
+        );
+        log.connection_refused("192.0.2.7:1".parse().unwrap(), "too many connections");
+        log.too_many_errors("H=(c) [192.0.2.7]:1", 10);
+        log.timeout("192.0.2.7".parse().unwrap());
         let want = [
             "1wH3kL-0004dR-2k <= bob@example.org H=(client.test) [192.0.2.7]:40312 P=esmtp S=61 id=<x@example.org>",
             "1wH3kL-0004dR-2k => alice@example.test <alice+news@example.test> R=local T=maildir",
@@ -335,6 +371,10 @@ mod tests {
             "OB7 => bob@example.org R=verify T=file (written to outbox)",
             "1wH3kL-0004dR-2k Completed",
             "1wH3kL-0004dR-2k H=(c) [192.0.2.7] temporarily rejected after DATA: message could not be stored: disk",
+            "H=(c) [192.0.2.7]:1 F=<b@x.test> rejected RCPT <n@example.test>: unknown user",
+            "H=[192.0.2.7]:1 connection refused: too many connections",
+            "H=(c) [192.0.2.7]:1 too many errors (10), connection dropped",
+            "SMTP command timeout on connection from [192.0.2.7]",
         ];
         let got: Vec<String> = std::fs::read_to_string(&m)
             .unwrap()

@@ -104,11 +104,7 @@ pub async fn serve(
             }
             None => {
                 tracing::warn!(peer = %peer, "connection refused: too many connections");
-                ctx.log.reject(&format!(
-                    "H=[{}]:{} connection refused: too many connections",
-                    peer.ip(),
-                    peer.port()
-                ));
+                ctx.log.connection_refused(peer, "too many connections");
                 tokio::spawn(async move {
                     let mut out = Vec::new();
                     codes::too_many_connections(&ctx.hostname).write_to(&mut out);

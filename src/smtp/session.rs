@@ -132,10 +132,7 @@ pub async fn run_session<S>(
         match n {
             Err(_) => {
                 tracing::info!(peer = %peer, "SMTP timeout");
-                s.ctx.log.main(&format!(
-                    "SMTP command timeout on connection from [{}]",
-                    peer.ip()
-                ));
+                s.ctx.log.timeout(peer.ip());
                 s.reply(codes::timeout(&ctx.hostname));
                 let _ = stream.write_all(&s.out).await;
                 let _ = stream.shutdown().await;
@@ -171,11 +168,9 @@ impl Session<'_> {
         self.errors += 1;
         if self.errors >= self.ctx.config.max_errors {
             self.reply(codes::too_many_errors(&self.ctx.hostname));
-            self.ctx.log.reject(&format!(
-                "{} too many errors ({}), connection dropped",
-                self.client_tag(),
-                self.errors
-            ));
+            self.ctx
+                .log
+                .too_many_errors(&self.client_tag(), self.errors);
             return Flow::Close;
         }
         Flow::Continue
@@ -407,10 +402,7 @@ impl Session<'_> {
 
     fn log_reject(&self, from: Option<&EmailAddress>, what: &str, why: &str) {
         let from = from.map(|f| f.to_string()).unwrap_or_default();
-        self.ctx.log.reject(&format!(
-            "{} F=<{from}> rejected {what}: {why}",
-            self.client_tag()
-        ));
+        self.ctx.log.rejected(&self.client_tag(), &from, what, why);
     }
 
     fn protocol(&self, tx: &Transaction) -> (&'static str, &'static str) {
