@@ -1,0 +1,35 @@
+//! `boxtrap check-config` (never opens the database) and `boxtrap migrate`.
+
+use super::load_config;
+use crate::app::{open_store, redact};
+use crate::config::Config;
+use anyhow::Context;
+use std::path::Path;
+
+/// Loads `path` (or the embedded defaults) and prints the effective
+/// settings, secrets hidden.
+pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
+    let mut config = load_config(path)?;
+    let shown = match path {
+        Some(p) => p.display().to_string(),
+        None => "(embedded defaults)".into(),
+    };
+    say!("# {shown}: configuration OK; effective settings:");
+    config.database.url = redact(&config.database.url);
+    if !config.outbound.smarthost_password.is_empty() {
+        config.outbound.smarthost_password = "***".into();
+    }
+    if !config.challenge.secret.is_empty() {
+        config.challenge.secret = "***".into();
+    }
+    let text = toml::to_string(&config).context("cannot print the configuration")?;
+    say!("{}", text.trim_end());
+    Ok(())
+}
+
+/// Opens the store, which creates or updates its schema, and nothing else.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    open_store(config).await?;
+    say!("database schema is up to date");
+    Ok(())
+}

@@ -1,0 +1,435 @@
+//! `boxtrap mailbox`: mailboxes (one Maildir and one owner each), their
+//! owners' passwords, and their challenge-response settings and extra
+//! addresses (`mailbox set|show`).
+
+use super::{Admin, parse_address, parse_address_trimmed, parse_domain, parse_local_address};
+use crate::challenge::templates::TemplateName;
+use crate::delivery::maildir::Maildirs;
+use crate::password;
+use crate::policy::rules::ListKind;
+use crate::store::settings::MailboxSettings;
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use std::io::{BufRead, IsTerminal};
+
+#[derive(Debug, Subcommand)]
+pub enum MailboxCmd {
+    /// Add a mailbox (its domain must exist). Asks for the owner's password.
+    Add {
+        address: String,
+        #[command(flatten)]
+        password: PasswordSource,
+        /// Create the mailbox without a password (the owner cannot log in).
+        #[arg(long, conflicts_with = "password_stdin")]
+        no_password: bool,
+    },
+    /// List mailboxes.
+    List {
+        /// Only this domain's.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Remove a mailbox and its aliases; its Maildir stays on disk.
+    Remove { address: String },
+    /// Set a mailbox owner's password.
+    Passwd {
+        address: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Change a mailbox's challenge-response settings and extra addresses.
+    Set(MailboxSetArgs),
+    /// Print a mailbox's settings, extra addresses and list sizes.
+    Show {
+        /// The mailbox (any case).
+        address: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PasswordSource {
+    /// Read the password from the first line of standard input instead of
+    /// prompting.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+/// `boxtrap mailbox set`: every option is optional, at least one is needed.
+#[derive(Debug, Args)]
+pub struct MailboxSetArgs {
+    /// The mailbox (any case).
+    address: String,
+    /// Challenge-response for this mailbox.
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    challenge: Option<bool>,
+    /// Name shown on challenge mails ("" for none).
+    #[arg(long, value_name = "NAME", value_parser = display_name)]
+    display_name: Option<String>,
+    /// Days held mail is kept before it is purged (1 to 365).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(1..=365))]
+    keep_days: Option<i64>,
+    /// Spam score below which mail skips the challenge (e.g. 5.0), or off.
+    #[arg(long, value_name = "SCORE|off", value_parser = spam_score)]
+    spam_bypass_below: Option<SpamBypass>,
+    /// Mail from an allowed sender also allows the other addresses in its To/Cc.
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    whitelist_by_association: Option<bool>,
+    /// People the owner writes to are allowed automatically.
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    auto_whitelist_sent: Option<bool>,
+    /// Send the `verifyreleased` mail after a sender verified.
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    notify_released: Option<bool>,
+    /// Send the `blacklist` mail when a blocked sender's mail is discarded.
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    notify_blocked: Option<bool>,
+    /// Another address that counts as this mailbox (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    add_address: Vec<String>,
+    /// Stop counting ADDR as this mailbox (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    remove_address: Vec<String>,
+}
+
+/// A spam score threshold in tenths, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpamBypass(Option<i64>);
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+/// Longest display name accepted, in characters.
+const MAX_DISPLAY_NAME_CHARS: usize = 100;
+
+fn display_name(s: &str) -> Result<String, String> {
+    if s.chars().any(char::is_control) {
+        return Err("control characters (line breaks, tabs...) are not allowed".into());
+    }
+    if s.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        return Err(format!("longer than {MAX_DISPLAY_NAME_CHARS} characters"));
+    }
+    Ok(s.trim().to_owned())
+}
+
+/// `5`, `5.0`, `-1.5` (stored in tenths) or `off`.
+fn spam_score(s: &str) -> Result<SpamBypass, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(SpamBypass(None));
+    }
+    let bad =
+        || "expected a score such as 5.0 (one decimal at most, -100 to 100) or off".to_owned();
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (whole, tenth) = digits.split_once('.').unwrap_or((digits, "0"));
+    let all_digits =
+        |p: &str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(whole) || tenth.len() != 1 || !all_digits(tenth) {
+        return Err(bad());
+    }
+    let value =
+        whole.parse::<i64>().map_err(|_| bad())? * 10 + tenth.parse::<i64>().map_err(|_| bad())?;
+    if value > 1000 {
+        return Err(bad());
+    }
+    Ok(SpamBypass(Some(if neg { -value } else { value })))
+}
+
+fn read_password(src: &PasswordSource) -> anyhow::Result<String> {
+    let pw = if src.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        if !std::io::stdin().is_terminal() {
+            bail!("no terminal to ask for a password on; use --password-stdin");
+        }
+        let a = rpassword::prompt_password("Password: ").context("cannot read password")?;
+        let b = rpassword::prompt_password("Again: ").context("cannot read password")?;
+        if a != b {
+            bail!("the two passwords differ; nothing changed");
+        }
+        a
+    };
+    Ok(password::hash(&pw)?)
+}
+
+pub async fn run(admin: &Admin, cmd: MailboxCmd) -> anyhow::Result<()> {
+    let store = &admin.store;
+    match cmd {
+        MailboxCmd::Add {
+            address,
+            password,
+            no_password,
+        } => {
+            let a = parse_local_address(&address)?;
+            if store.domain_id(a.domain()).await?.is_none() {
+                bail!(
+                    "domain {} is not a local domain; add it first with `boxtrap domain add {}`",
+                    a.domain(),
+                    a.domain()
+                );
+            }
+            let hash = if no_password {
+                String::new()
+            } else {
+                read_password(&password)?
+            };
+            let m = store.add_mailbox(&a, &hash, admin.now()).await?;
+            let maildirs = Maildirs::new(admin.config.maildir_root(), &admin.config.hostname);
+            say!(
+                "added mailbox {} (Maildir {})",
+                m.address,
+                maildirs.path_for(&m.address).display()
+            );
+        }
+        MailboxCmd::List { domain } => {
+            let d = domain.as_deref().map(parse_domain).transpose()?;
+            for m in store.list_mailboxes(d.as_ref().map(|d| d.as_str())).await? {
+                say!("{}", m.address);
+            }
+        }
+        MailboxCmd::Remove { address } => {
+            let a = parse_address(&address)?;
+            store.remove_mailbox(&a).await?;
+            say!(
+                "removed mailbox {} (its Maildir was left on disk)",
+                a.lookup_key()
+            );
+        }
+        MailboxCmd::Passwd { address, password } => {
+            let a = parse_address(&address)?;
+            if store.find_mailbox(&a).await?.is_none() {
+                bail!("no such mailbox: {}", a.lookup_key());
+            }
+            let hash = read_password(&password)?;
+            store.set_password_hash(&a, &hash).await?;
+            say!("password changed for {}", a.lookup_key());
+        }
+        MailboxCmd::Set(args) => set(admin, args).await?,
+        MailboxCmd::Show { address } => show(admin, &address).await?,
+    }
+    Ok(())
+}
+
+async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
+    let MailboxSetArgs {
+        address,
+        challenge,
+        display_name,
+        keep_days,
+        spam_bypass_below,
+        whitelist_by_association,
+        auto_whitelist_sent,
+        notify_released,
+        notify_blocked,
+        add_address,
+        remove_address,
+    } = args;
+    if challenge.is_none()
+        && display_name.is_none()
+        && keep_days.is_none()
+        && spam_bypass_below.is_none()
+        && whitelist_by_association.is_none()
+        && auto_whitelist_sent.is_none()
+        && notify_released.is_none()
+        && notify_blocked.is_none()
+        && add_address.is_empty()
+        && remove_address.is_empty()
+    {
+        bail!("nothing to change: give at least one option (see `boxtrap mailbox set --help`)");
+    }
+    let store = &admin.store;
+    let old = admin.mailbox(&address).await?;
+    let mut s = old.clone();
+
+    // Every address is checked before anything is written.
+    let mut add: Vec<String> = Vec::new();
+    for a in &add_address {
+        let parsed = parse_address_trimmed("address", a)?;
+        let key = parsed.lookup_key();
+        if key == s.address {
+            bail!("{key} is the mailbox's own address; nothing changed");
+        }
+        if s.extra_addresses.contains(&key) {
+            bail!(
+                "{key} is already an address of {}; nothing changed",
+                s.address
+            );
+        }
+        if store.find_mailbox(&parsed).await?.is_some() {
+            bail!("{key} is a mailbox of its own; nothing changed");
+        }
+        if let Some(owner) = store.extra_address_owners(&key).await?.into_iter().next() {
+            bail!("{key} is already an address of {owner}; nothing changed");
+        }
+        if !add.contains(&key) {
+            add.push(key);
+        }
+    }
+    let mut remove: Vec<String> = Vec::new();
+    for a in &remove_address {
+        let key = parse_address_trimmed("address", a)?.lookup_key();
+        if add.contains(&key) {
+            bail!("{key} is both added and removed; nothing changed");
+        }
+        if !s.extra_addresses.contains(&key) {
+            bail!("{key} is not an address of {}; nothing changed", s.address);
+        }
+        if !remove.contains(&key) {
+            remove.push(key);
+        }
+    }
+
+    if let Some(v) = challenge {
+        s.challenge_enabled = v;
+    }
+    if let Some(v) = display_name {
+        s.display_name = v;
+    }
+    if let Some(v) = keep_days {
+        s.keep_days = v;
+    }
+    if let Some(SpamBypass(v)) = spam_bypass_below {
+        s.spam_bypass_below = v;
+    }
+    if let Some(v) = whitelist_by_association {
+        s.whitelist_by_association = v;
+    }
+    if let Some(v) = auto_whitelist_sent {
+        s.auto_whitelist_sent = v;
+    }
+    if let Some(v) = notify_released {
+        s.notify_released = v;
+    }
+    if let Some(v) = notify_blocked {
+        s.notify_blocked = v;
+    }
+    store.change_mailbox_settings(&s, &add, &remove).await?;
+
+    say!("updated mailbox {}", s.address);
+    let (before, after) = (settings_lines(&old), settings_lines(&s));
+    for ((key, was), (_, now)) in before.iter().zip(&after) {
+        if was != now {
+            say!("  {key}: {now} (was {was})");
+        }
+    }
+    for a in &add {
+        say!("  added address {a}");
+    }
+    for a in &remove {
+        say!("  removed address {a}");
+    }
+    Ok(())
+}
+
+fn on(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+fn spam_text(tenths: Option<i64>) -> String {
+    match tenths {
+        None => "off".into(),
+        Some(t) => {
+            let sign = if t < 0 { "-" } else { "" };
+            format!("{sign}{}.{}", t.abs() / 10, t.abs() % 10)
+        }
+    }
+}
+
+/// The settings `mailbox set` changes, as (key, value) in display order.
+fn settings_lines(s: &MailboxSettings) -> Vec<(&'static str, String)> {
+    vec![
+        ("challenge", on(s.challenge_enabled).into()),
+        ("display-name", s.display_name.clone()),
+        ("keep-days", s.keep_days.to_string()),
+        ("spam-bypass-below", spam_text(s.spam_bypass_below)),
+        (
+            "whitelist-by-association",
+            on(s.whitelist_by_association).into(),
+        ),
+        ("auto-whitelist-sent", on(s.auto_whitelist_sent).into()),
+        ("notify-released", on(s.notify_released).into()),
+        ("notify-blocked", on(s.notify_blocked).into()),
+    ]
+}
+
+/// `none`, or the items separated by commas.
+fn joined_or_none(items: &[impl AsRef<str>]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+async fn show(admin: &Admin, address: &str) -> anyhow::Result<()> {
+    let store = &admin.store;
+    let s = admin.mailbox(address).await?;
+    say!("address: {}", s.address);
+    for (key, value) in settings_lines(&s) {
+        say!("{key}: {value}");
+    }
+    say!("extra-addresses: {}", joined_or_none(&s.extra_addresses));
+    for kind in [ListKind::Allow, ListKind::Block, ListKind::Ignore] {
+        say!("{kind}-rules: {}", store.rules(s.id, kind).await?.len());
+    }
+    let mut overridden = Vec::new();
+    for name in TemplateName::ALL {
+        if store
+            .template_override(s.id, name.as_str())
+            .await?
+            .is_some()
+        {
+            overridden.push(name.as_str());
+        }
+    }
+    say!("template-overrides: {}", joined_or_none(&overridden));
+    say!("held: {}", store.list_held(Some(s.id), None).await?.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spam_scores_are_read_in_tenths() {
+        for (text, tenths) in [
+            ("5", Some(50)),
+            ("5.0", Some(50)),
+            ("4.5", Some(45)),
+            ("-1.5", Some(-15)),
+            ("+2", Some(20)),
+            ("0", Some(0)),
+            ("100", Some(1000)),
+            ("off", None),
+            ("OFF", None),
+        ] {
+            assert_eq!(spam_score(text), Ok(SpamBypass(tenths)), "{text}");
+        }
+        for bad in [
+            "", "five", "5.", ".5", "5.25", "100.1", "1e3", "5,0", "--1", "1000",
+        ] {
+            assert!(spam_score(bad).is_err(), "{bad}");
+        }
+        assert_eq!(spam_text(Some(50)), "5.0");
+        assert_eq!(spam_text(Some(-15)), "-1.5");
+        assert_eq!(spam_text(Some(-5)), "-0.5");
+        assert_eq!(spam_text(None), "off");
+    }
+}
