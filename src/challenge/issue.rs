@@ -179,7 +179,7 @@ impl Challenges {
     ) -> Result<ChallengeDraft, StoreError> {
         Ok(ChallengeDraft {
             notice: self
-                .notice(s, rcpt, TemplateName::Verify, sender, facts, 1, now)
+                .notice(s, rcpt, TemplateName::Verify, sender, facts, 1)
                 .await?,
             keyring: self.keyring(),
             mailbox: s.address.clone(),
@@ -189,7 +189,6 @@ impl Challenges {
 
     /// Gathers a notice mail from `from` (the address that was mailed, or
     /// the mailbox) to `to`: the template text, its variables, the headers.
-    #[allow(clippy::too_many_arguments)]
     pub async fn notice(
         &self,
         s: &MailboxSettings,
@@ -198,7 +197,6 @@ impl Challenges {
         to: &str,
         facts: &MessageFacts,
         held_count: i64,
-        now: Timestamp,
     ) -> Result<Notice, StoreError> {
         let template = match self.store.template_override(s.id, name.as_str()).await? {
             Some(t) => t,
@@ -226,7 +224,7 @@ impl Challenges {
             marker: s.address.clone(),
             hostname: self.hostname.clone(),
             base_url: self.base_url.clone(),
-            date: now,
+            date: self.clock.now(),
         })
     }
 
@@ -243,7 +241,7 @@ impl Challenges {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let notice = self
-            .notice(s, &s.address, name, to, facts, held_count.unwrap_or(0), now)
+            .notice(s, &s.address, name, to, facts, held_count.unwrap_or(0))
             .await?;
         let mail = match notice.build(None) {
             Ok(b) => b.data,
