@@ -10,7 +10,7 @@ use crate::mainlog::{Rcpt, Via};
 use crate::policy::facts::MessageFacts;
 use crate::policy::rules::{ListKind, SenderRule};
 use crate::store::column::text_enum;
-use crate::store::held::{self, ActivityAction};
+use crate::store::held::{self, ActivityAction, HeldSummary};
 use std::sync::Arc;
 
 text_enum! {
@@ -153,12 +153,24 @@ impl Quarantine {
         {
             return Ok(false);
         }
-        let now = self.clock.now();
+        self.removed(&h, ActivityAction::Deleted, "deleted by the owner")
+            .await?;
+        Ok(true)
+    }
+
+    /// A held message is gone without delivery (deleted, expired): the
+    /// activity log and the main log's `**` line say so.
+    pub(super) async fn removed(
+        &self,
+        h: &HeldSummary,
+        action: ActivityAction,
+        why: &str,
+    ) -> Result<(), QuarantineError> {
         self.store
             .log_activity(
                 h.mailbox_id,
-                now,
-                ActivityAction::Deleted,
+                self.clock.now(),
+                action,
                 &h.sender,
                 &h.subject,
             )
@@ -167,8 +179,8 @@ impl Quarantine {
             &h.queue_id,
             Rcpt::new(&h.mailbox, &h.original_rcpt),
             Via::QUARANTINE,
-            &"deleted by the owner",
+            &why,
         );
-        Ok(true)
+        Ok(())
     }
 }

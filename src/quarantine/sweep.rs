@@ -4,7 +4,6 @@
 
 use super::release::ReleasedBy;
 use super::{Quarantine, QuarantineError};
-use crate::mainlog::{Rcpt, Via};
 use crate::store::held::ActivityAction;
 use std::sync::Arc;
 
@@ -28,21 +27,12 @@ impl Quarantine {
         let expired = self.store.expired_held(now).await?;
         for h in &expired {
             if self.store.remove_held(h.id).await? {
-                self.store
-                    .log_activity(
-                        h.mailbox_id,
-                        now,
-                        ActivityAction::Expired,
-                        &h.sender,
-                        &h.subject,
-                    )
-                    .await?;
-                self.log.failed(
-                    &h.queue_id,
-                    Rcpt::new(&h.mailbox, &h.original_rcpt),
-                    Via::QUARANTINE,
-                    &"expired after the mailbox's keep-days",
-                );
+                self.removed(
+                    h,
+                    ActivityAction::Expired,
+                    "expired after the mailbox's keep-days",
+                )
+                .await?;
             }
         }
         let challenges = self.store.expire_challenges(now).await?;
