@@ -1,6 +1,7 @@
 //! The test harness: a boxtrap started in-process on port 0 with a temp
-//! data directory and a manual clock, and an SMTP client whose helpers read
-//! like the dialogue.
+//! data directory, a manual clock and a recording transport, typed views of
+//! what it holds and sends, and an SMTP client whose helpers read like the
+//! dialogue.
 
 use boxtrap::address::{Domain, EmailAddress};
 use boxtrap::app::{App, AppDeps};
@@ -8,8 +9,11 @@ use boxtrap::clock::{ManualClock, Timestamp};
 use boxtrap::config::{Config, HumanDuration};
 use boxtrap::delivery::Delivery;
 use boxtrap::outbound::Outbound;
+use boxtrap::outbound::transport::{Recording, Transport};
+use boxtrap::policy::rules::{ListKind, SenderRule};
 use boxtrap::quarantine::Quarantine;
 use boxtrap::store::Store;
+use boxtrap::store::held::{ActivityAction, HeldSummary};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,13 +43,17 @@ pub struct TestApp {
     pub quarantine: Arc<Quarantine>,
     pub outbound: Arc<Outbound>,
     pub web: SocketAddr,
+    /// What the server handed to its transport; `None` when it sends
+    /// through the transport its config names.
+    recording: Option<Recording>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestApp {
     /// SQLite, default limits, domain example.test with mailboxes alice and
-    /// bob and the alias team -> alice, bob.
+    /// bob and the alias team -> alice, bob. Outbound mail is recorded, not
+    /// sent: read it with [`TestApp::outbox`].
     pub async fn spawn() -> TestApp {
         TestApp::spawn_with(Backend::Sqlite, |_| {}).await
     }
@@ -55,6 +63,24 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        TestApp::start(backend, tweak, Some(Recording::new())).await
+    }
+
+    /// As [`TestApp::spawn_with`], but outbound mail leaves through the
+    /// transport the config names (the file outbox by default, or a
+    /// smarthost) instead of being recorded.
+    pub async fn spawn_with_config_transport(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        TestApp::start(backend, tweak, None).await
+    }
+
+    async fn start(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+        recording: Option<Recording>,
+    ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::load(None, Vec::new()).unwrap();
         config.data_dir = dir.path().to_owned();
@@ -78,6 +104,7 @@ impl TestApp {
             config.clone(),
             AppDeps {
                 clock: Arc::new(clock.clone()),
+                transport: recording.clone().map(|r| Arc::new(Transport::Recording(r))),
                 ..AppDeps::default()
             },
         )
@@ -120,6 +147,7 @@ impl TestApp {
             quarantine,
             outbound,
             web,
+            recording,
             stop: Some(stop),
             task: Some(task),
         }
@@ -182,6 +210,74 @@ impl TestApp {
     /// An HTTP request to the web listener: (status, body).
     pub async fn http(&self, method: &str, path: &str) -> (u16, String) {
         http(self.web, method, path).await
+    }
+
+    /// Every mail the server handed to its transport, oldest first.
+    pub fn outbox(&self) -> Vec<OutMail> {
+        let recording = self.recording.as_ref().expect(
+            "this TestApp sends through its configured transport; read what reached the peer",
+        );
+        recording
+            .sent()
+            .into_iter()
+            .map(|s| OutMail::parse(s.env_from, s.rcpt, &s.data))
+            .collect()
+    }
+
+    /// The challenges sent to `rcpt`, oldest first.
+    pub fn challenges_to(&self, rcpt: &str) -> Vec<ChallengeMail> {
+        self.outbox()
+            .into_iter()
+            .filter(|m| m.rcpt == rcpt)
+            .filter_map(OutMail::challenge)
+            .collect()
+    }
+
+    /// The challenges delivered into one of this server's mailboxes (when
+    /// it is another server's smarthost), oldest first.
+    pub fn challenges_in(&self, mailbox: &str) -> Vec<ChallengeMail> {
+        self.messages(mailbox)
+            .iter()
+            .filter_map(|(_, data)| OutMail::delivered(data).challenge())
+            .collect()
+    }
+
+    /// Every held message, newest first.
+    pub async fn held(&self) -> Vec<HeldSummary> {
+        self.store.list_held(None, None).await.unwrap()
+    }
+
+    pub async fn mailbox_id(&self, mailbox: &str) -> i64 {
+        let settings = self.store.mailbox_settings_by_address(mailbox).await;
+        settings.unwrap().id
+    }
+
+    /// What a mailbox's activity log recorded, newest first.
+    pub async fn activity(&self, mailbox: &str) -> Vec<ActivityAction> {
+        let id = self.mailbox_id(mailbox).await;
+        let lines = self.store.activity(id, 100).await.unwrap();
+        lines.into_iter().map(|a| a.action).collect()
+    }
+
+    /// A mailbox's allow list, as rule lines (`from ^bob@example\.org$`).
+    pub async fn allow_list(&self, mailbox: &str) -> Vec<String> {
+        let id = self.mailbox_id(mailbox).await;
+        let rules = self.store.rules(id, ListKind::Allow).await.unwrap();
+        rules.iter().map(SenderRule::to_line).collect()
+    }
+
+    /// Adds one rule line (`from .*@spam\.example`) to a mailbox's list.
+    pub async fn add_rule(&self, mailbox: &str, list: ListKind, line: &str) {
+        let id = self.mailbox_id(mailbox).await;
+        let rule = SenderRule::parse(line).unwrap();
+        let now = Timestamp::from_secs(T0);
+        self.store.add_rule(id, list, &rule, now).await.unwrap();
+    }
+
+    pub async fn remove_rule(&self, mailbox: &str, list: ListKind, line: &str) {
+        let id = self.mailbox_id(mailbox).await;
+        let rule = SenderRule::parse(line).unwrap();
+        self.store.remove_rule(id, list, &rule).await.unwrap();
     }
 
     pub fn mainlog(&self) -> String {
@@ -662,9 +758,107 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
 
 // Challenge-response helpers shared by challenge.rs and browser.rs.
 
+/// One mail as it left (or, read from a peer's Maildir, as it arrived),
+/// parsed once.
+#[derive(Debug, Clone)]
+pub struct OutMail {
+    /// The envelope sender, `""` for the null sender `<>`.
+    pub env_from: String,
+    pub rcpt: String,
+    /// The whole message.
+    pub raw: String,
+    /// The text/plain part, its transfer encoding undone.
+    pub text: String,
+    /// Unfolded (RFC 5322 §2.2.3), in order.
+    headers: Vec<(String, String)>,
+}
+
+impl OutMail {
+    fn parse(env_from: String, rcpt: String, data: &[u8]) -> OutMail {
+        let raw = String::from_utf8_lossy(data).into_owned();
+        let text = mail_parser::MessageParser::default()
+            .parse(data)
+            .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+            .unwrap_or_default();
+        let mut unfolded: Vec<String> = Vec::new();
+        for line in raw.lines().take_while(|l| !l.is_empty()) {
+            match (line.starts_with([' ', '\t']), unfolded.last_mut()) {
+                (true, Some(last)) => last.push_str(line),
+                _ => unfolded.push(line.to_owned()),
+            }
+        }
+        let headers = unfolded
+            .iter()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect();
+        OutMail {
+            env_from,
+            rcpt,
+            raw,
+            text,
+            headers,
+        }
+    }
+
+    /// A copy in a Maildir: the envelope read back from its `Return-Path`
+    /// and `Delivered-To`.
+    fn delivered(data: &[u8]) -> OutMail {
+        let mut mail = OutMail::parse(String::new(), String::new(), data);
+        let path = mail.header("Return-Path").unwrap_or_default();
+        mail.env_from = path.trim_matches(['<', '>']).to_owned();
+        mail.rcpt = mail.header("Delivered-To").unwrap_or_default().to_owned();
+        mail
+    }
+
+    /// A header's value, unfolded; the first when it repeats.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let (_, value) = self
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        Some(value)
+    }
+
+    /// The mail as a challenge, when it is one: the only mail that carries
+    /// a verification link. Panics when its subject lacks the `verify#`
+    /// token a reply needs.
+    pub fn challenge(self) -> Option<ChallengeMail> {
+        let link = self
+            .text
+            .split_whitespace()
+            .find(|w| w.contains("/verify/"))?
+            .to_owned();
+        let subject = self.header("Subject").unwrap_or_default();
+        let token = token_in(subject);
+        Some(ChallengeMail {
+            token,
+            link,
+            mail: self,
+        })
+    }
+}
+
+/// A challenge mail, its token and link read once.
+#[derive(Debug, Clone)]
+pub struct ChallengeMail {
+    /// From `Subject: ... [verify#TOKEN]`, what a reply carries back.
+    pub token: String,
+    /// The verification link in the text part.
+    pub link: String,
+    pub mail: OutMail,
+}
+
+impl ChallengeMail {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.mail.header(name)
+    }
+}
+
 /// `mx` hosts example.test, where alice has challenge-response on, and
 /// sends its challenges through `peer` (another boxtrap, hosting
 /// example.org) as its smarthost, so every challenge travels over SMTP.
+/// Most tests need less: a [`TestApp`] records what it sends.
 pub struct Pair {
     pub mx: TestApp,
     pub peer: TestApp,
@@ -675,7 +869,7 @@ pub async fn pair_with(backend: Backend, tweak: impl FnOnce(&mut boxtrap::config
     peer.add_mailboxes(&["bob@example.org", "carol@example.org", "dave@example.org"])
         .await;
     let smarthost = peer.addr.to_string();
-    let mx = TestApp::spawn_with(backend, |c| {
+    let mx = TestApp::spawn_with_config_transport(backend, |c| {
         c.outbound.mode = "smarthost".into();
         c.outbound.smarthost = smarthost;
         c.outbound.smarthost_tls = "off".into();
@@ -712,7 +906,8 @@ pub fn token_in(text: &str) -> String {
         .collect()
 }
 
-/// Challenges that reached `mailbox` on the peer.
+/// The raw text of the challenges that reached `mailbox` on the peer
+/// (browser.rs; [`TestApp::challenges_in`] parses them).
 pub fn challenges(peer: &TestApp, mailbox: &str) -> Vec<String> {
     peer.messages(mailbox)
         .iter()
