@@ -118,6 +118,79 @@ pub struct ChallengeConfig {
     pub sweep_interval: HumanDuration,
 }
 
+/// Defines a config enum read from and written as its lower-case word;
+/// an unknown word is refused naming the key and the words it takes.
+macro_rules! config_word {
+    ($(#[$doc:meta])* $name:ident($key:literal) { $($(#[$vdoc:meta])* $variant:ident = $word:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)+
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                match s.as_str() {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        concat!($key, ": {:?} is not one of ", config_word!(@list $($word),+)),
+                        s
+                    )),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.as_str().to_owned()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+    (@list $first:literal $(, $rest:literal)*) => { concat!($first $(, ", ", $rest)*) };
+}
+
+config_word! {
+    /// How challenge mails leave (`outbound.mode`).
+    OutboundMode("outbound.mode") {
+        /// The smarthost when one is set, else the file outbox.
+        Auto = "auto",
+        /// `.eml` files in the outbox; nothing is sent.
+        File = "file",
+        /// Through `outbound.smarthost`.
+        Smarthost = "smarthost",
+        /// To each recipient domain's MX.
+        Direct = "direct",
+    }
+}
+
+config_word! {
+    /// STARTTLS towards the smarthost (`outbound.smarthost_tls`, RFC 3207).
+    TlsPolicy("outbound.smarthost_tls") {
+        /// Plain text.
+        Off = "off",
+        /// When offered; a failed upgrade fails the attempt.
+        Opportunistic = "opportunistic",
+        /// Refuse to send without it.
+        Required = "required",
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundConfig {
@@ -125,13 +198,13 @@ pub struct OutboundConfig {
     /// (nothing is sent; for trying boxtrap out), "smarthost" relays through
     /// `smarthost`, "direct" delivers to each recipient domain's MX.
     /// "auto": smarthost when one is set, else file.
-    pub mode: String,
+    pub mode: OutboundMode,
     /// Where "file" mode writes messages. Empty means `<data_dir>/outbox`.
     pub outbox_dir: PathBuf,
     /// Relay host as "host:port".
     pub smarthost: String,
     /// STARTTLS towards the smarthost: "off", "opportunistic" or "required".
-    pub smarthost_tls: String,
+    pub smarthost_tls: TlsPolicy,
     /// SMTP AUTH user name for the smarthost; empty means no AUTH.
     pub smarthost_user: String,
     pub smarthost_password: String,
@@ -243,10 +316,10 @@ impl Default for ChallengeConfig {
 impl Default for OutboundConfig {
     fn default() -> Self {
         OutboundConfig {
-            mode: "auto".into(),
+            mode: OutboundMode::Auto,
             outbox_dir: PathBuf::new(),
             smarthost: String::new(),
-            smarthost_tls: "opportunistic".into(),
+            smarthost_tls: TlsPolicy::Opportunistic,
             smarthost_user: String::new(),
             smarthost_password: String::new(),
             helo_name: String::new(),
@@ -392,13 +465,7 @@ impl Config {
             return bad("challenge.secret: must be 64 hex digits (32 bytes), or empty".into());
         }
         let o = &self.outbound;
-        if !["auto", "file", "smarthost", "direct"].contains(&o.mode.as_str()) {
-            return bad(format!(
-                "outbound.mode: {:?} is not one of auto, file, smarthost, direct",
-                o.mode
-            ));
-        }
-        if o.mode == "smarthost" && o.smarthost.is_empty() {
+        if o.mode == OutboundMode::Smarthost && o.smarthost.is_empty() {
             return bad("outbound.mode: \"smarthost\" needs outbound.smarthost".into());
         }
         if !o.smarthost.is_empty()
@@ -412,18 +479,12 @@ impl Config {
                 o.smarthost
             ));
         }
-        if !o.smarthost_user.is_empty() && o.smarthost_tls == "off" {
+        if !o.smarthost_user.is_empty() && o.smarthost_tls == TlsPolicy::Off {
             return bad(
                 "outbound.smarthost_user: AUTH would send the password in clear text; \
                  set outbound.smarthost_tls to \"required\""
                     .into(),
             );
-        }
-        if !["off", "opportunistic", "required"].contains(&o.smarthost_tls.as_str()) {
-            return bad(format!(
-                "outbound.smarthost_tls: {:?} is not one of off, opportunistic, required",
-                o.smarthost_tls
-            ));
         }
         let base = &self.web.base_url;
         if !(base.is_empty() || base.starts_with("http://") || base.starts_with("https://")) {
@@ -460,11 +521,11 @@ impl Config {
         or_default(&self.outbound.outbox_dir, || self.data_dir.join("outbox"))
     }
 
-    /// The outbound mode with "auto" resolved.
-    pub fn outbound_mode(&self) -> &str {
-        match self.outbound.mode.as_str() {
-            "auto" if self.outbound.smarthost.is_empty() => "file",
-            "auto" => "smarthost",
+    /// The outbound mode with "auto" resolved: never [`OutboundMode::Auto`].
+    pub fn outbound_mode(&self) -> OutboundMode {
+        match self.outbound.mode {
+            OutboundMode::Auto if self.outbound.smarthost.is_empty() => OutboundMode::File,
+            OutboundMode::Auto => OutboundMode::Smarthost,
             m => m,
         }
     }
@@ -815,6 +876,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_mode_or_tls_word_is_refused_naming_the_key_and_the_words() {
+        let e = load_str("[outbound]\nmode = \"carrier-pigeon\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "outbound.mode: \"carrier-pigeon\" is not one of auto, file, smarthost, direct"
+            ),
+            "{e}"
+        );
+        let e = load_str("", &[("BOXTRAP_OUTBOUND_SMARTHOST_TLS", "always")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "outbound.smarthost_tls: \"always\" is not one of off, opportunistic, required"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use crate::on_both_backends;
 use crate::support::*;
-use boxtrap::config::Config;
+use boxtrap::config::{Config, OutboundMode, TlsPolicy};
 use boxtrap::policy::rules::ListKind;
 use boxtrap::quarantine::SweepReport;
 use boxtrap::store::held::{self, ActivityAction, OutboundState};
@@ -673,17 +673,17 @@ async fn two_boxtraps_whose_owners_write_to_each_other_exchange_one_challenge_ea
     let (port_a, port_b) = (port(), port());
     let a = TestApp::spawn_with_config_transport(Backend::Sqlite, |c| {
         c.smtp.listen = vec![format!("127.0.0.1:{port_a}").parse().unwrap()];
-        c.outbound.mode = "smarthost".into();
+        c.outbound.mode = OutboundMode::Smarthost;
         c.outbound.smarthost = format!("127.0.0.1:{port_b}");
-        c.outbound.smarthost_tls = "off".into();
+        c.outbound.smarthost_tls = TlsPolicy::Off;
     })
     .await;
     let b = TestApp::spawn_with_config_transport(Backend::Sqlite, |c| {
         c.smtp.listen = vec![format!("127.0.0.1:{port_b}").parse().unwrap()];
         c.hostname = "mx.example.org".into();
-        c.outbound.mode = "smarthost".into();
+        c.outbound.mode = OutboundMode::Smarthost;
         c.outbound.smarthost = format!("127.0.0.1:{port_a}");
-        c.outbound.smarthost_tls = "off".into();
+        c.outbound.smarthost_tls = TlsPolicy::Off;
     })
     .await;
     b.add_mailboxes(&["bob@example.org"]).await;
@@ -736,9 +736,9 @@ async fn a_challenge_that_cannot_be_sent_is_retried_then_recorded_against_the_he
         .local_addr()
         .unwrap();
     let app = TestApp::spawn_with_config_transport(Backend::Sqlite, |c| {
-        c.outbound.mode = "smarthost".into();
+        c.outbound.mode = OutboundMode::Smarthost;
         c.outbound.smarthost = dead.to_string();
-        c.outbound.smarthost_tls = "off".into();
+        c.outbound.smarthost_tls = TlsPolicy::Off;
     })
     .await;
     app.challenge_on(ALICE).await;

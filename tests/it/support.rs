@@ -6,7 +6,7 @@
 use boxtrap::address::{Domain, EmailAddress};
 use boxtrap::app::{App, AppDeps};
 use boxtrap::clock::{ManualClock, Timestamp};
-use boxtrap::config::{Config, HumanDuration};
+use boxtrap::config::{Config, HumanDuration, OutboundMode, TlsPolicy};
 use boxtrap::delivery::Delivery;
 use boxtrap::outbound::Outbound;
 use boxtrap::outbound::transport::{Recording, Transport};
@@ -870,9 +870,9 @@ pub async fn pair_with(backend: Backend, tweak: impl FnOnce(&mut boxtrap::config
         .await;
     let smarthost = peer.addr.to_string();
     let mx = TestApp::spawn_with_config_transport(backend, |c| {
-        c.outbound.mode = "smarthost".into();
+        c.outbound.mode = OutboundMode::Smarthost;
         c.outbound.smarthost = smarthost;
-        c.outbound.smarthost_tls = "off".into();
+        c.outbound.smarthost_tls = TlsPolicy::Off;
         c.web.base_url = "https://mail.example.test".into();
         tweak(c);
     })

@@ -23,7 +23,7 @@ pub use outbox::FileOutbox;
 pub use recording::{Recording, Sent};
 pub use smarthost::Smarthost;
 
-use crate::config::Config;
+use crate::config::{Config, OutboundMode};
 use crate::dns::Resolver;
 use lettre::address::{Address, Envelope};
 use std::sync::Arc;
@@ -72,15 +72,14 @@ impl Transport {
         resolver: Option<Arc<dyn Resolver>>,
     ) -> Result<Transport, TransportError> {
         match config.outbound_mode() {
-            "file" => Ok(Transport::File(FileOutbox::new(config.outbox_dir()))),
-            "smarthost" => Smarthost::from_config(config).map(Transport::Smarthost),
-            "direct" => {
+            // `outbound_mode` has resolved "auto" already.
+            OutboundMode::File | OutboundMode::Auto => {
+                Ok(Transport::File(FileOutbox::new(config.outbox_dir())))
+            }
+            OutboundMode::Smarthost => Smarthost::from_config(config).map(Transport::Smarthost),
+            OutboundMode::Direct => {
                 DirectMx::from_config(config, resolver).map(|d| Transport::Direct(Box::new(d)))
             }
-            other => Err(TransportError::Config {
-                key: "outbound.mode",
-                message: format!("{other:?} is not one of auto, file, smarthost, direct"),
-            }),
         }
     }
 

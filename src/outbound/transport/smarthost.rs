@@ -2,7 +2,7 @@
 
 use super::conversation::{connect, converse, helo_name, start_tls, transaction};
 use super::{SendError, TransportError};
-use crate::config::Config;
+use crate::config::{Config, TlsPolicy};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::TlsParameters;
@@ -66,16 +66,10 @@ impl Smarthost {
                 )
             })
         };
-        let starttls = match o.smarthost_tls.as_str() {
-            "off" => StartTls::Off,
-            "opportunistic" => StartTls::Opportunistic(params()?),
-            "required" => StartTls::Required(params()?),
-            other => {
-                return Err(bad(
-                    "outbound.smarthost_tls",
-                    format!("{other:?} is not one of off, opportunistic, required"),
-                ));
-            }
+        let starttls = match o.smarthost_tls {
+            TlsPolicy::Off => StartTls::Off,
+            TlsPolicy::Opportunistic => StartTls::Opportunistic(params()?),
+            TlsPolicy::Required => StartTls::Required(params()?),
         };
         let credentials = (!o.smarthost_user.is_empty())
             .then(|| Credentials::new(o.smarthost_user.clone(), o.smarthost_password.clone()));

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::config::HumanDuration;
+use crate::config::{OutboundMode, TlsPolicy};
 use crate::dns::StaticResolver;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -180,11 +181,11 @@ fn config() -> Config {
     config
 }
 
-fn smarthost_config(addr: SocketAddr, tls: &str) -> Config {
+fn smarthost_config(addr: SocketAddr, tls: TlsPolicy) -> Config {
     let mut config = config();
-    config.outbound.mode = "smarthost".into();
+    config.outbound.mode = OutboundMode::Smarthost;
     config.outbound.smarthost = addr.to_string();
-    config.outbound.smarthost_tls = tls.into();
+    config.outbound.smarthost_tls = tls;
     config
 }
 
@@ -212,14 +213,14 @@ fn every_mode_builds_outside_an_async_runtime() {
     assert_eq!(t.describe(), "file /nonexistent/data/outbox");
 
     let t = Transport::from_config(
-        &smarthost_config("127.0.0.1:2525".parse().unwrap(), "required"),
+        &smarthost_config("127.0.0.1:2525".parse().unwrap(), TlsPolicy::Required),
         None,
     )
     .unwrap();
     assert_eq!(t.describe(), "smarthost 127.0.0.1:2525");
 
     let mut c = config();
-    c.outbound.mode = "direct".into();
+    c.outbound.mode = OutboundMode::Direct;
     c.outbound.dns_servers = vec!["127.0.0.1:5353".parse().unwrap()];
     let t = Transport::from_config(&c, None).unwrap();
     assert_eq!(t.describe(), "direct MX");
@@ -227,14 +228,10 @@ fn every_mode_builds_outside_an_async_runtime() {
 
 #[test]
 fn a_bad_smarthost_is_refused_naming_the_key() {
-    let mut c = smarthost_config("127.0.0.1:25".parse().unwrap(), "opportunistic");
+    let mut c = smarthost_config("127.0.0.1:25".parse().unwrap(), TlsPolicy::Opportunistic);
     c.outbound.smarthost = "mail.example.net:smtp".into();
     let e = Transport::from_config(&c, None).err().unwrap().to_string();
     assert!(e.starts_with("outbound.smarthost: "), "{e}");
-    c.outbound.smarthost = "mail.example.net:587".into();
-    c.outbound.smarthost_tls = "always".into();
-    let e = Transport::from_config(&c, None).err().unwrap().to_string();
-    assert!(e.starts_with("outbound.smarthost_tls: "), "{e}");
 }
 
 // ---- file outbox ----
@@ -243,7 +240,7 @@ fn a_bad_smarthost_is_refused_naming_the_key() {
 async fn the_outbox_gets_one_complete_eml_with_exactly_the_message() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config();
-    c.outbound.mode = "file".into();
+    c.outbound.mode = OutboundMode::File;
     c.outbound.outbox_dir = dir.path().join("outbox");
     let t = Transport::from_config(&c, None).unwrap();
     let path = t.send(None, "bob@example.org", MESSAGE).await.unwrap();
@@ -276,7 +273,7 @@ async fn a_bad_recipient_is_permanent_even_for_the_outbox() {
 #[tokio::test]
 async fn the_smarthost_gets_the_null_sender_the_recipient_and_the_data_intact() {
     let server = TestSmtp::start(Behaviour::default()).await;
-    let t = Transport::from_config(&smarthost_config(server.addr, "off"), None).unwrap();
+    let t = Transport::from_config(&smarthost_config(server.addr, TlsPolicy::Off), None).unwrap();
     let said = t.send(None, "bob@example.org", MESSAGE).await.unwrap();
     assert_eq!(
         said,
@@ -296,7 +293,7 @@ async fn the_smarthost_gets_the_null_sender_the_recipient_and_the_data_intact() 
 #[tokio::test]
 async fn a_named_sender_and_the_helo_name_are_used() {
     let server = TestSmtp::start(Behaviour::default()).await;
-    let mut c = smarthost_config(server.addr, "opportunistic");
+    let mut c = smarthost_config(server.addr, TlsPolicy::Opportunistic);
     c.outbound.helo_name = "out.example.test".into();
     let t = Transport::from_config(&c, None).unwrap();
     t.send(
@@ -319,7 +316,7 @@ async fn a_550_to_rcpt_is_permanent() {
         ..Behaviour::default()
     })
     .await;
-    let t = Transport::from_config(&smarthost_config(server.addr, "off"), None).unwrap();
+    let t = Transport::from_config(&smarthost_config(server.addr, TlsPolicy::Off), None).unwrap();
     let e = permanent(t.send(None, "nobody@example.org", MESSAGE).await);
     assert!(e.contains("550") && e.contains("no such user"), "{e}");
     assert!(server.received().is_empty());
@@ -332,7 +329,7 @@ async fn a_451_to_rcpt_is_temporary() {
         ..Behaviour::default()
     })
     .await;
-    let t = Transport::from_config(&smarthost_config(server.addr, "off"), None).unwrap();
+    let t = Transport::from_config(&smarthost_config(server.addr, TlsPolicy::Off), None).unwrap();
     let e = temporary(t.send(None, "bob@example.org", MESSAGE).await);
     assert!(e.contains("451") && e.contains("try again later"), "{e}");
 }
@@ -345,7 +342,7 @@ async fn an_auth_rejection_is_temporary() {
         ..Behaviour::default()
     })
     .await;
-    let t = Transport::from_config(&smarthost_config(server.addr, "off"), None).unwrap();
+    let t = Transport::from_config(&smarthost_config(server.addr, TlsPolicy::Off), None).unwrap();
     let e = temporary(t.send(None, "bob@example.org", MESSAGE).await);
     assert!(e.contains("530"), "{e}");
 }
@@ -353,7 +350,8 @@ async fn an_auth_rejection_is_temporary() {
 #[tokio::test]
 async fn a_refused_connection_is_temporary() {
     let addr = SocketAddr::from(([127, 0, 0, 1], closed_port().await));
-    let t = Transport::from_config(&smarthost_config(addr, "opportunistic"), None).unwrap();
+    let t =
+        Transport::from_config(&smarthost_config(addr, TlsPolicy::Opportunistic), None).unwrap();
     let e = temporary(t.send(None, "bob@example.org", MESSAGE).await);
     assert!(e.contains(&addr.to_string()), "{e}");
 }
@@ -361,7 +359,8 @@ async fn a_refused_connection_is_temporary() {
 #[tokio::test]
 async fn required_tls_against_a_server_without_starttls_is_temporary() {
     let server = TestSmtp::start(Behaviour::default()).await;
-    let t = Transport::from_config(&smarthost_config(server.addr, "required"), None).unwrap();
+    let t =
+        Transport::from_config(&smarthost_config(server.addr, TlsPolicy::Required), None).unwrap();
     let e = temporary(t.send(None, "bob@example.org", MESSAGE).await);
     assert!(e.contains("STARTTLS"), "{e}");
     assert!(server.received().is_empty());
@@ -374,7 +373,11 @@ async fn a_failed_tls_handshake_with_the_smarthost_is_temporary() {
         ..Behaviour::default()
     })
     .await;
-    let t = Transport::from_config(&smarthost_config(server.addr, "opportunistic"), None).unwrap();
+    let t = Transport::from_config(
+        &smarthost_config(server.addr, TlsPolicy::Opportunistic),
+        None,
+    )
+    .unwrap();
     temporary(t.send(None, "bob@example.org", MESSAGE).await);
     assert!(
         server.received().is_empty(),
@@ -389,7 +392,7 @@ async fn a_silent_server_times_out_as_temporary() {
         ..Behaviour::default()
     })
     .await;
-    let mut c = smarthost_config(server.addr, "off");
+    let mut c = smarthost_config(server.addr, TlsPolicy::Off);
     c.outbound.timeout = HumanDuration(Duration::from_millis(300));
     let t = Transport::from_config(&c, None).unwrap();
     let started = std::time::Instant::now();
@@ -504,7 +507,7 @@ impl Drop for Dnsmasq {
 
 fn direct(dns: SocketAddr, mx_port: u16) -> Transport {
     let mut c = config();
-    c.outbound.mode = "direct".into();
+    c.outbound.mode = OutboundMode::Direct;
     c.outbound.dns_servers = vec![dns];
     c.outbound.mx_port = mx_port;
     Transport::from_config(&c, None).unwrap()
@@ -566,7 +569,7 @@ async fn an_exchanger_that_is_this_server_is_a_loop() {
     let server = TestSmtp::start(Behaviour::default()).await;
     let dead_dns = SocketAddr::from(([127, 0, 0, 1], closed_port().await));
     let mut c = config();
-    c.outbound.mode = "direct".into();
+    c.outbound.mode = OutboundMode::Direct;
     c.outbound.dns_servers = vec![dead_dns];
     c.outbound.mx_port = server.addr.port();
     // As if `server` were our own SMTP listener.
@@ -697,7 +700,7 @@ async fn direct_mx_rules_as_a_table() {
     }
     let server = TestSmtp::start(Behaviour::default()).await;
     let mut c = config();
-    c.outbound.mode = "direct".into();
+    c.outbound.mode = OutboundMode::Direct;
     c.outbound.mx_port = server.addr.port();
     let t = Transport::from_config(&c, Some(Arc::new(static_zone()))).unwrap();
     let cases = [
