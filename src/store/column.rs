@@ -22,7 +22,7 @@ pub struct UnknownValue {
 /// `#[sqlx(try_from = "String")]`: sqlx 0.9.0 replaces the error of such a
 /// conversion with "unprintable error", and the unknown value would be lost.
 ///
-/// ```ignore
+/// ```text
 /// text_enum! {
 ///     /// Doc of the enum.
 ///     pub enum Colour("colour") {
