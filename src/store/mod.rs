@@ -23,9 +23,9 @@
 //! for at the start, never midway.
 //!
 //! [`Store::write`] goes further, on both backends: units of work that
-//! arrive together share one transaction and one commit, run by one task
-//! on a connection of its own, so one WAL flush serves many messages
-//! (group commit). If any unit fails, the group is rolled back and each
+//! arrive together share one transaction and one commit, run by a task on
+//! a connection of its own (one on SQLite, a few side by side on
+//! PostgreSQL), so one WAL flush serves many messages (group commit). If any unit fails, the group is rolled back and each
 //! unit runs alone, so a unit's failure is its own. On PostgreSQL a
 //! serialization failure or a deadlock (SQLSTATE `40001`, `40P01`) is never
 //! the caller's fault: the unit is run again. The PostgreSQL pool serves
@@ -139,6 +139,11 @@ type RunJob = Box<
         + Send,
 >;
 
+/// PostgreSQL commits this many groups at once, each on a connection of
+/// its own (SQLite has one writer). More than one keeps the WAL flush of
+/// one group from holding up the next, and big messages from queueing
+/// behind each other on one socket.
+const PG_COMMITTERS: u32 = 4;
 /// Most units of work one commit carries.
 const MAX_GROUP: usize = 128;
 /// A pooled connection idle this long is pinged before it is used again
@@ -235,18 +240,22 @@ impl Store {
             .await?;
         // The group writer has a connection of its own on both backends; on
         // SQLite it is the one writer connection.
-        let (writer, group_conn) = match backend {
+        let (writer, group_conn, committers) = match backend {
             Backend::Postgres => {
-                let group = options().max_connections(1).connect(&url).await?;
-                (pool.clone(), group)
+                let n = PG_COMMITTERS.min(max_connections);
+                let group = options().max_connections(n).connect(&url).await?;
+                (pool.clone(), group, n)
             }
             Backend::Sqlite => {
                 let writer = options().max_connections(1).connect(&url).await?;
-                (writer.clone(), writer)
+                (writer.clone(), writer, 1)
             }
         };
         let (group, jobs) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(run_group_commits(group_conn, backend, jobs));
+        let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+        for _ in 0..committers {
+            tokio::spawn(run_group_commits(group_conn.clone(), backend, jobs.clone()));
+        }
         Ok(Store {
             pool,
             writer,
@@ -368,9 +377,18 @@ impl Store {
 
 /// The writer's loop: takes every unit of work that is waiting (up to
 /// [`MAX_GROUP`]) and commits them together.
-async fn run_group_commits(writer: AnyPool, backend: Backend, mut jobs: mpsc::Receiver<Job>) {
+async fn run_group_commits(
+    writer: AnyPool,
+    backend: Backend,
+    jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
-    while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
+    loop {
+        // One committer takes what is waiting; the others wait their turn
+        // and take what arrives while the first one commits.
+        if jobs.lock().await.recv_many(&mut group, MAX_GROUP).await == 0 {
+            return;
+        }
         if group.len() > 1 {
             match commit_group(&writer, backend, &mut group).await {
                 Ok(dones) => {
