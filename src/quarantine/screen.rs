@@ -38,8 +38,9 @@ pub enum Outcome {
 /// One message being screened: what every recipient's decision reads.
 struct Screening<'a> {
     env: &'a Envelope,
-    /// The message as received, with our `Received:` header.
-    data: &'a [u8],
+    /// The message as received, with our `Received:` header; shared, not
+    /// copied, by every held copy.
+    data: &'a Arc<Vec<u8>>,
     facts: MessageFacts,
     /// The envelope sender as a lookup key; empty for `<>`.
     env_sender: String,
@@ -53,7 +54,7 @@ impl Quarantine {
     pub async fn screen(
         &self,
         env: &Envelope,
-        data: &[u8],
+        data: &Arc<Vec<u8>>,
     ) -> Result<Vec<Outcome>, QuarantineError> {
         // The common case costs nothing: no mailbox here screens its mail.
         if env.recipients.iter().all(|r| !r.challenge) {
@@ -282,7 +283,7 @@ impl Quarantine {
             arrived_at: env.arrived,
             reason: d.reason,
             challenge,
-            data: m.data.to_vec(),
+            data: m.data.clone(),
             now,
         });
         let reason = self
@@ -409,7 +410,7 @@ struct HoldJob {
     arrived_at: Timestamp,
     reason: Reason,
     challenge: Option<ChallengeDraft>,
-    data: Vec<u8>,
+    data: Arc<Vec<u8>>,
     now: Timestamp,
 }
 

@@ -56,6 +56,7 @@ impl MailHandler for Accept {
 
     fn accept<'a>(&'a self, env: Envelope, data: Vec<u8>) -> HandlerFuture<'a, Accepted> {
         Box::pin(async move {
+            let data = Arc::new(data);
             let outcomes = match self.quarantine.screen(&env, &data).await {
                 Ok(o) => o,
                 Err(e) => {
@@ -71,7 +72,6 @@ impl MailHandler for Accept {
             let to_deliver: Vec<usize> = (0..env.recipients.len())
                 .filter(|&i| matches!(outcomes.get(i), None | Some(Outcome::Deliver)))
                 .collect();
-            let data = Arc::new(data);
             match self
                 .delivery
                 .deliver_new(&env, data.clone(), &to_deliver)

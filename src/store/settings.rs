@@ -40,6 +40,18 @@ pub struct MailboxSettings {
     pub rules_version: i64,
 }
 
+/// The settings and extra addresses of mailbox `$1`, one row per address
+/// (built once: it runs for every message to a challenge-response mailbox).
+static SETTINGS_WITH_EXTRAS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("m.{c}")).collect();
+    format!(
+        "SELECT {}, a.address AS extra_address FROM mailboxes m
+         LEFT JOIN mailbox_addresses a ON a.mailbox_id = m.id
+         WHERE m.id = $1 ORDER BY a.address",
+        columns.join(", ")
+    )
+});
+
 /// A settings row joined with one of the mailbox's extra addresses.
 #[derive(sqlx::FromRow)]
 struct WithExtra {
@@ -55,17 +67,11 @@ impl Store {
     /// A mailbox's settings with its extra addresses, in one query (it is
     /// read for every message to a mailbox with challenge-response on).
     pub async fn mailbox_settings(&self, mailbox_id: i64) -> Result<MailboxSettings, StoreError> {
-        let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("m.{c}")).collect();
-        let sql = format!(
-            "SELECT {}, a.address AS extra_address FROM mailboxes m
-             LEFT JOIN mailbox_addresses a ON a.mailbox_id = m.id
-             WHERE m.id = $1 ORDER BY a.address",
-            columns.join(", ")
-        );
-        let rows: Vec<WithExtra> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(mailbox_id)
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<WithExtra> =
+            sqlx::query_as(sqlx::AssertSqlSafe(SETTINGS_WITH_EXTRAS.as_str()))
+                .bind(mailbox_id)
+                .fetch_all(self.pool())
+                .await?;
         let mut rows = rows.into_iter();
         let first = rows
             .next()
