@@ -15,8 +15,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 const CLIENTS: usize = 8;
@@ -30,20 +28,6 @@ async fn kill_9_loses_nothing_acknowledged_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_acknowledged_postgres() {
     kill_9_loses_nothing_acknowledged(boxtrap::testing::fresh_postgres_database().await).await;
-}
-
-/// What the clients saw, shared between them.
-struct Record {
-    next_id: AtomicU64,
-    /// Set just before the SIGKILL: errors after it are expected.
-    killed: AtomicBool,
-    /// Message numbers whose DATA was answered 250.
-    acked: Mutex<HashSet<u64>>,
-    /// Message numbers whose data was (at least partly) sent.
-    attempted: Mutex<HashSet<u64>>,
-    /// Anything unexpected before the kill.
-    errors: Mutex<Vec<String>>,
-    acked_count: watch::Sender<usize>,
 }
 
 async fn kill_9_loses_nothing_acknowledged(database_url: String) {
@@ -69,8 +53,8 @@ async fn kill_9_loses_nothing_acknowledged(database_url: String) {
 
     let server = ServerProcess::start(&config);
     let (acked_count, mut acked_rx) = watch::channel(0usize);
-    let record = Arc::new(Record {
-        next_id: AtomicU64::new(1),
+    let record = Arc::new(KillRecord {
+        next: AtomicU64::new(1),
         killed: AtomicBool::new(false),
         acked: Mutex::new(HashSet::new()),
         attempted: Mutex::new(HashSet::new()),
@@ -225,80 +209,35 @@ fn check_maildir(
 
 /// Sends messages until the server goes away; records what was sent and
 /// what was acknowledged.
-async fn client(addr: SocketAddr, record: Arc<Record>) {
+async fn client(addr: SocketAddr, record: Arc<KillRecord>) {
     loop {
-        let stream = match TcpStream::connect(addr).await {
-            Ok(s) => s,
-            Err(e) => {
-                record.error(format!("connect: {e}"));
-                return;
-            }
-        };
-        if let Err(e) = session(stream, &record).await {
+        if let Err(e) = session(addr, &record).await {
             record.error(e.to_string());
-            if record.killed.load(Ordering::SeqCst) {
+            if record.killed.load(Ordering::SeqCst) || e.kind() == io::ErrorKind::ConnectionRefused
+            {
                 return;
             }
-        }
-    }
-}
-
-impl Record {
-    fn error(&self, e: String) {
-        if !self.killed.load(Ordering::SeqCst) {
-            self.errors.lock().unwrap().push(e);
         }
     }
 }
 
 /// One connection: a few messages, then QUIT.
-async fn session(stream: TcpStream, record: &Record) -> io::Result<()> {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    expect(&mut r, "220").await?;
-    w.write_all(b"EHLO crash.example.org\r\n").await?;
-    expect(&mut r, "250").await?;
+async fn session(addr: SocketAddr, record: &KillRecord) -> io::Result<()> {
+    let mut c = FallibleSmtp::connect(addr).await?;
+    c.expect("EHLO crash.example.org", "250").await?;
     for _ in 0..MESSAGES_PER_CONNECTION {
-        let n = record.next_id.fetch_add(1, Ordering::SeqCst);
-        w.write_all(b"MAIL FROM:<crash@example.org>\r\n").await?;
-        expect(&mut r, "250").await?;
-        w.write_all(b"RCPT TO:<alice@example.test>\r\n").await?;
-        expect(&mut r, "250").await?;
-        w.write_all(b"RCPT TO:<bob@example.test>\r\n").await?;
-        expect(&mut r, "250").await?;
-        w.write_all(b"DATA\r\n").await?;
-        expect(&mut r, "354").await?;
+        let n = record.next.fetch_add(1, Ordering::SeqCst);
+        c.expect("MAIL FROM:<crash@example.org>", "250").await?;
+        c.expect("RCPT TO:<alice@example.test>", "250").await?;
+        c.expect("RCPT TO:<bob@example.test>", "250").await?;
+        c.expect("DATA", "354").await?;
         record.attempted.lock().unwrap().insert(n);
-        w.write_all(&message(n)).await?;
-        expect(&mut r, "250").await?;
+        c.send_expect(&message(n), "250").await?;
         record.acked.lock().unwrap().insert(n);
         record.acked_count.send_modify(|c| *c += 1);
     }
-    w.write_all(b"QUIT\r\n").await?;
-    expect(&mut r, "221").await?;
+    c.expect("QUIT", "221").await?;
     Ok(())
-}
-
-/// Reads one reply and fails unless it starts with `code`.
-async fn expect(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, code: &str) -> io::Result<()> {
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut line))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no reply in 30 s"))??;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("connection closed, expected {code}"),
-            ));
-        }
-        if !line.starts_with(code) {
-            return Err(io::Error::other(format!("expected {code}, got {line:?}")));
-        }
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Ok(());
-        }
-    }
 }
 
 /// Message number `n` on the wire, end-of-data mark included: some KB of

@@ -22,8 +22,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// Distinct unknown senders; message `n` is from `sender{n % SENDERS}`.
@@ -69,62 +67,6 @@ fn message(n: u64) -> Vec<u8> {
     m.into_bytes()
 }
 
-/// A fallible SMTP client: a refused or missing reply is a value to
-/// report, never a panic inside a client task.
-struct Client {
-    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    w: tokio::net::tcp::OwnedWriteHalf,
-}
-
-impl Client {
-    /// Connects and reads the greeting, which must be 220.
-    async fn connect(addr: SocketAddr) -> io::Result<Client> {
-        let stream = TcpStream::connect(addr).await?;
-        let (r, w) = stream.into_split();
-        let mut c = Client {
-            r: BufReader::new(r),
-            w,
-        };
-        let greeting = c.reply().await?;
-        if !greeting.starts_with("220") {
-            return Err(io::Error::other(format!("greeting: {greeting:?}")));
-        }
-        Ok(c)
-    }
-
-    /// One whole (possibly multi-line) reply.
-    async fn reply(&mut self) -> io::Result<String> {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(Duration::from_secs(30), self.r.read_line(&mut line))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no reply in 30 s"))??;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("connection closed after {all:?}"),
-                ));
-            }
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok(all.trim_end().to_owned());
-            }
-        }
-    }
-
-    /// Sends `bytes` and reads the reply.
-    async fn send(&mut self, bytes: &[u8]) -> io::Result<String> {
-        self.w.write_all(bytes).await?;
-        self.reply().await
-    }
-
-    /// Sends a command line and reads the reply.
-    async fn cmd(&mut self, line: &str) -> io::Result<String> {
-        self.send(format!("{line}\r\n").as_bytes()).await
-    }
-}
-
 /// What became of one transaction.
 enum Sent {
     /// DATA was answered 250.
@@ -135,7 +77,7 @@ enum Sent {
 
 /// One transaction for message `n` to alice and bob. `on_data` runs once
 /// the message itself is about to go out (it may be stored from then on).
-async fn transaction(c: &mut Client, n: u64, on_data: impl FnOnce()) -> io::Result<Sent> {
+async fn transaction(c: &mut FallibleSmtp, n: u64, on_data: impl FnOnce()) -> io::Result<Sent> {
     let from = sender_of(n);
     let steps = [
         (format!("MAIL FROM:<{from}>"), "250"),
@@ -394,7 +336,7 @@ async fn concurrent_senders_all_get_250(backend: Backend) {
                 for conn in 0..CONNECTIONS_PER_CLIENT {
                     let first = (client * CONNECTIONS_PER_CLIENT + conn) * MESSAGES_PER_CONNECTION;
                     let run = async {
-                        let mut c = Client::connect(addr).await?;
+                        let mut c = FallibleSmtp::connect(addr).await?;
                         let r = c.cmd("EHLO load.remote.example").await?;
                         if !r.starts_with("250") {
                             return Err(io::Error::other(format!("EHLO answered {r:?}")));
@@ -597,33 +539,11 @@ async fn kill_9_under_concurrent_load_loses_and_duplicates_nothing_acknowledged_
     kill_9_under_concurrent_load(boxtrap::testing::fresh_postgres_database().await).await;
 }
 
-/// What the clients saw, shared between them.
-struct Record {
-    next: AtomicU64,
-    /// Set just before the SIGKILL: errors after it are expected.
-    killed: AtomicBool,
-    /// Message numbers whose DATA was answered 250.
-    acked: Mutex<HashSet<u64>>,
-    /// Message numbers whose data was (at least partly) sent.
-    attempted: Mutex<HashSet<u64>>,
-    /// Anything unexpected before the kill: a refusal, a dropped connection.
-    errors: Mutex<Vec<String>>,
-    acked_count: watch::Sender<usize>,
-}
-
-impl Record {
-    fn error(&self, e: String) {
-        if !self.killed.load(Ordering::SeqCst) {
-            self.errors.lock().unwrap().push(e);
-        }
-    }
-}
-
 /// Sends messages, a few per connection, until the server goes away.
-async fn crash_client(addr: SocketAddr, record: Arc<Record>) {
+async fn crash_client(addr: SocketAddr, record: Arc<KillRecord>) {
     loop {
         let run = async {
-            let mut c = Client::connect(addr).await?;
+            let mut c = FallibleSmtp::connect(addr).await?;
             let r = c.cmd("EHLO load.remote.example").await?;
             if !r.starts_with("250") {
                 return Err(io::Error::other(format!("EHLO answered {r:?}")));
@@ -696,7 +616,7 @@ async fn kill_9_under_concurrent_load(database_url: String) {
 
     let server = ServerProcess::start(&config);
     let (acked_count, mut acked_rx) = watch::channel(0usize);
-    let record = Arc::new(Record {
+    let record = Arc::new(KillRecord {
         next: AtomicU64::new(0),
         killed: AtomicBool::new(false),
         acked: Mutex::new(HashSet::new()),

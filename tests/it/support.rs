@@ -14,13 +14,16 @@ use boxtrap::policy::rules::{ListKind, SenderRule};
 use boxtrap::quarantine::Quarantine;
 use boxtrap::store::Store;
 use boxtrap::store::held::{ActivityAction, HeldSummary};
+use std::collections::HashSet;
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// 2026-11-27 14:05:53 UTC.
@@ -914,4 +917,100 @@ pub fn challenges(peer: &TestApp, mailbox: &str) -> Vec<String> {
         .map(|m| String::from_utf8_lossy(&m.1).into_owned())
         .filter(|t| t.contains("X-Boxtrap-Challenge:"))
         .collect()
+}
+
+// --- clients of a server that may be killed -----------------------------
+
+/// A fallible SMTP client: a refused or missing reply is a value to
+/// report, never a panic inside a client task.
+pub struct FallibleSmtp {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl FallibleSmtp {
+    /// Connects and reads the greeting, which must be 220.
+    pub async fn connect(addr: SocketAddr) -> io::Result<FallibleSmtp> {
+        let stream = TcpStream::connect(addr).await?;
+        let (r, w) = stream.into_split();
+        let mut c = FallibleSmtp {
+            r: BufReader::new(r),
+            w,
+        };
+        let greeting = c.reply().await?;
+        if !greeting.starts_with("220") {
+            return Err(io::Error::other(format!("greeting: {greeting:?}")));
+        }
+        Ok(c)
+    }
+
+    /// One whole (possibly multi-line) reply.
+    pub async fn reply(&mut self) -> io::Result<String> {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(30), self.r.read_line(&mut line))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no reply in 30 s"))??;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("connection closed after {all:?}"),
+                ));
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(all.trim_end().to_owned());
+            }
+        }
+    }
+
+    /// Sends `bytes` and reads the reply.
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<String> {
+        self.w.write_all(bytes).await?;
+        self.reply().await
+    }
+
+    /// Sends a command line and reads the reply.
+    pub async fn cmd(&mut self, line: &str) -> io::Result<String> {
+        self.send(format!("{line}\r\n").as_bytes()).await
+    }
+
+    /// Sends `bytes` and fails unless the reply starts with `code`.
+    pub async fn send_expect(&mut self, bytes: &[u8], code: &str) -> io::Result<String> {
+        let r = self.send(bytes).await?;
+        if !r.starts_with(code) {
+            return Err(io::Error::other(format!("expected {code}, got {r:?}")));
+        }
+        Ok(r)
+    }
+
+    /// Sends a command line and fails unless the reply starts with `code`.
+    pub async fn expect(&mut self, line: &str, code: &str) -> io::Result<String> {
+        self.send_expect(format!("{line}\r\n").as_bytes(), code)
+            .await
+    }
+}
+
+/// What concurrent clients saw of a server that is killed mid-stream,
+/// shared between them.
+pub struct KillRecord {
+    pub next: AtomicU64,
+    /// Set just before the SIGKILL: errors after it are expected.
+    pub killed: AtomicBool,
+    /// Message numbers whose DATA was answered 250.
+    pub acked: Mutex<HashSet<u64>>,
+    /// Message numbers whose data was (at least partly) sent.
+    pub attempted: Mutex<HashSet<u64>>,
+    /// Anything unexpected before the kill: a refusal, a dropped connection.
+    pub errors: Mutex<Vec<String>>,
+    pub acked_count: watch::Sender<usize>,
+}
+
+impl KillRecord {
+    pub fn error(&self, e: String) {
+        if !self.killed.load(Ordering::SeqCst) {
+            self.errors.lock().unwrap().push(e);
+        }
+    }
 }
