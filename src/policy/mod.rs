@@ -2,6 +2,7 @@
 //! on. Inputs are facts about the message ([`facts`]), the mailbox's sender
 //! lists ([`rules`]) and its settings; the output is a verdict with a reason.
 
+pub mod automated;
 pub mod facts;
 pub mod rules;
 
