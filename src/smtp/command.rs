@@ -17,7 +17,8 @@ pub enum Command {
         params: MailParams,
     },
     Rcpt {
-        to: EmailAddress,
+        /// Which of RFC 5321 §4.1.1.3's three forms the client used.
+        to: ForwardPath,
     },
     Data,
     Rset,
@@ -27,6 +28,47 @@ pub enum Command {
     Help,
     /// Recognized commands boxtrap does not offer here (EXPN, TURN, ...).
     NotImplemented,
+}
+
+/// The argument of RCPT TO (RFC 5321 §4.1.1.3):
+///
+/// ```text
+/// "RCPT TO:" ( "<Postmaster@" Domain ">" / "<Postmaster>" / Forward-path )
+/// ```
+///
+/// `<Postmaster@Domain>` is an ordinary address here (the router sends it to
+/// that domain's postmaster), so it is [`ForwardPath::Address`]; only the
+/// domain-less `<Postmaster>` needs a variant of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardPath {
+    /// `<Postmaster>` without a domain, in any letter case (RFC 5321 §4.5.1:
+    /// "postmaster" is a case-insensitive reserved name every receiver must
+    /// accept): this server's postmaster. Also taken as `<"postmaster">`
+    /// (the quoted form is the same local part, RFC 5321 §4.1.2), without
+    /// brackets and after a source route, like the other tolerated forms.
+    Postmaster,
+    /// `local@domain`, parsed with [`EmailAddress::parse_relaxed`].
+    Address(EmailAddress),
+}
+
+impl ForwardPath {
+    /// The address, `None` for the bare `<Postmaster>`.
+    pub fn address(&self) -> Option<&EmailAddress> {
+        match self {
+            ForwardPath::Postmaster => None,
+            ForwardPath::Address(a) => Some(a),
+        }
+    }
+}
+
+impl std::fmt::Display for ForwardPath {
+    /// As logged: `postmaster`, or the address.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardPath::Postmaster => f.write_str("postmaster"),
+            ForwardPath::Address(a) => a.fmt(f),
+        }
+    }
 }
 
 /// ESMTP parameters of MAIL FROM.
@@ -136,6 +178,7 @@ fn strip_source_route(path: &str) -> &str {
 fn address_reply(e: AddressError) -> Reply {
     match e {
         AddressError::NeedsUtf8 => codes::needs_smtputf8(),
+        e @ AddressError::PathTooLong { .. } => codes::path_too_long(&e),
         e => Reply::text(553, "5.1.3", format!("Bad address syntax: {e}")),
     }
 }
@@ -167,10 +210,12 @@ fn parse_mail(rest: &str) -> Result<Command, Reply> {
         }
     }
     let path = strip_source_route(path);
+    // Addresses from the world: relaxed grammar (long VERP/SRS local parts,
+    // `taro..yamada@` mobile addresses); still needs a domain.
     let from = if path.is_empty() {
         None
     } else {
-        Some(EmailAddress::parse_with(path, params.smtputf8).map_err(address_reply)?)
+        Some(EmailAddress::parse_relaxed(path, params.smtputf8).map_err(address_reply)?)
     };
     Ok(Command::Mail { from, params })
 }
@@ -186,9 +231,32 @@ fn parse_rcpt(rest: &str) -> Result<Command, Reply> {
     if path.is_empty() {
         return Err(Reply::text(501, "5.1.3", "Empty recipient address"));
     }
+    if is_bare_postmaster(path) {
+        return Ok(Command::Rcpt {
+            to: ForwardPath::Postmaster,
+        });
+    }
     // UTF-8 in RCPT is checked against the transaction's SMTPUTF8 by the session.
-    let to = EmailAddress::parse_with(path, true).map_err(address_reply)?;
-    Ok(Command::Rcpt { to })
+    let to = EmailAddress::parse_relaxed(path, true).map_err(|e| match e {
+        AddressError::NoDomain => Reply::text(
+            553,
+            "5.1.3",
+            "Bad address syntax: address has no @domain part (only <Postmaster> may omit it)",
+        ),
+        e => address_reply(e),
+    })?;
+    Ok(Command::Rcpt {
+        to: ForwardPath::Address(to),
+    })
+}
+
+/// `Postmaster` or `"Postmaster"`, any letter case, no domain.
+fn is_bare_postmaster(path: &str) -> bool {
+    let local = path
+        .strip_prefix('"')
+        .and_then(|p| p.strip_suffix('"'))
+        .unwrap_or(path);
+    local.eq_ignore_ascii_case("postmaster")
 }
 
 #[cfg(test)]
@@ -250,6 +318,145 @@ mod tests {
             panic!()
         };
         assert_eq!(to.to_string(), "c@d.test");
+    }
+
+    fn rcpt(s: &str) -> ForwardPath {
+        match parse(s) {
+            Ok(Command::Rcpt { to }) => to,
+            other => panic!("{s:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rcpt_takes_the_bare_postmaster_in_every_form() {
+        // RFC 5321 §4.1.1.3: "<Postmaster>", case-insensitive (§4.5.1).
+        for s in [
+            "RCPT TO:<Postmaster>",
+            "RCPT TO:<postmaster>",
+            "RCPT TO:<POSTMASTER>",
+            "rcpt to:<PostMaster>",
+            "RCPT TO:<Postmaster> ",
+            "RCPT TO: <Postmaster>",
+            "RCPT TO:Postmaster",
+            "RCPT TO:postmaster ",
+            "RCPT TO:<\"postmaster\">",
+            "RCPT TO:<\"PostMaster\">",
+            "RCPT TO:<@relay.test:Postmaster>",
+            "RCPT TO:<@a.test,@b.test:postmaster>",
+        ] {
+            assert_eq!(rcpt(s), ForwardPath::Postmaster, "{s:?}");
+        }
+        assert_eq!(ForwardPath::Postmaster.to_string(), "postmaster");
+        assert_eq!(ForwardPath::Postmaster.address(), None);
+        // With a domain it is an ordinary address; the router finds the
+        // domain's postmaster (or refuses to relay).
+        for (s, want) in [
+            (
+                "RCPT TO:<PostMaster@Example.TEST>",
+                "PostMaster@example.test",
+            ),
+            (
+                "RCPT TO:<postmaster@unknown.domain>",
+                "postmaster@unknown.domain",
+            ),
+            (
+                "RCPT TO:<@relay.test:Postmaster@example.test>",
+                "Postmaster@example.test",
+            ),
+        ] {
+            let ForwardPath::Address(a) = rcpt(s) else {
+                panic!("{s:?}")
+            };
+            assert_eq!(a.to_string(), want);
+        }
+        // Other domain-less recipients are still refused, saying why.
+        for s in [
+            "RCPT TO:<bob>",
+            "RCPT TO:<postmasters>",
+            "RCPT TO:<post master>",
+        ] {
+            let r = parse(s).unwrap_err();
+            assert_eq!((r.code, r.status), (553, "5.1.3"), "{s:?}");
+        }
+        let r = parse("RCPT TO:<bob>").unwrap_err();
+        assert_eq!(
+            r.lines[0],
+            "Bad address syntax: address has no @domain part (only <Postmaster> may omit it)"
+        );
+        assert_eq!(code("RCPT TO:<Postmaster> NOTIFY=NEVER"), (555, "5.5.4"));
+        assert_eq!(code("RCPT TO:<Postmaster"), (501, "5.5.4"));
+    }
+
+    #[test]
+    fn mail_and_rcpt_take_addresses_from_the_world() {
+        let verp = "linux-secnews-return-67-legit-lists-secfocus=lists.example-corpus.test\
+                    @securityfocus.example";
+        for addr in [
+            verp,
+            "taro..yamada@docomo.example",
+            "hanako.@docomo.example",
+            ".a@example.org",
+            "\"john doe\"@example.org",
+        ] {
+            let Command::Mail { from, .. } = parse(&format!("MAIL FROM:<{addr}>")).unwrap() else {
+                panic!()
+            };
+            assert_eq!(from.unwrap().to_string(), addr);
+            let ForwardPath::Address(to) = rcpt(&format!("RCPT TO:<{addr}>")) else {
+                panic!()
+            };
+            assert_eq!(to.to_string(), addr);
+        }
+        // Still refused: no domain, empty local part, bad characters, bad
+        // domain, and a path over 256 octets (RFC 5321 §4.5.3.1.3).
+        for (s, want, text) in [
+            (
+                "MAIL FROM:<bob>",
+                (553, "5.1.3"),
+                "address has no @domain part",
+            ),
+            (
+                "MAIL FROM:<Postmaster>",
+                (553, "5.1.3"),
+                "address has no @domain part",
+            ),
+            (
+                "MAIL FROM:<@example.org>",
+                (553, "5.1.3"),
+                "local part is empty",
+            ),
+            (
+                "MAIL FROM:<...@example.org>",
+                (553, "5.1.3"),
+                "local part is empty",
+            ),
+            (
+                "MAIL FROM:<a;b@example.org>",
+                (553, "5.1.3"),
+                "local part contains ';'",
+            ),
+            (
+                "MAIL FROM:<a@bad_domain.example>",
+                (553, "5.1.3"),
+                "domain \"bad_domain.example\"",
+            ),
+            (
+                "RCPT TO:<a\"b@example.org>",
+                (553, "5.1.3"),
+                "local part contains '\"'",
+            ),
+        ] {
+            let r = parse(s).unwrap_err();
+            assert_eq!((r.code, r.status), want, "{s:?}");
+            assert!(r.lines[0].contains(text), "{s:?}: {:?}", r.lines[0]);
+        }
+        let long = format!("MAIL FROM:<{}@example.org>", "a".repeat(250));
+        let r = parse(&long).unwrap_err();
+        assert_eq!((r.code, r.status), (501, "5.1.3"));
+        assert_eq!(
+            r.lines[0],
+            "Path too long: address is 262 octets long, over the limit of 254 (RFC 5321 §4.5.3.1.3)"
+        );
     }
 
     #[test]

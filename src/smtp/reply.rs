@@ -156,6 +156,17 @@ pub mod codes {
     pub fn needs_smtputf8() -> Reply {
         Reply::text(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
     }
+    /// RFC 5321 §4.5.3.1.9 "501 Path too long": the address is over the
+    /// RFC 5321 §4.5.3.1.3 limit; `e` names the length and the limit.
+    pub fn path_too_long(e: &crate::address::AddressError) -> Reply {
+        Reply::text(501, "5.1.3", format!("Path too long: {e}"))
+    }
+    /// RFC 5321 §4.1.1.3 / §4.5.1: the bare `<Postmaster>` has nowhere to
+    /// go (no `smtp.postmaster`, and `postmaster@` the host name does not
+    /// route).
+    pub fn postmaster_not_configured() -> Reply {
+        Reply::text(550, "5.1.1", "Postmaster is not configured on this server")
+    }
     /// RFC 5321 §4.1.1.11 / RFC 3463 5.5.4: unknown MAIL/RCPT parameter.
     pub fn param_not_recognized(text: &'static str) -> Reply {
         Reply::text(555, "5.5.4", text)

@@ -7,7 +7,7 @@
 //! this file owns only the order of things and the limits.
 
 use super::accept::{Accepted, MailHandler};
-use super::command::{Command, MailParams};
+use super::command::{Command, ForwardPath, MailParams};
 use super::data::{DataDecoder, DataOutcome};
 use super::reply::{Reply, codes};
 use crate::address::EmailAddress;
@@ -19,6 +19,7 @@ use crate::mainlog::MainLog;
 use crate::queue_id::new_queue_id;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -307,7 +308,7 @@ impl Session<'_> {
                 let Some(tx) = &self.tx else {
                     return Step::Flow(self.error(codes::bad_sequence("Need MAIL before RCPT")));
                 };
-                if !to.is_ascii() && !tx.params.smtputf8 {
+                if to.address().is_some_and(|a| !a.is_ascii()) && !tx.params.smtputf8 {
                     return Step::Flow(self.error(codes::needs_smtputf8()));
                 }
                 if tx.accepted >= self.ctx.config.max_recipients {
@@ -350,8 +351,27 @@ impl Session<'_> {
         Step::Flow(Flow::Continue)
     }
 
-    async fn rcpt(&mut self, to: EmailAddress) -> Flow {
-        let route = match self.ctx.handler.route(&to).await {
+    async fn rcpt(&mut self, to: ForwardPath) -> Flow {
+        let (to, route) = match to {
+            ForwardPath::Address(a) => {
+                let r = self.ctx.handler.route(&a).await;
+                (a.to_string(), r)
+            }
+            ForwardPath::Postmaster => match self.route_postmaster().await {
+                Ok(Some((qualified, route))) => (qualified, Ok(route)),
+                Ok(None) => {
+                    let from = self.tx.as_ref().and_then(|t| t.from.clone());
+                    self.log_reject(
+                        from.as_ref(),
+                        "RCPT <postmaster>",
+                        &format!("postmaster not configured ({})", self.postmaster_tried()),
+                    );
+                    return self.error(codes::postmaster_not_configured());
+                }
+                Err(e) => (ForwardPath::Postmaster.to_string(), Err(e)),
+            },
+        };
+        let route = match route {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, rcpt = %to, "recipient lookup failed");
@@ -383,14 +403,14 @@ impl Session<'_> {
                 };
                 tx.accepted += 1;
                 if tx.first_rcpt.is_none() {
-                    tx.first_rcpt = Some(to.to_string());
+                    tx.first_rcpt = Some(to.clone());
                 }
                 for t in mailboxes {
                     if !tx.recipients.iter().any(|r| r.mailbox.id == t.mailbox.id) {
                         tx.recipients.push(Recipient {
                             mailbox: t.mailbox,
                             challenge: t.challenge,
-                            original: to.to_string(),
+                            original: to.clone(),
                         });
                     }
                 }
@@ -398,6 +418,82 @@ impl Session<'_> {
                 Flow::Continue
             }
         }
+    }
+
+    /// Where the bare `RCPT TO:<Postmaster>` goes (RFC 5321 §4.1.1.3,
+    /// §4.5.1), tried in this order:
+    ///
+    /// 1. the `smtp.postmaster` mailbox (or alias), when set;
+    /// 2. `postmaster@` the host name (`hostname`), as Postfix (which
+    ///    appends `$myorigin`, by default `$myhostname`) and Exim (which
+    ///    qualifies it with `qualify_recipient`, by default the primary
+    ///    host name) do: its postmaster alias or mailbox when the host name
+    ///    is a local domain;
+    /// 3. `postmaster@` the host name's parent domain (`example.com` for
+    ///    `mx.example.com`), for the usual `myorigin = $mydomain` setup.
+    ///
+    /// Returns the address the client's `postmaster` stands for and its
+    /// route: the `postmaster@` address that routed, or `postmaster@` the
+    /// host name when `smtp.postmaster` took it. It is logged as the RCPT
+    /// address (`=> bob@example.com <postmaster@mx.example.com>`, as Exim
+    /// qualifies it) and is the address that was mailed. `None` when nothing
+    /// routes, with a warning logged once per process.
+    async fn route_postmaster(&self) -> Result<Option<(String, Route)>, String> {
+        let qualified = self.postmaster_candidates();
+        let mut candidates = qualified.clone();
+        if let Ok(pm) = EmailAddress::parse(&self.ctx.config.postmaster) {
+            candidates.insert(0, pm);
+        }
+        for a in &candidates {
+            if let r @ Route::Local(_) = self.ctx.handler.route(a).await? {
+                // Logged as the qualified postmaster address, as Exim does.
+                let shown = if qualified.contains(a) {
+                    a
+                } else {
+                    qualified.first().unwrap_or(a)
+                };
+                return Ok(Some((shown.to_string(), r)));
+            }
+        }
+        if !POSTMASTER_WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                tried = %self.postmaster_tried(),
+                "RCPT TO:<Postmaster> has nowhere to go: set smtp.postmaster to a local mailbox \
+                 (RFC 5321 requires postmaster to work); refusing it with 550 5.1.1"
+            );
+        }
+        Ok(None)
+    }
+
+    /// `postmaster@` the host name, then its parent domain.
+    fn postmaster_candidates(&self) -> Vec<EmailAddress> {
+        let host = self.ctx.hostname.trim_end_matches('.');
+        // The parent only when it is not a top-level domain.
+        let parent = host
+            .split_once('.')
+            .map(|(_, p)| p)
+            .filter(|p| p.contains('.'));
+        [Some(host), parent]
+            .into_iter()
+            .flatten()
+            .filter_map(|d| EmailAddress::parse(&format!("postmaster@{d}")).ok())
+            .collect()
+    }
+
+    /// What [`route_postmaster`](Self::route_postmaster) tried, for logs.
+    fn postmaster_tried(&self) -> String {
+        let pm = &self.ctx.config.postmaster;
+        let mut s = if pm.is_empty() {
+            "smtp.postmaster is not set".to_owned()
+        } else {
+            format!("smtp.postmaster {pm} is not a local mailbox")
+        };
+        let c = self.postmaster_candidates();
+        if !c.is_empty() {
+            let list: Vec<String> = c.iter().map(|a| a.to_string()).collect();
+            s.push_str(&format!("; {} not routed", list.join(", ")));
+        }
+        s
     }
 
     fn log_reject(&self, from: Option<&EmailAddress>, what: &str, why: &str) {
@@ -497,8 +593,12 @@ impl Session<'_> {
 enum Step {
     Flow(Flow),
     StartData,
-    Rcpt(EmailAddress),
+    Rcpt(ForwardPath),
 }
+
+/// Set once the missing postmaster has been warned about (once per process,
+/// so the admin sees it without a line per probe).
+static POSTMASTER_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// RFC 5321 §4.1.3 address literal: `[192.0.2.1]`, `[IPv6:2001:db8::1]`.
 fn address_literal(ip: std::net::IpAddr) -> String {
@@ -558,6 +658,13 @@ mod tests {
                         },
                         challenge: false,
                     }])),
+                    "postmaster@example.test" => Ok(Route::Local(vec![Target {
+                        mailbox: MailboxRef {
+                            id: 2,
+                            address: "bob@example.test".into(),
+                        },
+                        challenge: false,
+                    }])),
                     "broken@example.test" => Err("database is down".into()),
                     _ if to.domain().to_string() == "example.test" => Ok(Route::UnknownUser),
                     _ => Ok(Route::NotLocal),
@@ -608,6 +715,14 @@ mod tests {
     }
 
     async fn session(answer: Accepted, tweak: impl FnOnce(&mut SmtpConfig)) -> Client {
+        session_on("mx.example.test", answer, tweak).await
+    }
+
+    async fn session_on(
+        hostname: &str,
+        answer: Accepted,
+        tweak: impl FnOnce(&mut SmtpConfig),
+    ) -> Client {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_795_788_353)));
         let log = MainLog::open(
@@ -624,7 +739,7 @@ mod tests {
         });
         let ctx = Arc::new(SmtpContext {
             config,
-            hostname: "mx.example.test".into(),
+            hostname: hostname.into(),
             handler: handler.clone(),
             log,
             clock,
@@ -643,12 +758,107 @@ mod tests {
             _dir: dir,
         };
         let greeting = c.reply().await;
-        assert!(greeting.starts_with("220 mx.example.test"), "{greeting}");
+        assert!(
+            greeting.starts_with(&format!("220 {hostname} ")),
+            "{greeting}"
+        );
         c
     }
 
     fn mainlog(c: &Client) -> String {
         std::fs::read_to_string(c._dir.path().join("mainlog")).unwrap_or_default()
+    }
+
+    fn rejectlog(c: &Client) -> String {
+        std::fs::read_to_string(c._dir.path().join("rejectlog")).unwrap_or_default()
+    }
+
+    /// Sends one message to the bare `<Postmaster>`; returns the envelope's
+    /// recipients as (mailbox, original) and the `Received:` line's `for`.
+    async fn to_postmaster(c: &mut Client) -> (Vec<(String, String)>, String) {
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250 2.1.0").await;
+        c.cmd("RCPT TO:<Postmaster>", "250 2.1.5").await;
+        c.cmd("DATA", "354").await;
+        c.cmd("Subject: abuse\r\n\r\nx\r\n.", "250 2.0.0").await;
+        let taken = c.handler.taken.lock().unwrap();
+        let (env, data) = taken.last().unwrap();
+        let rcpts = env
+            .recipients
+            .iter()
+            .map(|r| (r.mailbox.address.clone(), r.original.clone()))
+            .collect();
+        let text = String::from_utf8_lossy(data);
+        let for_line = text.lines().find(|l| l.contains("for <")).unwrap_or("");
+        (rcpts, for_line.trim().to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_bare_postmaster_goes_to_smtp_postmaster_first() {
+        let mut c = session_on("mx.other.example", Accepted::Stored, |s| {
+            s.postmaster = "alice@example.test".into()
+        })
+        .await;
+        let (rcpts, for_line) = to_postmaster(&mut c).await;
+        assert_eq!(
+            rcpts,
+            [(
+                "alice@example.test".to_owned(),
+                "postmaster@mx.other.example".to_owned()
+            )]
+        );
+        assert_eq!(for_line, "for <postmaster@mx.other.example>;");
+    }
+
+    #[tokio::test]
+    async fn without_smtp_postmaster_the_bare_postmaster_is_qualified_with_the_host_name() {
+        // postmaster@mx.example.test is not local; its parent domain's is.
+        let mut c = session(Accepted::Stored, |_| {}).await;
+        let (rcpts, _) = to_postmaster(&mut c).await;
+        assert_eq!(
+            rcpts,
+            [(
+                "bob@example.test".to_owned(),
+                "postmaster@example.test".to_owned()
+            )]
+        );
+        // A smtp.postmaster that names no mailbox falls through the same way.
+        let mut c = session(Accepted::Stored, |s| {
+            s.postmaster = "gone@example.test".into()
+        })
+        .await;
+        let (rcpts, _) = to_postmaster(&mut c).await;
+        assert_eq!(rcpts[0].0, "bob@example.test");
+    }
+
+    #[tokio::test]
+    async fn a_bare_postmaster_with_nowhere_to_go_is_refused_saying_so() {
+        let mut c = session_on("mx.other.example", Accepted::Stored, |_| {}).await;
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        let r = c.cmd("RCPT TO:<postmaster>", "550 5.1.1").await;
+        assert_eq!(
+            r,
+            "550 5.1.1 Postmaster is not configured on this server\r\n"
+        );
+        c.cmd("DATA", "554 5.5.1").await;
+        let rejects = rejectlog(&c);
+        assert!(
+            rejects.contains(
+                "F=<bob@example.org> rejected RCPT <postmaster>: postmaster not configured \
+                 (smtp.postmaster is not set; postmaster@mx.other.example, \
+                 postmaster@other.example not routed)"
+            ),
+            "{rejects}"
+        );
+        // A lookup failure is temporary, as for any recipient.
+        let mut c = session(Accepted::Stored, |s| {
+            s.postmaster = "broken@example.test".into()
+        })
+        .await;
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        c.cmd("RCPT TO:<Postmaster>", "451 4.3.0").await;
     }
 
     #[tokio::test]

@@ -366,3 +366,433 @@ async fn postmaster_of_every_local_domain_reaches_the_configured_mailbox() {
     s.cmd("MAIL FROM:<x@example.org>", "250").await;
     s.cmd("RCPT TO:<abuse@example.test>", "550 5.1.1").await;
 }
+
+/// Sends one message from `from` to one `RCPT TO:` argument written as is
+/// (brackets and all) and returns the reply to DATA.
+async fn send_to_path(app: &TestApp, from: &str, rcpt_arg: &str, subject: &str) -> String {
+    let mut s = app.smtp().await;
+    s.cmd("EHLO client.example.org", "250").await;
+    s.cmd(&format!("MAIL FROM:{from}"), "250 2.1.0").await;
+    s.cmd(&format!("RCPT TO:{rcpt_arg}"), "250 2.1.5 Recipient OK")
+        .await;
+    s.cmd("DATA", "354").await;
+    let reply = s.data(&format!("Subject: {subject}\r\n\r\nx\r\n")).await;
+    assert!(reply.starts_with("250 2.0.0 OK id="), "{rcpt_arg}: {reply}");
+    s.cmd("QUIT", "221").await;
+    reply
+}
+
+// RFC 5321 §4.1.1.3 and §4.5.1: `RCPT TO:<Postmaster>` without a domain,
+// in any letter case and in the forms clients really send.
+on_both_backends!(
+    the_bare_postmaster_reaches_smtp_postmaster_in_every_form,
+    |backend| async move { bare_postmaster_in_every_form(backend).await }
+);
+
+async fn bare_postmaster_in_every_form(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.smtp.postmaster = "bob@example.test".into()).await;
+    let forms = [
+        "<Postmaster>",
+        "<postmaster>",
+        "<POSTMASTER>",
+        "<PostMaster>",
+        "Postmaster",
+        "<Postmaster> ",
+        " <postmaster>",
+        "<\"postmaster\">",
+        "<@relay.example.org:Postmaster>",
+    ];
+    for (i, form) in forms.iter().enumerate() {
+        let reply = send_to_path(&app, "<x@example.org>", form, &format!("pm {i}")).await;
+        let qid = queue_id_of(&reply);
+        let log = app.mainlog();
+        assert!(
+            log.contains(&format!(
+                "{qid} => bob@example.test <postmaster@mx.example.test> R=local T=maildir"
+            )),
+            "{form:?}: {log}"
+        );
+    }
+    let bob = app.messages("bob@example.test");
+    assert_eq!(bob.len(), forms.len());
+    for (_, m) in &bob {
+        let text = String::from_utf8_lossy(m);
+        assert!(
+            text.starts_with("Return-Path: <x@example.org>\nDelivered-To: bob@example.test\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\tfor <postmaster@mx.example.test>;\n"),
+            "{text}"
+        );
+    }
+    assert!(app.messages("alice@example.test").is_empty());
+
+    // With a domain it is that domain's postmaster: the default mailbox here.
+    send_to_path(&app, "<x@example.org>", "<PostMaster@Example.TEST>", "pm d").await;
+    assert_eq!(app.messages("bob@example.test").len(), forms.len() + 1);
+    // Not one of ours: relaying, refused as before.
+    let mut s = app.smtp().await;
+    s.cmd("EHLO client.example.org", "250").await;
+    s.cmd("MAIL FROM:<x@example.org>", "250").await;
+    s.cmd(
+        "RCPT TO:<postmaster@unknown.domain>",
+        "550 5.7.1 Relaying denied",
+    )
+    .await;
+    // Only Postmaster may omit the domain.
+    s.cmd(
+        "RCPT TO:<abuse>",
+        "553 5.1.3 Bad address syntax: address has no @domain part (only <Postmaster> may omit it)",
+    )
+    .await;
+    s.cmd("RCPT TO:<postmasters>", "553 5.1.3").await;
+    s.cmd("RCPT TO:<Postmaster> NOTIFY=NEVER", "555 5.5.4")
+        .await;
+    s.cmd("QUIT", "221").await;
+    let rejects = app.rejectlog();
+    assert!(
+        rejects.contains("rejected RCPT <postmaster@unknown.domain>: relay not permitted"),
+        "{rejects}"
+    );
+}
+
+#[tokio::test]
+async fn without_smtp_postmaster_the_bare_postmaster_is_postmaster_at_the_host_name() {
+    let app = TestApp::spawn().await;
+    // The host name's parent domain (example.test) has a postmaster alias.
+    app.store
+        .add_alias(
+            &addr_of("postmaster@example.test"),
+            &[addr_of("alice@example.test")],
+            boxtrap::clock::Timestamp::from_secs(T0),
+        )
+        .await
+        .unwrap();
+    let qid = queue_id_of(&send_to_path(&app, "<x@example.org>", "<Postmaster>", "one").await);
+    assert_eq!(app.messages("alice@example.test").len(), 1);
+    assert!(
+        app.mainlog().contains(&format!(
+            "{qid} => alice@example.test <postmaster@example.test> R=local T=maildir"
+        )),
+        "{}",
+        app.mainlog()
+    );
+    // The host name itself, when it is a local domain, comes first.
+    app.add_mailboxes(&["carol@mx.example.test"]).await;
+    app.store
+        .add_alias(
+            &addr_of("postmaster@mx.example.test"),
+            &[addr_of("carol@mx.example.test")],
+            boxtrap::clock::Timestamp::from_secs(T0),
+        )
+        .await
+        .unwrap();
+    let qid = queue_id_of(&send_to_path(&app, "<x@example.org>", "<POSTMASTER>", "two").await);
+    assert_eq!(app.messages("carol@mx.example.test").len(), 1);
+    assert_eq!(app.messages("alice@example.test").len(), 1);
+    assert!(
+        app.mainlog().contains(&format!(
+            "{qid} => carol@mx.example.test <postmaster@mx.example.test> R=local T=maildir"
+        )),
+        "{}",
+        app.mainlog()
+    );
+}
+
+#[tokio::test]
+async fn a_bare_postmaster_with_nowhere_to_go_gets_550_naming_the_problem() {
+    // No smtp.postmaster, and neither mx.example.test nor example.test has
+    // a postmaster.
+    let app = TestApp::spawn().await;
+    let mut s = app.smtp().await;
+    s.cmd("EHLO client.example.org", "250").await;
+    s.cmd("MAIL FROM:<x@example.org>", "250").await;
+    s.cmd(
+        "RCPT TO:<Postmaster>",
+        "550 5.1.1 Postmaster is not configured on this server\r\n",
+    )
+    .await;
+    s.cmd(
+        "RCPT TO:<postmaster@example.test>",
+        "550 5.1.1 No such user",
+    )
+    .await;
+    s.cmd("RCPT TO:<alice@example.test>", "250").await;
+    s.cmd("DATA", "354").await;
+    assert!(s.data("Subject: x\r\n\r\nx\r\n").await.starts_with("250"));
+    let rejects = app.rejectlog();
+    assert!(
+        rejects.contains(
+            "F=<x@example.org> rejected RCPT <postmaster>: postmaster not configured \
+             (smtp.postmaster is not set; postmaster@mx.example.test, postmaster@example.test \
+             not routed)"
+        ),
+        "{rejects}"
+    );
+    assert!(app.mainlog().contains("rejected RCPT <postmaster>"));
+}
+
+const VERP: &str = "linux-secnews-return-67-legit-lists-secfocus=lists.example-corpus.test\
+                    @securityfocus.example";
+
+/// RFC 5321 §4.5.3.1 asks servers not to impose the 64-octet limit where
+/// they can avoid it; Postfix and Exim accept such senders, and so do the
+/// obs-local-part addresses mobile carriers issued (`taro..yamada@`).
+#[tokio::test]
+async fn long_verp_senders_and_mobile_addresses_are_accepted_and_delivered() {
+    let app = TestApp::spawn().await;
+    let senders = [
+        VERP,
+        "taro..yamada@docomo.example",
+        "hanako.@docomo.example",
+        ".ivan@mail.example.ru",
+        "\"john doe\"@example.org",
+        "bob@[192.0.2.1]",
+        "bob@[IPv6:2001:db8::1]",
+    ];
+    for from in senders {
+        let mut s = app.smtp().await;
+        s.cmd("EHLO client.example.org", "250").await;
+        s.cmd(&format!("MAIL FROM:<{from}>"), "250 2.1.0 Sender OK")
+            .await;
+        s.cmd("RCPT TO:<alice@example.test>", "250 2.1.5").await;
+        s.cmd("DATA", "354").await;
+        let reply = s
+            .data(&format!(
+                "From: {from}\r\nTo: alice@example.test\r\nSubject: from {from}\r\n\r\nx\r\n"
+            ))
+            .await;
+        assert!(reply.starts_with("250 2.0.0 OK id="), "{from}: {reply}");
+        let qid = queue_id_of(&reply);
+        s.cmd("QUIT", "221").await;
+        let log = app.mainlog();
+        assert!(
+            log.contains(&format!("{qid} <= {from} H=(client.example.org)")),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("{qid} => alice@example.test <alice@example.test>")),
+            "{log}"
+        );
+    }
+    let msgs = app.messages("alice@example.test");
+    assert_eq!(msgs.len(), senders.len());
+    for from in senders {
+        assert!(
+            msgs.iter().any(|(_, m)| m.starts_with(
+                format!("Return-Path: <{from}>\nDelivered-To: alice@example.test\n").as_bytes()
+            )),
+            "{from}"
+        );
+    }
+    // As recipients they are simply unknown users (and a 70-octet one too).
+    let mut s = app.smtp().await;
+    s.cmd("EHLO client.example.org", "250").await;
+    s.cmd(&format!("MAIL FROM:<{VERP}>"), "250").await;
+    s.cmd("RCPT TO:<taro..yamada@example.test>", "550 5.1.1")
+        .await;
+    s.cmd(
+        &format!("RCPT TO:<{}@example.test>", "a".repeat(70)),
+        "550 5.1.1",
+    )
+    .await;
+    s.cmd("RCPT TO:<\"Alice\"@example.test>", "250 2.1.5").await;
+    s.cmd("QUIT", "221").await;
+    assert!(
+        app.rejectlog().contains(&format!(
+            "F=<{VERP}> rejected RCPT <taro..yamada@example.test>: unknown user"
+        )),
+        "{}",
+        app.rejectlog()
+    );
+}
+
+/// What cannot be routed or written is still refused, with the reason.
+#[tokio::test]
+async fn envelope_addresses_that_cannot_be_routed_are_refused_naming_the_problem() {
+    let app = TestApp::spawn().await;
+    let mut s = app.smtp().await;
+    s.cmd("EHLO client.example.org", "250").await;
+    for (cmd, want) in [
+        (
+            "MAIL FROM:<bob>".to_owned(),
+            "553 5.1.3 Bad address syntax: address has no @domain part\r\n",
+        ),
+        (
+            "MAIL FROM:<Postmaster>".to_owned(),
+            "553 5.1.3 Bad address syntax: address has no @domain part\r\n",
+        ),
+        (
+            "MAIL FROM:<@example.org>".to_owned(),
+            "553 5.1.3 Bad address syntax: local part is empty\r\n",
+        ),
+        (
+            "MAIL FROM:<..@example.org>".to_owned(),
+            "553 5.1.3 Bad address syntax: local part is empty\r\n",
+        ),
+        (
+            "MAIL FROM:<bob smith@example.org>".to_owned(),
+            "553 5.1.3 Bad address syntax: local part contains ' ', which is not allowed there",
+        ),
+        (
+            "MAIL FROM:<bob;x@example.org>".to_owned(),
+            "553 5.1.3 Bad address syntax: local part contains ';', which is not allowed there",
+        ),
+        (
+            "MAIL FROM:<bob@exa_mple.org>".to_owned(),
+            "553 5.1.3 Bad address syntax: domain \"exa_mple.org\" is not valid\r\n",
+        ),
+        (
+            "MAIL FROM:<bob@>".to_owned(),
+            "553 5.1.3 Bad address syntax: domain \"\" is not valid\r\n",
+        ),
+        (
+            "MAIL FROM:<taro..yamada@döcomo.example>".to_owned(),
+            "553 5.6.7",
+        ),
+        (
+            format!("MAIL FROM:<{}@example.org>", "a".repeat(243)),
+            "501 5.1.3 Path too long: address is 255 octets long, over the limit of 254",
+        ),
+    ] {
+        s.cmd(&cmd, want).await;
+    }
+    // 254 octets is still fine.
+    s.cmd(
+        &format!("MAIL FROM:<{}@example.org>", "a".repeat(242)),
+        "250 2.1.0",
+    )
+    .await;
+    s.cmd("QUIT", "221").await;
+}
+
+/// Real clients: swaks and Python's smtplib send the bare postmaster and
+/// the long and odd senders exactly as they are written above.
+#[tokio::test]
+async fn swaks_and_smtplib_reach_the_bare_postmaster_and_send_from_odd_addresses() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.smtp.postmaster = "bob@example.test".into()
+    })
+    .await;
+    let out = tokio::process::Command::new("swaks")
+        .args(["--server", &app.addr.to_string()])
+        .args(["--from", VERP, "--to", "Postmaster"])
+        .args(["--header", "Subject: via swaks"])
+        .output()
+        .await
+        .expect("swaks (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("RCPT TO:<Postmaster>"), "{text}");
+    assert!(text.contains("250 2.1.5 Recipient OK"), "{text}");
+    let script = r#"
+import smtplib, sys
+with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), local_hostname="py.example.org") as s:
+    for frm in ["taro..yamada@docomo.example", "hanako.@docomo.example"]:
+        refused = s.sendmail(frm, ["postmaster", "alice@example.test"],
+                             "From: " + frm + "\r\nSubject: py\r\n\r\nx\r\n")
+        assert refused == {}, refused
+    try:
+        s.sendmail("bob", ["alice@example.test"], "Subject: no domain\r\n\r\nx\r\n")
+        raise SystemExit("a sender without a domain was accepted")
+    except smtplib.SMTPSenderRefused as e:
+        print("refused", e.smtp_code, e.smtp_error.decode())
+print("ok")
+"#;
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script, "127.0.0.1", &app.addr.port().to_string()])
+        .output()
+        .await
+        .expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("refused 553 5.1.3 Bad address syntax: address has no @domain part"),
+        "{text}"
+    );
+    let bob = app.messages("bob@example.test");
+    assert_eq!(bob.len(), 3, "swaks's and smtplib's two");
+    assert!(
+        bob.iter()
+            .any(|(_, m)| m.starts_with(format!("Return-Path: <{VERP}>\n").as_bytes()))
+    );
+    let alice = app.messages("alice@example.test");
+    assert_eq!(alice.len(), 2);
+    assert!(
+        alice
+            .iter()
+            .any(|(_, m)| m.starts_with(b"Return-Path: <hanako.@docomo.example>\n"))
+    );
+}
+
+// The envelope sender goes on into the quarantine (`env_sender`), the held
+// copy and the plain copy unchanged, quoted local part included.
+on_both_backends!(
+    odd_envelope_senders_are_held_and_delivered_as_written,
+    |backend| async move {
+        let app = TestApp::spawn_on(backend).await;
+        app.challenge_on("alice@example.test").await;
+        let senders = [
+            VERP,
+            "taro..yamada@docomo.example",
+            "\"john doe\"@example.org",
+        ];
+        for from in senders {
+            let mut s = app.smtp().await;
+            s.cmd("EHLO client.example.org", "250").await;
+            s.cmd(&format!("MAIL FROM:<{from}>"), "250 2.1.0").await;
+            s.cmd("RCPT TO:<alice@example.test>", "250 2.1.5").await;
+            s.cmd("RCPT TO:<bob@example.test>", "250 2.1.5").await;
+            s.cmd("DATA", "354").await;
+            let reply = s
+                .data(&format!(
+                    "From: {from}\r\nTo: alice@example.test\r\nSubject: odd\r\n\r\nx\r\n"
+                ))
+                .await;
+            assert!(reply.starts_with("250 2.0.0 OK id="), "{from}: {reply}");
+            s.cmd("QUIT", "221").await;
+        }
+        let held = app.held().await;
+        assert_eq!(held.len(), senders.len(), "{held:?}");
+        for from in senders {
+            assert!(
+                held.iter().any(|h| h.env_sender == from),
+                "{from}: {held:?}"
+            );
+        }
+        let bob = app.messages("bob@example.test");
+        assert_eq!(bob.len(), senders.len());
+        for from in senders {
+            assert!(
+                bob.iter().any(|(_, m)| m.starts_with(
+                    format!("Return-Path: <{from}>\nDelivered-To: bob@example.test\n").as_bytes()
+                )),
+                "{from}"
+            );
+        }
+        // The bare postmaster into a mailbox with challenge-response on is
+        // held like any mail, under the address it stands for.
+        app.store
+            .add_alias(
+                &addr_of("postmaster@example.test"),
+                &[addr_of("alice@example.test")],
+                boxtrap::clock::Timestamp::from_secs(T0),
+            )
+            .await
+            .unwrap();
+        send_to_path(&app, "<x@example.org>", "<Postmaster>", "to the postmaster").await;
+        let held = app.held().await;
+        let pm = held
+            .iter()
+            .find(|h| h.subject == "to the postmaster")
+            .unwrap();
+        assert_eq!(pm.original_rcpt, "postmaster@example.test");
+        let log = app.mainlog();
+        assert!(!log.contains("temporarily rejected"), "{log}");
+    }
+);
