@@ -302,6 +302,18 @@ impl fmt::Display for EmailAddress {
     }
 }
 
+impl EmailAddress {
+    /// The address as lettre's type, for the mail boxtrap sends. lettre's
+    /// own parser refuses addresses that are in use and that RFC 5321 lets
+    /// us answer (a local part over 64 octets, `taro..yamada`, an
+    /// `[IPv6:...]` literal), so boxtrap's parsers decide; what they accept
+    /// holds no white space outside quotes and no control character, so it
+    /// cannot break the SMTP command or header lettre writes it into.
+    pub fn to_lettre(&self) -> lettre::Address {
+        lettre::Address::new_dangerous(&self.local, self.domain.as_str())
+    }
+}
+
 impl std::str::FromStr for EmailAddress {
     type Err = AddressError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -16,8 +16,10 @@
 
 use std::fmt::Write as _;
 
+use crate::address::EmailAddress;
 use crate::html::escape;
 use lettre::Address;
+use lettre::address::Envelope;
 use lettre::message::header::{
     ContentTransferEncoding, ContentType, Date, Header, HeaderName, HeaderValue,
 };
@@ -91,12 +93,19 @@ pub fn compose(input: &ComposeInput) -> Result<Composed, ComposeError> {
         Some(one_line(input.from_name)).filter(|n| !n.is_empty()),
         parse_address("From", input.from_address)?,
     );
-    let to = Mailbox::new(None, parse_address("To", input.to)?);
+    let to_address = parse_address("To", input.to)?;
+    // The envelope is the outbound queue's; giving lettre one keeps it from
+    // deriving its own from the To: header, which it re-parses with its
+    // stricter parser.
+    let envelope = Envelope::new(None, vec![to_address.clone()])
+        .map_err(|e| ComposeError::Build(e.to_string()))?;
+    let to = Mailbox::new(None, to_address);
     let message_id = check_message_id("Message-ID", &input.message_id)?;
     // RFC 5322 §3.3 date, from our own formatter.
     let date = Date::parse(&input.date.rfc5322()).map_err(|_| ComposeError::BadDate(input.date))?;
 
     let mut builder = Message::builder()
+        .envelope(envelope)
         .header(date)
         .from(from)
         .to(to)
@@ -159,8 +168,9 @@ pub fn compose(input: &ComposeInput) -> Result<Composed, ComposeError> {
 }
 
 fn parse_address(field: &'static str, address: &str) -> Result<Address, ComposeError> {
-    address
-        .parse::<Address>()
+    let parsed = EmailAddress::parse_relaxed(address, true);
+    parsed
+        .map(|a| a.to_lettre())
         .map_err(|e| ComposeError::BadAddress {
             field,
             address: address.to_string(),

@@ -270,6 +270,21 @@ impl Challenges {
         Ok(())
     }
 
+    /// Whether `token` was issued by this server to `sender` for
+    /// `mailbox` (the mailbox's address), whatever became of its challenge
+    /// since: answered, expired or purged. Its signature covers both
+    /// addresses, so a token made up, tampered with or issued to someone
+    /// else is never taken for one.
+    pub fn issued_to(&self, token: &str, mailbox: &str, sender: &str) -> bool {
+        let Ok(parts) = token::decode(token) else {
+            return false;
+        };
+        matches!(
+            token::verify(&self.keyring(), &parts, mailbox, sender, self.clock.now()),
+            Ok(()) | Err(TokenError::Expired)
+        )
+    }
+
     /// Checks a token: well-formed, signed by one of our keys for the
     /// challenge it names, not expired, not used.
     pub async fn verify(&self, token: &str) -> Result<Verified, VerifyError> {

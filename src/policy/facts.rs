@@ -13,6 +13,7 @@ use std::borrow::Cow;
 
 use mail_parser::{Header, HeaderValue, MessageParser};
 
+use super::address_list;
 use super::automated::classify;
 pub use super::automated::{Automated, CHALLENGE_HEADER, is_role_sender};
 
@@ -32,6 +33,10 @@ pub struct MessageFacts {
     /// First `From:` address, lower-cased: the sender identity a challenge
     /// is sent to and the allow list is checked against.
     pub from: Option<String>,
+    /// When `From:` holds something but no usable address: the addr-spec
+    /// as written and what is wrong with it, e.g.
+    /// `"\"bob\"": address has no @domain part`.
+    pub from_problem: Option<String>,
     /// Display name of that address, RFC 2047-decoded.
     pub from_name: Option<String>,
     /// All `To:` addresses (every `To:` field, groups flattened), lower-cased.
@@ -78,25 +83,39 @@ impl MessageFacts {
                 .filter(move |h| h.name().eq_ignore_ascii_case(name))
         };
 
-        let first_from = named("From")
+        // The first From: mailbox with an address; mail-parser for its
+        // display name, the raw value for the address as written.
+        let from_specs: Vec<String> = named("From")
+            .flat_map(|h| address_list::addr_specs(&raw_value(raw, h)))
+            .collect();
+        let from_spec = from_specs
+            .iter()
+            .find(|spec| spec.contains('@'))
+            .or(from_specs.first())
+            .cloned();
+        let (from, from_problem) = match from_spec.as_deref().map(address_list::canonical) {
+            Some(Ok(a)) => (Some(a), None),
+            Some(Err(e)) => (None, from_spec.map(|spec| format!("{spec:?}: {e}"))),
+            None => (None, None),
+        };
+        let from_name = named("From")
             .filter_map(|h| h.value().as_address())
             .flat_map(|a| a.iter())
-            .find(|addr| addr.address().is_some_and(|a| !a.trim().is_empty()));
-        let from = first_from
-            .and_then(|addr| addr.address())
-            .map(normalize_address);
-        let from_name = first_from
+            .find(|addr| addr.address().is_some_and(|a| !a.trim().is_empty()))
+            .filter(|addr| {
+                // Without angle brackets, mail-parser may read a quoted
+                // local part as the display name.
+                addr.address()
+                    .is_some_and(|a| !a.starts_with('@') && a.contains('@'))
+            })
             .and_then(|addr| addr.name())
             .map(|name| name.trim().to_string())
             .filter(|name| !name.is_empty());
 
         let addresses = |name: &'static str| -> Vec<String> {
             named(name)
-                .filter_map(|h| h.value().as_address())
-                .flat_map(|a| a.iter())
-                .filter_map(|addr| addr.address())
-                .map(normalize_address)
-                .filter(|a| !a.is_empty())
+                .flat_map(|h| address_list::addr_specs(&raw_value(raw, h)))
+                .filter_map(|spec| address_list::canonical(&spec).ok())
                 .collect()
         };
 
@@ -120,6 +139,7 @@ impl MessageFacts {
 
         let mut facts = MessageFacts {
             from,
+            from_problem,
             from_name,
             to: addresses("To"),
             cc: addresses("Cc"),
@@ -155,10 +175,6 @@ fn unfold(value: &str) -> String {
         .to_string()
 }
 
-fn normalize_address(address: &str) -> String {
-    address.trim().to_lowercase()
-}
-
 /// Message ids of an id header, each put back in angle brackets.
 fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
     let bracket = |id: &str| {
@@ -172,21 +188,39 @@ fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
     }
 }
 
+/// A challenge token found in a message, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyToken {
+    /// `[A-Za-z0-9_-]{20,200}`, not yet verified.
+    pub token: String,
+    /// Found in the subject or `In-Reply-To`: the message answers the
+    /// challenge itself. A token only in `References` is a later message
+    /// of the same thread.
+    pub direct: bool,
+}
+
 /// The challenge token a reply carries: `verify#<token>` in the subject
 /// (token = `[A-Za-z0-9_-]{20,200}`), or a message id of the form
 /// `<boxtrap.<token>@anything>` (see [`challenge_message_id`]) in
 /// `In-Reply-To` or `References`. Returns the first found, subject first.
-pub fn reply_token(facts: &MessageFacts) -> Option<String> {
-    subject_tokens(&facts.subject)
-        .find(|token| TOKEN_LEN.contains(&token.len()))
-        .or_else(|| {
-            facts
-                .in_reply_to
-                .iter()
-                .chain(&facts.references)
-                .find_map(|id| message_id_token(id))
+pub fn reply_token(facts: &MessageFacts) -> Option<ReplyToken> {
+    let found = |token: &str, direct| {
+        Some(ReplyToken {
+            token: token.to_owned(),
+            direct,
         })
-        .map(str::to_string)
+    };
+    if let Some(t) = subject_tokens(&facts.subject).find(|t| TOKEN_LEN.contains(&t.len())) {
+        return found(t, true);
+    }
+    if let Some(t) = facts.in_reply_to.iter().find_map(|id| message_id_token(id)) {
+        return found(t, true);
+    }
+    let t = facts
+        .references
+        .iter()
+        .find_map(|id| message_id_token(id))?;
+    found(t, false)
 }
 
 /// The Message-ID of the challenge carrying `token`, sent from `hostname`:
@@ -288,6 +322,7 @@ mod tests {
             facts,
             MessageFacts {
                 from: Some("bjorn.astrom@example.org".into()),
+                from_problem: None,
                 from_name: Some("Björn Åström".into()),
                 to: vec!["alice@example.test".into(), "bob@example.test".into()],
                 cc: vec![
@@ -303,6 +338,72 @@ mod tests {
                 automated: None,
             }
         );
+    }
+
+    #[test]
+    fn from_addresses_are_read_as_written() {
+        // (From: value, address, display name, problem)
+        let cases: &[(&str, Option<&str>, Option<&str>, Option<&str>)] = &[
+            (
+                "John Doe <\"john doe\"@example.org>",
+                Some("\"john doe\"@example.org"),
+                Some("John Doe"),
+                None,
+            ),
+            ("\"bob\"@example.org", Some("bob@example.org"), None, None),
+            (
+                "\"bob smith\"@example.org",
+                Some("\"bob smith\"@example.org"),
+                None,
+                None,
+            ),
+            ("bob@[192.0.2.1]", Some("bob@[192.0.2.1]"), None, None),
+            (
+                "Bob <bob@[IPv6:2001:db8::1]>",
+                Some("bob@[IPv6:2001:db8::1]"),
+                Some("Bob"),
+                None,
+            ),
+            (
+                "bob@[IPv6:2001:db8::1]",
+                Some("bob@[IPv6:2001:db8::1]"),
+                None,
+                None,
+            ),
+            ("bob@example.org.", Some("bob@example.org"), None, None),
+            (
+                "den...4ik@mailru.example",
+                Some("den...4ik@mailru.example"),
+                None,
+                None,
+            ),
+            (
+                "Taro <taro..yamada@docomo.example>",
+                Some("taro..yamada@docomo.example"),
+                Some("Taro"),
+                None,
+            ),
+            (
+                "bob@example.org (Bob)",
+                Some("bob@example.org"),
+                Some("Bob"),
+                None,
+            ),
+            (
+                "bob",
+                None,
+                None,
+                Some("\"bob\": address has no @domain part"),
+            ),
+            ("Bob <>", None, None, None),
+        ];
+        for (value, address, name, problem) in cases {
+            let raw = crlf(&[&format!("From: {value}"), "Subject: x", "", "body"]);
+            let facts = MessageFacts::parse(&raw);
+            assert_eq!(facts.from.as_deref(), *address, "From: {value}");
+            assert_eq!(facts.from_name.as_deref(), *name, "From: {value}");
+            assert_eq!(facts.from_problem.as_deref(), *problem, "From: {value}");
+        }
     }
 
     #[test]
@@ -518,8 +619,22 @@ mod tests {
             ("nothing", facts_with("hello", &["<a@b>"], &["<c@d>"]), None),
         ];
         for (name, facts, want) in cases {
-            assert_eq!(reply_token(&facts), want, "case: {name}");
+            assert_eq!(reply_token(&facts).map(|r| r.token), want, "case: {name}");
         }
+    }
+
+    #[test]
+    fn only_subject_and_in_reply_to_tokens_are_direct_replies() {
+        let t = token(30);
+        let id = challenge_message_id(&t, "h");
+        let direct = |f: MessageFacts| reply_token(&f).map(|r| r.direct);
+        assert_eq!(
+            direct(facts_with(&format!("verify#{t}"), &[], &[])),
+            Some(true)
+        );
+        assert_eq!(direct(facts_with("Re: x", &[&id], &[])), Some(true));
+        assert_eq!(direct(facts_with("Re: x", &["<a@b>"], &[&id])), Some(false));
+        assert_eq!(direct(facts_with("Re: x", &[], &[])), None);
     }
 
     #[test]
@@ -540,7 +655,13 @@ mod tests {
         let facts = MessageFacts::parse(&reply);
         assert_eq!(facts.in_reply_to, [id.as_str()]);
         assert_eq!(facts.references, ["<orig@example.org>".to_string(), id]);
-        assert_eq!(reply_token(&facts), Some(token));
+        assert_eq!(
+            reply_token(&facts),
+            Some(ReplyToken {
+                token,
+                direct: true
+            })
+        );
         assert_eq!(facts.automated, None);
     }
 
@@ -556,7 +677,7 @@ mod tests {
             "ok",
         ]);
         let facts = MessageFacts::parse(&raw);
-        assert_eq!(reply_token(&facts), Some(t));
+        assert_eq!(reply_token(&facts).map(|r| r.token), Some(t));
         assert_eq!(
             facts.automated,
             Some(Automated::ChallengeResponse("Subject verify#".into()))

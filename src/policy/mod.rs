@@ -2,6 +2,7 @@
 //! on. Inputs are facts about the message ([`facts`]), the mailbox's sender
 //! lists ([`rules`]) and its settings; the output is a verdict with a reason.
 
+pub mod address_list;
 pub mod automated;
 pub mod facts;
 pub mod rules;
@@ -36,6 +37,9 @@ pub enum Reason {
     ChallengeOpen,
     /// No From: address to challenge.
     NoSender,
+    /// `From:` holds something that is no usable address (as written, and
+    /// what is wrong with it).
+    UnusableFrom(String),
     /// Null envelope sender `<>`: bounces and notifications are never challenged.
     NullSender,
     /// MAILER-DAEMON, postmaster, owner-*, *-request, *-bounces.
@@ -63,6 +67,7 @@ impl Reason {
             Reason::Challenged => "unknown-sender",
             Reason::ChallengeOpen => "challenge-open",
             Reason::NoSender => "no-sender",
+            Reason::UnusableFrom(_) => "unusable-from",
             Reason::NullSender => "null-sender",
             Reason::RoleSender(_) => "role-sender",
             Reason::OwnAddress(_) => "own-address",
@@ -85,6 +90,9 @@ impl Reason {
             }
             Reason::NoSender => {
                 "no From: address to send a challenge to; held without a challenge".into()
+            }
+            Reason::UnusableFrom(why) => {
+                format!("the From: address {why}; held without a challenge")
             }
             Reason::NullSender => {
                 "null envelope sender (a bounce or notice); held without a challenge".into()
@@ -165,7 +173,10 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
         return hold(Reason::NullSender);
     }
     let Some(from) = facts.from.as_deref() else {
-        return hold(Reason::NoSender);
+        return hold(match &facts.from_problem {
+            Some(why) => Reason::UnusableFrom(why.clone()),
+            None => Reason::NoSender,
+        });
     };
     for a in [input.env_sender, from] {
         if is_role_sender(a) {

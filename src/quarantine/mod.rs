@@ -24,6 +24,7 @@ use crate::challenge::issue::{Challenges, KeyError};
 use crate::clock::Clock;
 use crate::config::{ChallengeConfig, Config};
 use crate::delivery::Delivery;
+use crate::delivery::router::Router;
 use crate::envelope::Envelope;
 use crate::mainlog::{MainLog, Rcpt};
 use crate::policy::rules::{ListKind, SenderRule};
@@ -58,6 +59,9 @@ pub struct Quarantine {
     delivery: Arc<Delivery>,
     config: ChallengeConfig,
     challenges: Arc<Challenges>,
+    /// Which mailboxes an address reaches, as the SMTP receiver routes it
+    /// (mail "from" an address that reaches the mailbox is from its owner).
+    router: Router,
     /// Compiled sender lists per mailbox, kept until the mailbox's
     /// `rules_version` changes (lists can hold hundreds of regexes).
     lists: Mutex<HashMap<i64, (i64, Arc<Lists>)>>,
@@ -83,12 +87,17 @@ impl Quarantine {
     ) -> Result<Quarantine, QuarantineError> {
         let challenges = Arc::new(Challenges::new(config, store.clone(), clock.clone()).await?);
         Ok(Quarantine {
-            store,
+            store: store.clone(),
             clock,
             log,
             delivery,
             config: config.challenge.clone(),
             challenges,
+            router: Router::new(
+                store.clone(),
+                &config.smtp.recipient_delimiter,
+                &config.smtp.postmaster,
+            ),
             lists: Mutex::new(HashMap::new()),
         })
     }

@@ -7,9 +7,11 @@
 
 use super::release::ReleasedBy;
 use super::{DAY, HOUR, Quarantine, QuarantineError};
-use crate::challenge::issue::{ChallengeDraft, VerifyError};
+use crate::address::EmailAddress;
+use crate::challenge::issue::{ChallengeDraft, Verified, VerifyError};
 use crate::challenge::templates::TemplateName;
 use crate::clock::Timestamp;
+use crate::delivery::router::Route;
 use crate::envelope::Envelope;
 use crate::policy::facts::{MessageFacts, reply_token};
 use crate::policy::rules::{ListKind, SenderRule};
@@ -112,7 +114,7 @@ impl Quarantine {
         let mut outcomes = Vec::with_capacity(settings.len());
         for (i, (s, plan)) in settings.iter().zip(plans).enumerate() {
             let outcome = match plan {
-                Plan::Reply(token) => Outcome::Discard(self.consume_reply(&m, s, &token).await?),
+                Plan::Reply(v) => Outcome::Discard(self.consume_reply(&m, s, v).await?),
                 Plan::Decided(d) => self.apply(&m, i, s, d).await?,
             };
             outcomes.push(outcome);
@@ -135,13 +137,18 @@ impl Quarantine {
                 rate_limited: None,
             })));
         }
-        // A reply to a challenge that was already answered is ordinary mail:
-        // the lists decide (the verified sender is on the allow list now).
-        if let Some(token) = reply_token(facts)
+        // Only a token that verifies, issued by this mailbox to the sender
+        // of this message, makes it a reply that releases. Any other token
+        // (made up, tampered with, expired, already answered, another
+        // mailbox's or another sender's) is evidence of nothing: the
+        // message is screened like any other.
+        if let Some(reply) = reply_token(facts)
             && policy::is_human_reply(facts)
-            && self.challenges.verify(&token).await.err() != Some(VerifyError::AlreadyUsed)
+            && let Ok(v) = self.challenges.verify(&reply.token).await
+            && v.mailbox_id == s.id
+            && (Some(v.sender.as_str()) == facts.from.as_deref() || v.sender == env_sender)
         {
-            return Ok(Plan::Reply(token));
+            return Ok(Plan::Reply(v));
         }
         let lists = self.lists(s).await?;
         let own: Vec<String> = std::iter::once(s.address.clone())
@@ -167,6 +174,16 @@ impl Quarantine {
         let Some(from) = facts.from.as_deref() else {
             return Ok(Plan::Decided(d));
         };
+        // The mailbox's own addresses include every address that reaches
+        // it: a `+subaddress`, an alias. A challenge there would go to the
+        // owner.
+        if self.reaches(from, s.id).await? {
+            let own = [own.as_slice(), &[from.to_owned()]].concat();
+            return Ok(Plan::Decided(policy::decide(&PolicyInput {
+                own_addresses: &own,
+                ..input
+            })));
+        }
         let mut conn = self.store.pool().acquire().await?;
         let c = held::challenge_counts(
             &mut conn,
@@ -191,6 +208,17 @@ impl Quarantine {
             rate_limited,
             ..input
         })))
+    }
+
+    /// Whether mail to `address` is delivered to mailbox `mailbox_id`.
+    async fn reaches(&self, address: &str, mailbox_id: i64) -> Result<bool, StoreError> {
+        let Ok(address) = EmailAddress::parse_relaxed(address, true) else {
+            return Ok(false);
+        };
+        Ok(match self.router.route(&address).await? {
+            Route::Local(targets) => targets.iter().any(|t| t.mailbox.id == mailbox_id),
+            Route::UnknownUser | Route::NotLocal => false,
+        })
     }
 
     async fn apply(
@@ -243,6 +271,7 @@ impl Quarantine {
             }
             Verdict::Hold => {
                 let detail = self.hold(m, rcpt_index, s, &sender, d).await?;
+                self.answer_late_reply(m, s).await?;
                 Ok(Outcome::Hold(detail))
             }
         }
@@ -331,66 +360,83 @@ impl Quarantine {
         Ok(())
     }
 
-    /// A reply to a challenge: releases when its token is good and it comes
-    /// from the challenged address; otherwise `returnverify` (once a day).
+    /// A reply to one of this mailbox's open challenges, from the sender it
+    /// was sent to: the sender is allowed and their held mail released. The
+    /// reply itself is not delivered.
     async fn consume_reply(
         &self,
         m: &Screening<'_>,
         s: &MailboxSettings,
-        token: &str,
+        v: Verified,
     ) -> Result<String, QuarantineError> {
+        self.store
+            .log_activity(
+                s.id,
+                m.now,
+                ActivityAction::Verified,
+                &v.sender,
+                "the sender replied to the challenge",
+            )
+            .await?;
+        let n = self
+            .release_sender(s.id, &v.sender, ReleasedBy::Reply)
+            .await?;
+        Ok(format!(
+            "reply to a challenge: {n} held message(s) released"
+        ))
+    }
+
+    /// A held message that answers, in its subject or `In-Reply-To`, a
+    /// challenge this mailbox sent to its sender that has expired or been
+    /// purged since: the sender is told (`returnverify`, at most once a day
+    /// per sender) to send their mail again. A token this mailbox did not
+    /// issue to this sender gets nothing: a sender who proved nothing is
+    /// sent nothing.
+    async fn answer_late_reply(
+        &self,
+        m: &Screening<'_>,
+        s: &MailboxSettings,
+    ) -> Result<(), QuarantineError> {
         let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
-        let from = facts.from.as_deref().unwrap_or(env_sender).to_owned();
-        match self.challenges.verify(token).await {
-            // Another of our mailboxes' challenge (the reply went to an alias
-            // that reaches both): that mailbox handles it.
-            Ok(v) if v.mailbox_id != s.id => Ok("reply to another mailbox's challenge".to_owned()),
-            Ok(v) if v.sender == from || v.sender == env_sender => {
+        let Some(reply) = reply_token(facts).filter(|r| r.direct) else {
+            return Ok(());
+        };
+        let Some(from) = facts.from.as_deref() else {
+            return Ok(());
+        };
+        if env_sender.is_empty()
+            || !policy::is_human_reply(facts)
+            || !self.challenges.issued_to(&reply.token, &s.address, from)
+        {
+            return Ok(());
+        }
+        match self.challenges.verify(&reply.token).await {
+            Err(e @ (VerifyError::Expired | VerifyError::Unknown)) => {
+                let why = format!("{e}; the reply is held as new mail");
                 self.store
-                    .log_activity(
-                        s.id,
-                        now,
-                        ActivityAction::Verified,
-                        &v.sender,
-                        "the sender replied to the challenge",
-                    )
-                    .await?;
-                let n = self
-                    .release_sender(s.id, &v.sender, ReleasedBy::Reply)
-                    .await?;
-                Ok(format!(
-                    "reply to a challenge: {n} held message(s) released"
-                ))
-            }
-            other => {
-                let why = match other {
-                    Ok(_) => "the reply came from another address or mailbox".to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                self.store
-                    .log_activity(s.id, now, ActivityAction::ReplyRefused, &from, &why)
+                    .log_activity(s.id, now, ActivityAction::ReplyRefused, from, &why)
                     .await?;
                 let since = now.plus_secs(-DAY);
-                if !from.is_empty()
-                    && !env_sender.is_empty()
-                    && !self
-                        .store
-                        .outbound_sent_since("returnverify", &from, since)
-                        .await?
+                if !self
+                    .store
+                    .outbound_sent_since("returnverify", from, since)
+                    .await?
                 {
                     self.challenges
-                        .queue_notice(s, TemplateName::ReturnVerify, &from, facts, None, now)
+                        .queue_notice(s, TemplateName::ReturnVerify, from, facts, None, now)
                         .await?;
                 }
-                Ok(format!("reply to a challenge refused: {why}"))
             }
+            _ => {}
         }
+        Ok(())
     }
 }
 
 enum Plan {
     Decided(Decision),
-    Reply(String),
+    /// A reply to one of this mailbox's open challenges.
+    Reply(Verified),
 }
 
 /// One recipient's copy to hold, with everything the transaction needs

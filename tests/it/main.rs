@@ -12,4 +12,5 @@ mod delivery;
 mod limits;
 mod load;
 mod peers;
+mod real_mail;
 mod smtp_dialogue;

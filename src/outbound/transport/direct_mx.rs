@@ -157,7 +157,11 @@ impl DirectMx {
     /// The hosts to try for `domain`, in order (RFC 5321 §5.1).
     async fn exchangers(&self, domain: &str) -> Result<Exchangers, SendError> {
         if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-            let ip = literal.strip_prefix("IPv6:").unwrap_or(literal);
+            // RFC 5321 §4.1.3: the "IPv6" tag, in any letter case.
+            let ip = match literal.get(..5) {
+                Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => &literal[5..],
+                _ => literal,
+            };
             return ip
                 .parse()
                 .map(Exchangers::Literal)

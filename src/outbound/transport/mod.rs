@@ -23,6 +23,7 @@ pub use outbox::FileOutbox;
 pub use recording::{Recording, Sent};
 pub use smarthost::Smarthost;
 
+use crate::address::{AddressError, EmailAddress};
 use crate::config::{Config, OutboundMode};
 use crate::dns::Resolver;
 use lettre::address::{Address, Envelope};
@@ -118,14 +119,18 @@ impl Transport {
     }
 }
 
+fn lettre_address(address: &str) -> Result<Address, AddressError> {
+    EmailAddress::parse_relaxed(address, true).map(|a| a.to_lettre())
+}
+
 fn envelope(env_from: Option<&str>, rcpt: &str) -> Result<Envelope, SendError> {
     let from = match env_from {
         None | Some("") => None,
-        Some(from) => Some(from.parse::<Address>().map_err(|e| {
+        Some(from) => Some(lettre_address(from).map_err(|e| {
             SendError::Permanent(format!("sender address {from:?} is not valid: {e}"))
         })?),
     };
-    let to = rcpt.parse::<Address>().map_err(|e| {
+    let to = lettre_address(rcpt).map_err(|e| {
         SendError::Permanent(format!("recipient address {rcpt:?} is not valid: {e}"))
     })?;
     Envelope::new(from, vec![to]).map_err(|e| SendError::Permanent(e.to_string()))
