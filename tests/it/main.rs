@@ -7,6 +7,7 @@ mod browser;
 mod challenge;
 mod cli;
 mod cli_quarantine;
+mod corpus;
 mod crash;
 mod delivery;
 mod limits;

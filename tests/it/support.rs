@@ -1014,3 +1014,128 @@ impl KillRecord {
         }
     }
 }
+
+// --- what a test's own runtime logged through `tracing` -----------------
+
+/// The `tracing` output of one test's runtime (formatted as `boxtrap serve`
+/// writes it to stderr, without colours or times), and a line for every
+/// panic on that runtime's threads. Cheap to clone; clones share the text.
+#[derive(Clone, Default)]
+pub struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines at ERROR level, and the panics.
+    pub fn errors_and_panics(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.trim_start().starts_with("ERROR") || l.starts_with("PANIC"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = CapturedLog;
+
+    fn make_writer(&'a self) -> CapturedLog {
+        self.clone()
+    }
+}
+
+/// Panic sinks by thread name, for the one panic hook that feeds them.
+static PANIC_SINKS: Mutex<Vec<(String, CapturedLog)>> = Mutex::new(Vec::new());
+static PANIC_HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Runs `test` on a runtime of its own (`worker_threads` workers), whose
+/// threads (workers, blocking pool, and the calling thread while it waits)
+/// send their `tracing` events, filtered by `filter` (`EnvFilter` syntax,
+/// e.g. `info,sqlx=warn` as `boxtrap serve` uses), to a [`CapturedLog`]
+/// handed to `test`. A panic on one of the runtime's threads (which tokio
+/// would otherwise only turn into a dropped connection) is noted in the
+/// same log as a line starting with `PANIC`. `name` must be unique among
+/// the tests running at once (it names the runtime's threads). Other tests'
+/// logging is not affected: no global subscriber is installed.
+pub fn run_capturing_log<F, Fut>(
+    name: &str,
+    worker_threads: usize,
+    filter: &str,
+    test: F,
+) -> Fut::Output
+where
+    F: FnOnce(CapturedLog) -> Fut,
+    Fut: std::future::Future,
+{
+    let log = CapturedLog::default();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .without_time()
+            .finish(),
+    );
+    let thread_name = format!("{name}-rt");
+    PANIC_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(name) = std::thread::current().name()
+                && let Ok(sinks) = PANIC_SINKS.lock()
+            {
+                for (n, sink) in sinks.iter() {
+                    if n == name {
+                        let mut sink = sink.clone();
+                        let _ = io::Write::write_all(
+                            &mut sink,
+                            format!(
+                                "PANIC on thread {name}: {}\n",
+                                info.to_string().replace('\n', " ")
+                            )
+                            .as_bytes(),
+                        );
+                    }
+                }
+            }
+            previous(info)
+        }));
+    });
+    PANIC_SINKS
+        .lock()
+        .unwrap()
+        .push((thread_name.clone(), log.clone()));
+    let for_threads = dispatch.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .enable_all()
+        .thread_name(thread_name.clone())
+        // The guard is leaked on purpose: the dispatcher stays the thread's
+        // default for the thread's whole life.
+        .on_thread_start(move || std::mem::forget(tracing::dispatcher::set_default(&for_threads)))
+        .build()
+        .unwrap();
+    let out = {
+        let _default = tracing::dispatcher::set_default(&dispatch);
+        runtime.block_on(test(log.clone()))
+    };
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    PANIC_SINKS
+        .lock()
+        .unwrap()
+        .retain(|(n, _)| *n != thread_name);
+    out
+}
