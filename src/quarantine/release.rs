@@ -66,14 +66,26 @@ impl Quarantine {
                 .await?;
         }
         let mut delivered = 0;
+        let mut first = None;
         for id in &ids {
-            if self.deliver_held(*id, how).await? {
+            if let Some(h) = self.deliver_held(*id, how).await? {
                 delivered += 1;
+                first.get_or_insert(h);
             }
         }
         let s = self.store.mailbox_settings(mailbox_id).await?;
-        if delivered > 0 && s.notify_released && how != ReleasedBy::Owner {
-            let facts = MessageFacts::default();
+        if let Some(first) = first
+            && s.notify_released
+            && how != ReleasedBy::Owner
+        {
+            // The notice quotes and threads under the first message released.
+            let facts = MessageFacts {
+                subject: first.subject,
+                from_name: Some(first.sender_name).filter(|n| !n.is_empty()),
+                message_id: Some(first.message_id).filter(|id| !id.is_empty()),
+                date: Some(first.date_header).filter(|d| !d.is_empty()),
+                ..MessageFacts::default()
+            };
             self.challenges
                 .queue_notice(
                     &s,
@@ -93,20 +105,22 @@ impl Quarantine {
         if !self.store.claim_held(id, self.clock.now()).await? {
             return Ok(false);
         }
-        self.deliver_held(id, ReleasedBy::Owner).await
+        Ok(self.deliver_held(id, ReleasedBy::Owner).await?.is_some())
     }
 
-    /// Delivers a claimed held message into its Maildir exactly once, then forgets it.
+    /// Delivers a claimed held message into its Maildir exactly once, then
+    /// forgets it. Returns what was delivered; `None` when the message is
+    /// gone or its delivery must be tried again.
     pub(super) async fn deliver_held(
         &self,
         id: i64,
         how: ReleasedBy,
-    ) -> Result<bool, QuarantineError> {
+    ) -> Result<Option<HeldSummary>, QuarantineError> {
         let Some(h) = self.store.held(id).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some(data) = self.store.held_data(id).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let result = self
             .delivery
@@ -123,7 +137,7 @@ impl Quarantine {
             // Stays claimed; the sweeper tries again.
             tracing::warn!(held = id, error = %e, "release delivery failed");
             self.log.deferred(&h.queue_id, rcpt, Via::RELEASE, &e);
-            return Ok(false);
+            return Ok(None);
         }
         self.store.remove_held(id).await?;
         let now = self.clock.now();
@@ -138,7 +152,7 @@ impl Quarantine {
             .await?;
         self.log
             .delivered(&h.queue_id, rcpt, Via::RELEASE, Some(how.as_str()));
-        Ok(true)
+        Ok(Some(h))
     }
 
     /// Deletes one held message (owner's choice).

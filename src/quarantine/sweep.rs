@@ -50,7 +50,7 @@ impl Quarantine {
         let stale = self.store.stale_releases(now.plus_secs(-300)).await?;
         let mut finished = 0;
         for id in stale {
-            if self.deliver_held(id, ReleasedBy::Resumed).await? {
+            if self.deliver_held(id, ReleasedBy::Resumed).await?.is_some() {
                 finished += 1;
             }
         }

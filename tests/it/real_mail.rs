@@ -245,6 +245,9 @@ on_both_backends!(
         assert_eq!(sent.len(), 1, "verifyreleased: {sent:?}");
         assert_eq!(sent[0].rcpt, "bob@example.org");
         assert!(sent[0].text.contains("delivered"), "{}", sent[0].text);
+        // It quotes and threads under the message released, not the reply.
+        assert_eq!(sent[0].header("Subject"), Some("Delivered: Lunch?"));
+        assert_eq!(sent[0].header("In-Reply-To"), Some("<l1@example.org>"));
         let delivered = app.messages(ALICE);
         assert_eq!(delivered.len(), 1);
         assert!(String::from_utf8_lossy(&delivered[0].1).contains("Subject: Lunch?"));
