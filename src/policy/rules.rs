@@ -2,19 +2,31 @@
 //! unchanged: one rule per line, `from|to|cc|subject <regex>`, the regex
 //! matched case-insensitively and unanchored; `#` starts a comment line.
 //!
+//! BoxTrapper's patterns are Perl regular expressions, and cPanel rewrites
+//! some of them before use (`Cpanel::BoxTrapper::CORE`): a pattern in single
+//! or double quotes is a literal (`'a+b@x.example'` matches `a+b@x.example`
+//! as written), and a `from`, `to` or `cc` pattern that starts with `*`, `+`
+//! or `?` gets a `.` in front (`*@x.example` is `.*@x.example`). Reading a
+//! rule applies the same rewrites, then spells the Perl constructs that have
+//! an exact equivalent the way this regex engine reads them; a construct
+//! with no equivalent (look-around, backreferences, possessive quantifiers,
+//! ...) is refused by name. What is stored, shown and exported is the
+//! rewritten pattern, which reads back to itself.
+//!
 //! This module owns the rule syntax (parsing, validating, exporting) and
 //! matching one rule against a message's [`MessageFacts`]. It does not store
 //! lists or decide what a match means: the store keeps the rules as the
 //! lines [`SenderRule::to_line`] produces, and the policy evaluates the
 //! ignore, block and allow lists in that order.
 
+use std::collections::HashMap;
 use std::{fmt, str::FromStr};
 
 use regex::{Regex, RegexBuilder};
 
 use crate::policy::facts::MessageFacts;
 
-/// Longest pattern accepted, in characters.
+/// Longest pattern accepted, in characters (as written, and as rewritten).
 const MAX_PATTERN_CHARS: usize = 1000;
 
 /// Cap on a compiled pattern (and on its lazy DFA cache), so a hostile rule
@@ -68,7 +80,7 @@ impl FromStr for ListKind {
 }
 
 /// What part of a message a rule's pattern is matched against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RuleField {
     /// The `From:` address, and the envelope sender.
     From,
@@ -125,6 +137,16 @@ pub enum RuleError {
     /// A field keyword with nothing after it.
     #[error("missing pattern (expected `from|to|cc|subject PATTERN`)")]
     MissingPattern,
+    /// Quotes with nothing between them: a literal that would match every
+    /// value.
+    #[error("empty quoted pattern: it would match every message")]
+    EmptyLiteral,
+    /// A subject pattern that starts with `*`, `+` or `?`, which repeat
+    /// nothing (BoxTrapper puts a `.` in front only for addresses).
+    #[error(
+        "the pattern starts with `{0}`, which repeats nothing: write `\\{0}` for a literal `{0}`, or `.{0}` to repeat any character"
+    )]
+    LeadingQuantifier(char),
     /// The pattern spans lines; lists are line-based, so it could not be
     /// exported and imported again.
     #[error("the pattern contains a line break")]
@@ -132,6 +154,25 @@ pub enum RuleError {
     /// The pattern is longer than 1000 characters.
     #[error("pattern longer than {MAX_PATTERN_CHARS} characters")]
     TooLong,
+    /// A Perl regex construct this regex engine has no equivalent for
+    /// (look-around, backreferences, possessive quantifiers, ...), named
+    /// as written, with a way round it when there is one.
+    #[error(
+        "{construct} is a Perl regex feature boxtrap does not support{}",
+        .hint.map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
+    PerlOnly {
+        /// The construct, e.g. "look-ahead (?=...)".
+        construct: String,
+        /// What to write instead, when something matches the same.
+        hint: Option<&'static str>,
+    },
+    /// A backslash before a letter or digit that is no regex escape; Perl
+    /// reads it as the plain character, which is seldom what was meant.
+    #[error(
+        "`\\{0}` is not a regex escape (Perl reads it as a plain `{0}`): write `{0}` for the letter"
+    )]
+    UnknownEscape(char),
     /// The pattern is not a valid regular expression, or compiles too big.
     #[error("invalid regular expression: {0}")]
     BadRegex(String),
@@ -155,7 +196,8 @@ pub struct ListError {
 #[derive(Debug, Clone)]
 pub struct SenderRule {
     field: RuleField,
-    /// The pattern as written, kept for display and export.
+    /// The pattern after BoxTrapper's rewrites, kept for display, storage
+    /// and export; it reads back to itself.
     pattern: String,
     matcher: Matcher,
 }
@@ -179,39 +221,64 @@ impl Matcher {
     }
 }
 
+/// A rule line as read, with the pattern as it was written when reading
+/// rewrote it (so the CLI can say what `*@x.example` became).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRule {
+    /// The rule.
+    pub rule: SenderRule,
+    /// The pattern as written, when it differs from the rule's pattern.
+    pub written: Option<String>,
+}
+
+/// Reads one rule line: the field keyword (case-insensitive), one or more
+/// spaces or tabs, then the pattern to the end of the line with surrounding
+/// whitespace trimmed, rewritten as BoxTrapper reads it (see the module
+/// documentation). `list add`, `list import` and the store all read rules
+/// through here.
+pub fn read_rule(line: &str) -> Result<ReadRule, RuleError> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Err(RuleError::Empty);
+    }
+    let (keyword, pattern) = line
+        .split_once([' ', '\t'])
+        .map_or((line, ""), |(keyword, rest)| (keyword, rest));
+    let field = keyword.parse::<RuleField>()?;
+    let written = pattern.trim();
+    let rule = SenderRule::new(field, written)?;
+    let written = (rule.pattern != written).then(|| written.to_string());
+    Ok(ReadRule { rule, written })
+}
+
 impl SenderRule {
-    /// Parses one rule line: the field keyword (case-insensitive), one or
-    /// more spaces or tabs, then the pattern to the end of the line with
-    /// trailing whitespace trimmed.
+    /// Parses one rule line; see [`read_rule`].
     pub fn parse(line: &str) -> Result<SenderRule, RuleError> {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            return Err(RuleError::Empty);
-        }
-        let (keyword, pattern) = line
-            .split_once([' ', '\t'])
-            .map_or((line, ""), |(keyword, rest)| (keyword, rest));
-        let field = keyword.parse::<RuleField>()?;
-        SenderRule::new(field, pattern)
+        read_rule(line).map(|read| read.rule)
     }
 
-    /// A rule from its parts. Surrounding whitespace of the pattern is
-    /// dropped, as [`SenderRule::parse`] would.
+    /// A rule from its parts, the pattern rewritten as BoxTrapper reads it
+    /// (see the module documentation). Surrounding whitespace of the
+    /// pattern is dropped, as [`SenderRule::parse`] would.
     pub fn new(field: RuleField, pattern: &str) -> Result<SenderRule, RuleError> {
-        let pattern = pattern.trim();
-        if pattern.is_empty() {
+        let written = pattern.trim();
+        if written.is_empty() {
             return Err(RuleError::MissingPattern);
         }
-        if pattern.contains(['\r', '\n']) {
+        if written.contains(['\r', '\n']) {
             return Err(RuleError::LineBreak);
         }
+        if written.chars().count() > MAX_PATTERN_CHARS {
+            return Err(RuleError::TooLong);
+        }
+        let pattern = normalize(field, written)?;
         if pattern.chars().count() > MAX_PATTERN_CHARS {
             return Err(RuleError::TooLong);
         }
-        let regex = compile(pattern).map_err(|e| RuleError::BadRegex(e.to_string()))?;
+        let regex = compile(&pattern).map_err(|e| RuleError::BadRegex(regex_message(&e)))?;
         Ok(SenderRule {
             field,
-            pattern: pattern.to_string(),
+            pattern,
             matcher: Matcher::Regex(regex),
         })
     }
@@ -235,7 +302,7 @@ impl SenderRule {
         self.field
     }
 
-    /// The pattern as written.
+    /// The pattern, after BoxTrapper's rewrites: what is stored and shown.
     pub fn pattern(&self) -> &str {
         &self.pattern
     }
@@ -298,26 +365,656 @@ fn compile(pattern: &str) -> Result<Regex, regex::Error> {
         .build()
 }
 
-/// Parses a whole list file, all or nothing: blank lines and lines starting
-/// with `#` are skipped, any other line must be a rule. The error names the
-/// first bad line (1-based) and why, e.g.
-/// `line 3: unknown field 'form' (expected from, to, cc or subject)`.
-pub fn parse_list(text: &str) -> Result<Vec<SenderRule>, ListError> {
-    // A byte-order mark from a Windows editor is not part of the first rule.
+/// The regex crate's error on one line: the last line of a syntax error
+/// (`unclosed group`), without the pattern and caret drawn above it.
+fn regex_message(error: &regex::Error) -> String {
+    match error {
+        regex::Error::Syntax(text) => {
+            let last = text.lines().last().unwrap_or(text).trim();
+            last.strip_prefix("error: ").unwrap_or(last).to_string()
+        }
+        other => other.to_string().trim_end_matches('.').to_string(),
+    }
+}
+
+/// BoxTrapper's rewrites of one pattern (already trimmed, not empty), then
+/// the Perl spellings turned into this engine's (see [`perl::translate`]).
+fn normalize(field: RuleField, written: &str) -> Result<String, RuleError> {
+    if let Some(literal) = quoted_literal(written) {
+        if literal.is_empty() {
+            return Err(RuleError::EmptyLiteral);
+        }
+        return Ok(escape_literal(literal));
+    }
+    match written.chars().next() {
+        Some(q @ ('*' | '+' | '?')) => match field {
+            // "people like to put things like *@cpanel.net when its a perl
+            // regex and they really mean .*@cpanel.net" (cPanel's cleanlist,
+            // which does this for from, to and cc lines only).
+            RuleField::From | RuleField::To | RuleField::Cc => {
+                perl::translate(&format!(".{written}"))
+            }
+            RuleField::Subject => Err(RuleError::LeadingQuantifier(q)),
+        },
+        _ => perl::translate(written),
+    }
+}
+
+/// The text between the quotes of a quoted pattern, as cPanel's checklist
+/// finds it: a pattern that starts or ends with `'` (else `"`) loses that
+/// quote at either end and is then a literal.
+fn quoted_literal(pattern: &str) -> Option<&str> {
+    ['\'', '"'].into_iter().find_map(|quote| {
+        (pattern.starts_with(quote) || pattern.ends_with(quote)).then(|| {
+            let inner = pattern.strip_prefix(quote).unwrap_or(pattern);
+            inner.strip_suffix(quote).unwrap_or(inner)
+        })
+    })
+}
+
+/// A literal as a pattern that reads back to itself: regex-escaped, and a
+/// quote or space at either end spelled `\x{..}` so that it is neither taken
+/// for a quoted pattern nor trimmed away when read again.
+fn escape_literal(literal: &str) -> String {
+    let escaped = regex::escape(literal);
+    let needs_spelling = |c: char| c == '\'' || c == '"' || c.is_whitespace();
+    let spelled = |c: char| format!("\\x{{{:X}}}", u32::from(c));
+    let mut chars: Vec<String> = escaped.chars().map(String::from).collect();
+    for index in [0, chars.len() - 1] {
+        let mut it = chars[index].chars();
+        if let (Some(c), None) = (it.next(), it.next())
+            && needs_spelling(c)
+        {
+            chars[index] = spelled(c);
+        }
+    }
+    chars.concat()
+}
+
+/// The Perl regex dialect of BoxTrapper's lists, read into the dialect of
+/// the `regex` crate. Where Perl and the crate spell the same thing
+/// differently, the Perl spelling is rewritten; where the crate would
+/// accept a Perl spelling but match something else (`\<`, `\v`, `a++`,
+/// `[&&]`, `(?R)`), it is rewritten or refused; where the crate has no
+/// equivalent, the construct is refused by name.
+///
+/// Rewrites (each matches what Perl matches, on the one-line values rules
+/// are matched against):
+/// - `(?#...)` comments are dropped; `(?|...)` (branch reset, which only
+///   renumbers captures) becomes `(?:...)`; `(?'name'...)` becomes
+///   `(?<name>...)`;
+/// - `\Z` becomes `\z` (addresses and unfolded subjects never end in a
+///   newline); `\<` and `\>` are the literal characters (the crate reads
+///   them as word boundaries);
+/// - `\h`, `\H`, `\v`, `\V`, `\R`, `\N` become the character classes Perl
+///   means (the crate reads `\v` as a vertical tab); `\e`, `\cX`, octal
+///   `\0`, `\o{..}`, short `\xH` and `\N{U+..}` become `\x{..}`;
+///   `\Q...\E` becomes the escaped literal;
+/// - a `{` that does not start a repetition is a literal `\{`; `{,n}` is
+///   `{0,n}`;
+/// - inside `[...]`, a `[` that does not start `[:class:]` is a literal, and
+///   `&&`, `~~`, `--` (set operations for the crate) are literal characters.
+mod perl {
+    use super::RuleError;
+
+    /// Perl's `\h`: horizontal whitespace, as class contents.
+    const HORIZONTAL: &str =
+        r"\t\x{20}\x{A0}\x{1680}\x{180E}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3000}";
+    /// Perl's `\v`: vertical whitespace, as class contents.
+    const VERTICAL: &str = r"\n\x{B}\x{C}\r\x{85}\x{2028}\x{2029}";
+
+    /// The pattern in the crate's dialect, or the first Perl construct that
+    /// has no equivalent.
+    pub(super) fn translate(pattern: &str) -> Result<String, RuleError> {
+        let mut t = Translator {
+            chars: pattern.chars().collect(),
+            i: 0,
+            out: String::with_capacity(pattern.len() + 8),
+        };
+        while let Some(c) = t.peek(0) {
+            match c {
+                '\\' => t.escape(false)?,
+                '[' => t.class()?,
+                '(' => t.group()?,
+                '{' => t.brace()?,
+                '*' | '+' | '?' => {
+                    t.take(1);
+                    t.after_quantifier(&c.to_string())?;
+                }
+                _ => t.take(1),
+            }
+        }
+        Ok(t.out)
+    }
+
+    fn perl_only(construct: impl Into<String>, hint: Option<&'static str>) -> RuleError {
+        RuleError::PerlOnly {
+            construct: construct.into(),
+            hint,
+        }
+    }
+
+    fn hex(code: u32) -> String {
+        format!("\\x{{{code:X}}}")
+    }
+
+    struct Translator {
+        chars: Vec<char>,
+        i: usize,
+        out: String,
+    }
+
+    impl Translator {
+        fn peek(&self, ahead: usize) -> Option<char> {
+            self.chars.get(self.i + ahead).copied()
+        }
+
+        /// Copies `n` characters through unchanged.
+        fn take(&mut self, n: usize) {
+            for _ in 0..n {
+                if let Some(c) = self.peek(0) {
+                    self.out.push(c);
+                    self.i += 1;
+                }
+            }
+        }
+
+        /// Skips `n` characters and writes `with` instead.
+        fn replace(&mut self, n: usize, with: &str) {
+            self.i += n;
+            self.out.push_str(with);
+        }
+
+        /// The text from `from` up to (not including) the first `end` at
+        /// or after it, and the index of that `end`.
+        fn until(&self, from: usize, end: char) -> Option<(String, usize)> {
+            let at = (from..self.chars.len()).find(|&k| self.chars[k] == end)?;
+            Some((self.chars[from..at].iter().collect(), at))
+        }
+
+        /// Written text from the current position, for naming a construct.
+        fn written(&self, n: usize) -> String {
+            self.chars[self.i..(self.i + n).min(self.chars.len())]
+                .iter()
+                .collect()
+        }
+
+        /// After a quantifier: `?` makes it lazy (both dialects); `+`
+        /// makes it possessive (Perl only: the crate would read a nested
+        /// repetition and match more).
+        fn after_quantifier(&mut self, quantifier: &str) -> Result<(), RuleError> {
+            match self.peek(0) {
+                Some('?') => self.take(1),
+                Some('+') => {
+                    return Err(perl_only(
+                        format!("possessive quantifier `{quantifier}+`"),
+                        None,
+                    ));
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+
+        /// `{n}`, `{n,}`, `{n,m}`, `{,m}` repeat; any other `{` is a literal
+        /// brace in Perl.
+        fn brace(&mut self) -> Result<(), RuleError> {
+            let digits = |from: usize| {
+                (from..self.chars.len())
+                    .take_while(|&k| self.chars[k].is_ascii_digit())
+                    .count()
+            };
+            let start = self.i + 1;
+            let low = digits(start);
+            let mut end = start + low;
+            let mut high = None;
+            if self.chars.get(end) == Some(&',') {
+                let n = digits(end + 1);
+                high = Some((end + 1, n));
+                end += 1 + n;
+            }
+            let closed = self.chars.get(end) == Some(&'}');
+            let valid = closed && (low > 0 || high.is_some_and(|(_, n)| n > 0));
+            if !valid {
+                self.replace(1, "\\{");
+                return Ok(());
+            }
+            let text =
+                |from: usize, n: usize| self.chars[from..from + n].iter().collect::<String>();
+            let low_text = if low > 0 {
+                text(start, low)
+            } else {
+                "0".into()
+            };
+            let written = self.written(end + 1 - self.i);
+            let quantifier = match high {
+                None => format!("{{{low_text}}}"),
+                Some((from, n)) => format!("{{{low_text},{}}}", text(from, n)),
+            };
+            self.replace(end + 1 - self.i, &quantifier);
+            self.after_quantifier(&written)
+        }
+
+        /// A group, or one of Perl's `(?...)` and `(*...)` constructs.
+        fn group(&mut self) -> Result<(), RuleError> {
+            if self.peek(1) == Some('*') {
+                return Err(perl_only("backtracking control verb (*...)", None));
+            }
+            if self.peek(1) != Some('?') {
+                self.take(1);
+                return Ok(());
+            }
+            let (first, second) = (self.peek(2), self.peek(3));
+            match first {
+                Some('#') => match self.until(self.i + 3, ')') {
+                    Some((_, end)) => {
+                        self.i = end + 1;
+                        Ok(())
+                    }
+                    None => Err(RuleError::BadRegex("unclosed (?#...) comment".into())),
+                },
+                Some('=') => Err(perl_only("look-ahead (?=...)", None)),
+                Some('!') => Err(perl_only("negative look-ahead (?!...)", None)),
+                Some('<') if second == Some('=') => Err(perl_only("look-behind (?<=...)", None)),
+                Some('<') if second == Some('!') => {
+                    Err(perl_only("negative look-behind (?<!...)", None))
+                }
+                Some('>') => Err(perl_only("atomic group (?>...)", None)),
+                Some('|') => {
+                    self.replace(3, "(?:");
+                    Ok(())
+                }
+                Some('(') => Err(perl_only("conditional (?(...)...)", None)),
+                Some('{') => Err(perl_only("code block (?{...})", None)),
+                Some('?') if second == Some('{') => Err(perl_only("code block (??{...})", None)),
+                Some('R') if second == Some(')') => Err(perl_only("recursion (?R)", None)),
+                Some(c) if c.is_ascii_digit() => {
+                    Err(perl_only(format!("recursion {}", self.written(4)), None))
+                }
+                Some('+' | '-') if second.is_some_and(|c| c.is_ascii_digit()) => {
+                    Err(perl_only(format!("recursion {}", self.written(5)), None))
+                }
+                Some('&') => Err(perl_only("recursion (?&name)", None)),
+                Some('P') if second == Some('>') => Err(perl_only("recursion (?P>name)", None)),
+                Some('P') if second == Some('=') => Err(perl_only("backreference (?P=name)", None)),
+                Some('\'') => match self.until(self.i + 3, '\'') {
+                    Some((name, end)) => {
+                        self.i = end + 1;
+                        self.out.push_str(&format!("(?<{name}>"));
+                        Ok(())
+                    }
+                    None => Err(RuleError::BadRegex("unclosed group name (?'...".into())),
+                },
+                Some('<' | ':') => {
+                    self.take(3);
+                    Ok(())
+                }
+                Some('P') if second == Some('<') => {
+                    self.take(4);
+                    Ok(())
+                }
+                _ => self.flags(),
+            }
+        }
+
+        /// `(?flags)` or `(?flags:...)`: Perl's `^`, `a`, `d`, `l`, `n`,
+        /// `p` and `xx` have no equivalent here.
+        fn flags(&mut self) -> Result<(), RuleError> {
+            let len = (self.i + 2..self.chars.len())
+                .take_while(|&k| {
+                    let c = self.chars[k];
+                    c.is_ascii_alphabetic() || c == '-' || c == '^'
+                })
+                .count();
+            let flags: String = self.chars[self.i + 2..self.i + 2 + len].iter().collect();
+            let whole = self.written(3 + len);
+            if flags.contains('^') {
+                return Err(perl_only(format!("flag reset `{whole}`"), None));
+            }
+            if let Some(flag) = flags.chars().find(|c| "adlnp".contains(*c)) {
+                return Err(perl_only(format!("regex flag `{flag}` in `{whole}`"), None));
+            }
+            if flags.split('-').next().unwrap_or("").matches('x').count() > 1 {
+                return Err(perl_only(format!("regex flag `xx` in `{whole}`"), None));
+            }
+            self.take(2 + len);
+            Ok(())
+        }
+
+        /// A bracketed character class, Perl's reading: `]` first is a
+        /// literal, `[` is a literal unless it opens `[:name:]`.
+        fn class(&mut self) -> Result<(), RuleError> {
+            self.take(1);
+            if self.peek(0) == Some('^') {
+                self.take(1);
+            }
+            if self.peek(0) == Some(']') {
+                // A literal in both dialects.
+                self.take(1);
+            }
+            loop {
+                match (self.peek(0), self.peek(1)) {
+                    (None, _) => return Ok(()),
+                    (Some(']'), _) => {
+                        self.take(1);
+                        return Ok(());
+                    }
+                    (Some('\\'), _) => self.escape(true)?,
+                    (Some('['), Some(':')) => match self.until(self.i + 2, ']') {
+                        Some((name, end)) if name.ends_with(':') => self.take(end + 1 - self.i),
+                        _ => self.replace(1, "\\["),
+                    },
+                    (Some('['), _) => self.replace(1, "\\["),
+                    (Some(c @ ('&' | '~' | '-')), Some(d)) if c == d => {
+                        self.replace(2, &format!("{c}\\{c}"))
+                    }
+                    _ => self.take(1),
+                }
+            }
+        }
+
+        /// A backslash escape, inside a class or not.
+        fn escape(&mut self, in_class: bool) -> Result<(), RuleError> {
+            let Some(c) = self.peek(1) else {
+                // A trailing backslash: the crate says what is wrong.
+                self.take(1);
+                return Ok(());
+            };
+            match c {
+                '1'..='9' if !in_class => {
+                    let n = 1
+                        + (self.i + 2..self.chars.len())
+                            .take_while(|&k| self.chars[k].is_ascii_digit())
+                            .count();
+                    Err(perl_only(
+                        format!("backreference {}", self.written(1 + n)),
+                        None,
+                    ))
+                }
+                '0'..='7' => {
+                    let n = (self.i + 1..self.chars.len())
+                        .take(3)
+                        .take_while(|&k| matches!(self.chars[k], '0'..='7'))
+                        .count();
+                    let digits: String = self.chars[self.i + 1..self.i + 1 + n].iter().collect();
+                    let code = u32::from_str_radix(&digits, 8).unwrap_or(0);
+                    self.replace(1 + n, &hex(code));
+                    Ok(())
+                }
+                'g' => {
+                    let len = match self.peek(2) {
+                        Some('{') => self
+                            .until(self.i + 3, '}')
+                            .map_or(3, |(_, end)| end + 1 - self.i),
+                        _ => {
+                            2 + (self.i + 2..self.chars.len())
+                                .take_while(|&k| {
+                                    self.chars[k].is_ascii_digit() || self.chars[k] == '-'
+                                })
+                                .count()
+                        }
+                    };
+                    Err(perl_only(
+                        format!("backreference {}", self.written(len)),
+                        None,
+                    ))
+                }
+                'k' => Err(perl_only("backreference \\k<name>", None)),
+                'K' => Err(perl_only("\\K (keep what matched so far)", None)),
+                'G' => Err(perl_only("\\G (where the last match ended)", None)),
+                'X' => Err(perl_only("\\X (extended grapheme cluster)", None)),
+                'l' | 'u' | 'L' | 'U' | 'F' | 'E' => {
+                    Err(perl_only(format!("case-changing escape \\{c}"), None))
+                }
+                'Z' if !in_class => {
+                    self.replace(2, "\\z");
+                    Ok(())
+                }
+                'b' | 'B' if !in_class && self.peek(2) == Some('{') => {
+                    let (name, end) = self
+                        .until(self.i + 3, '}')
+                        .ok_or_else(|| RuleError::BadRegex(format!("unclosed \\{c}{{...}}")))?;
+                    if ["gcb", "g", "wb", "sb", "lb"].contains(&name.as_str()) {
+                        return Err(perl_only(format!("Unicode boundary \\{c}{{{name}}}"), None));
+                    }
+                    self.take(end + 1 - self.i);
+                    Ok(())
+                }
+                'b' if in_class => {
+                    self.replace(2, &hex(8));
+                    Ok(())
+                }
+                'z' | 'A' | 'b' | 'B' if !in_class => {
+                    self.take(2);
+                    Ok(())
+                }
+                '<' | '>' => {
+                    self.replace(2, &c.to_string());
+                    Ok(())
+                }
+                'Q' => {
+                    let from = self.i + 2;
+                    let end = (from..self.chars.len())
+                        .find(|&k| self.chars[k] == '\\' && self.chars.get(k + 1) == Some(&'E'));
+                    let stop = end.unwrap_or(self.chars.len());
+                    let literal: String = self.chars[from..stop].iter().collect();
+                    self.i = end.map_or(stop, |k| k + 2);
+                    self.out.push_str(&regex::escape(&literal));
+                    Ok(())
+                }
+                'h' | 'v' => {
+                    let set = if c == 'h' { HORIZONTAL } else { VERTICAL };
+                    let with = if in_class {
+                        set.to_string()
+                    } else {
+                        format!("[{set}]")
+                    };
+                    self.replace(2, &with);
+                    Ok(())
+                }
+                'H' | 'V' if in_class => Err(perl_only(
+                    format!("\\{c} inside [...]"),
+                    Some("write the negated class on its own, outside the brackets"),
+                )),
+                'H' | 'V' => {
+                    let set = if c == 'H' { HORIZONTAL } else { VERTICAL };
+                    self.replace(2, &format!("[^{set}]"));
+                    Ok(())
+                }
+                'R' if !in_class => {
+                    self.replace(2, &format!("(?:\\r\\n|[{VERTICAL}])"));
+                    Ok(())
+                }
+                'N' if self.peek(2) == Some('{') => {
+                    let (name, end) = self
+                        .until(self.i + 3, '}')
+                        .ok_or_else(|| RuleError::BadRegex("unclosed \\N{...}".into()))?;
+                    let code = name
+                        .strip_prefix("U+")
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| {
+                            perl_only(
+                                format!("named character \\N{{{name}}}"),
+                                Some("write the character, or \\x{HHHH}"),
+                            )
+                        })?;
+                    self.replace(end + 1 - self.i, &hex(code));
+                    Ok(())
+                }
+                'R' | 'N' if in_class => Err(RuleError::BadRegex(format!(
+                    "\\{c} cannot be used inside [...]"
+                ))),
+                'N' => {
+                    self.replace(2, "[^\\n]");
+                    Ok(())
+                }
+                'e' => {
+                    self.replace(2, &hex(0x1B));
+                    Ok(())
+                }
+                'c' => {
+                    let control = self.peek(2).filter(char::is_ascii).ok_or_else(|| {
+                        RuleError::BadRegex("\\c needs a character after it".into())
+                    })?;
+                    let code = u32::from(control.to_ascii_uppercase()) ^ 0x40;
+                    self.replace(3, &hex(code));
+                    Ok(())
+                }
+                'o' if self.peek(2) == Some('{') => {
+                    let (digits, end) = self
+                        .until(self.i + 3, '}')
+                        .ok_or_else(|| RuleError::BadRegex("unclosed \\o{...}".into()))?;
+                    let code = u32::from_str_radix(digits.trim(), 8)
+                        .map_err(|_| RuleError::BadRegex(format!("bad octal \\o{{{digits}}}")))?;
+                    self.replace(end + 1 - self.i, &hex(code));
+                    Ok(())
+                }
+                'x' if self.peek(2) == Some('{') => {
+                    let (_, end) = self
+                        .until(self.i + 3, '}')
+                        .ok_or_else(|| RuleError::BadRegex("unclosed \\x{...}".into()))?;
+                    self.take(end + 1 - self.i);
+                    Ok(())
+                }
+                'x' if (2..4).all(|k| self.peek(k).is_some_and(|h| h.is_ascii_hexdigit())) => {
+                    self.take(4);
+                    Ok(())
+                }
+                'x' => {
+                    let n = (self.i + 2..self.chars.len())
+                        .take(2)
+                        .take_while(|&k| self.chars[k].is_ascii_hexdigit())
+                        .count();
+                    let digits: String = self.chars[self.i + 2..self.i + 2 + n].iter().collect();
+                    let code = u32::from_str_radix(&digits, 16).unwrap_or(0);
+                    self.replace(2 + n, &hex(code));
+                    Ok(())
+                }
+                'p' | 'P' => {
+                    let len = match self.peek(2) {
+                        Some('{') => self
+                            .until(self.i + 3, '}')
+                            .map_or(self.chars.len() - self.i, |(_, end)| end + 1 - self.i),
+                        Some(_) => 3,
+                        None => 2,
+                    };
+                    self.take(len);
+                    Ok(())
+                }
+                'd' | 'D' | 's' | 'S' | 'w' | 'W' | 't' | 'n' | 'r' | 'f' | 'a' => {
+                    self.take(2);
+                    Ok(())
+                }
+                c if c.is_ascii_alphanumeric() => Err(RuleError::UnknownEscape(c)),
+                c if c.is_ascii() => {
+                    self.take(2);
+                    Ok(())
+                }
+                // Perl reads an escaped non-ASCII character as itself; the
+                // crate escapes only ASCII.
+                c => {
+                    self.replace(2, &c.to_string());
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// The lines of a list file, as numbered in error messages: a byte-order
+/// mark is dropped, and a line ends at LF, CRLF or a lone CR.
+pub fn list_lines(text: &str) -> impl Iterator<Item = &str> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| {
-            let line = line.trim();
-            !line.is_empty() && !line.starts_with('#')
-        })
-        .map(|(index, line)| {
-            SenderRule::parse(line).map_err(|error| ListError {
-                line: index + 1,
-                error,
-            })
-        })
-        .collect()
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.find(['\r', '\n']) {
+            Some(at) => {
+                let skip = if current[at..].starts_with("\r\n") {
+                    2
+                } else {
+                    1
+                };
+                rest = Some(&current[at + skip..]).filter(|r| !r.is_empty());
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                (!current.is_empty()).then_some(current)
+            }
+        }
+    })
+}
+
+/// A line whose pattern was rewritten on reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rewrite {
+    /// 1-based line number.
+    pub line: usize,
+    /// The pattern as written on that line.
+    pub written: String,
+    /// The rule it became.
+    pub rule: SenderRule,
+}
+
+/// A line that repeats a rule read earlier (after the rewrites), and so was
+/// skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate {
+    /// 1-based line number of the repeat.
+    pub line: usize,
+    /// The line that had the rule first.
+    pub first: usize,
+}
+
+/// A list file as [`parse_list`] read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParsedList {
+    /// The rules in file order, each once.
+    pub rules: Vec<SenderRule>,
+    /// The lines whose pattern was rewritten (`*@x` is `.*@x`, ...).
+    pub rewritten: Vec<Rewrite>,
+    /// The lines skipped as repeats of an earlier rule.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// Parses a whole list file, all or nothing: blank lines and lines starting
+/// with `#` are skipped, any other line must be a rule, read by
+/// [`read_rule`]; a rule that repeats an earlier one (after the rewrites) is
+/// kept once. The error names the first bad line (1-based) and why, e.g.
+/// `line 3: unknown field 'form' (expected from, to, cc or subject)`.
+pub fn parse_list(text: &str) -> Result<ParsedList, ListError> {
+    let mut parsed = ParsedList::default();
+    let mut seen: HashMap<(RuleField, String), usize> = HashMap::new();
+    for (index, line) in list_lines(text).enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let number = index + 1;
+        let read = read_rule(trimmed).map_err(|error| ListError {
+            line: number,
+            error,
+        })?;
+        let key = (read.rule.field, read.rule.pattern.clone());
+        if let Some(&first) = seen.get(&key) {
+            parsed.duplicates.push(Duplicate {
+                line: number,
+                first,
+            });
+            continue;
+        }
+        seen.insert(key, number);
+        if let Some(written) = read.written {
+            parsed.rewritten.push(Rewrite {
+                line: number,
+                written,
+                rule: read.rule.clone(),
+            });
+        }
+        parsed.rules.push(read.rule);
+    }
+    Ok(parsed)
 }
 
 /// Exports rules in the same syntax, one per line, after a header comment;
@@ -417,7 +1114,7 @@ mod tests {
             (&long, |e| *e == RuleError::TooLong),
             ("from (unclosed", |e| matches!(e, RuleError::BadRegex(_))),
             ("from [z-a]", |e| matches!(e, RuleError::BadRegex(_))),
-            ("from (?<!x)y", |e| matches!(e, RuleError::BadRegex(_))),
+            ("from (?<!x)y", |e| matches!(e, RuleError::PerlOnly { .. })),
             (
                 "from (\\w{100}){100}",
                 |e| matches!(e, RuleError::BadRegex(m) if m.contains("size limit")),
@@ -505,7 +1202,7 @@ mod tests {
                     \t# indented comment\r\n\
                     subject ^\\[rust-users\\]  \r\n\
                     TO billing@\n";
-        let rules = parse_list(text).unwrap();
+        let rules = parse_list(text).unwrap().rules;
         assert_eq!(
             rules.iter().map(SenderRule::to_line).collect::<Vec<_>>(),
             [
@@ -528,8 +1225,11 @@ mod tests {
         assert_eq!(error.line, 5);
         assert!(matches!(error.error, RuleError::BadRegex(_)));
 
-        assert_eq!(parse_list("").unwrap(), []);
-        assert_eq!(parse_list("# nothing but comments\n\n").unwrap(), []);
+        assert_eq!(parse_list("").unwrap(), ParsedList::default());
+        assert_eq!(
+            parse_list("# nothing but comments\n\n").unwrap(),
+            ParsedList::default()
+        );
     }
 
     #[test]
@@ -547,7 +1247,7 @@ mod tests {
             text.ends_with("from ^alice\\.b\\+tag@example\\.com$\n"),
             "{text}"
         );
-        assert_eq!(parse_list(&text).unwrap(), rules);
+        assert_eq!(parse_list(&text).unwrap().rules, rules);
         for rule in &rules {
             assert_eq!(&SenderRule::parse(&rule.to_line()).unwrap(), rule);
         }
@@ -623,5 +1323,452 @@ mod tests {
         ] {
             assert_eq!(field.as_str().parse::<RuleField>(), Ok(field));
         }
+    }
+
+    /// The pattern a line is stored as, and what it was written as when
+    /// reading rewrote it.
+    fn read(line: &str) -> (String, Option<String>) {
+        let read = read_rule(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        (read.rule.pattern().to_string(), read.written)
+    }
+
+    fn matches_value(rule: &SenderRule, value: &str) -> bool {
+        let message = match rule.field() {
+            RuleField::From => facts(Some(value), &[], &[], ""),
+            RuleField::To => facts(None, &[value], &[], ""),
+            RuleField::Cc => facts(None, &[], &[value], ""),
+            RuleField::Subject => facts(None, &[], &[], value),
+        };
+        rule.matches(&message, "")
+    }
+
+    #[test]
+    fn a_leading_star_plus_or_question_mark_of_an_address_gets_a_dot_as_in_cpanel() {
+        let cases = [
+            // line, stored pattern, matches, does not match
+            (
+                "from *@partner.example",
+                ".*@partner.example",
+                "x@partner.example",
+                "x@partner.example.org.evil",
+            ),
+            (
+                "to +sales@shop.example",
+                ".+sales@shop.example",
+                "team-sales@shop.example",
+                "sales@shop.example",
+            ),
+            (
+                "cc ?bob@x.example",
+                ".?bob@x.example",
+                "bob@x.example",
+                "bo@x.example",
+            ),
+            (
+                "FROM\t*@Partner.Example  ",
+                ".*@Partner.Example",
+                "X@partner.example",
+                "x@other.example",
+            ),
+        ];
+        for (line, pattern, yes, no) in cases {
+            let (stored, written) = read(line);
+            assert_eq!(stored, pattern, "{line:?}");
+            assert_eq!(written.as_deref(), Some(&pattern[1..]), "{line:?}");
+            let rule = rule(line);
+            assert!(matches_value(&rule, yes), "{line:?} should match {yes}");
+            // `.*@partner.example` is unanchored, as in BoxTrapper; the
+            // second value of the first case does match, so check others.
+            if !line.starts_with("from *") {
+                assert!(!matches_value(&rule, no), "{line:?} should not match {no}");
+            }
+        }
+        assert!(!matches_value(
+            &rule("from *@partner.example"),
+            "x@other.example"
+        ));
+        // Already a regex: left alone, nothing to report.
+        assert_eq!(
+            read("from .*@partner\\.example"),
+            (".*@partner\\.example".into(), None)
+        );
+        // A subject is not an address: cPanel leaves it alone and Perl
+        // refuses it; here the refusal says what to write.
+        for (line, q) in [
+            ("subject *SPAM*", '*'),
+            ("subject +1", '+'),
+            ("subject ?", '?'),
+        ] {
+            assert_eq!(
+                SenderRule::parse(line),
+                Err(RuleError::LeadingQuantifier(q)),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_quoted_pattern_is_a_literal_as_in_cpanel() {
+        let cases = [
+            // line, stored pattern, matches, does not match
+            (
+                "from 'newsletter+alice@shop.example'",
+                "newsletter\\+alice@shop\\.example",
+                "Newsletter+Alice@shop.example",
+                "newsletteralice@shop.example",
+            ),
+            (
+                "from \"newsletter+alice@shop.example\"",
+                "newsletter\\+alice@shop\\.example",
+                "newsletter+alice@shop.example",
+                "newsletter+alice@shopXexample",
+            ),
+            (
+                "from 'a.b@x.example",
+                "a\\.b@x\\.example",
+                "a.b@x.example",
+                "aXb@x.example",
+            ),
+            (
+                "from a.b@x.example'",
+                "a\\.b@x\\.example",
+                "a.b@x.example",
+                "aXb@x.example",
+            ),
+            (
+                "from '*@x.example'",
+                "\\*@x\\.example",
+                "*@x.example",
+                "bob@x.example",
+            ),
+            (
+                "subject '[SPAM] (50%)'",
+                "\\[SPAM\\] \\(50%\\)",
+                "Re: [SPAM] (50%) off",
+                "[SPAM] 50%",
+            ),
+            (
+                "subject ' padded '",
+                "\\x{20}padded\\x{20}",
+                "a padded b",
+                "unpadded",
+            ),
+            ("subject 'it''", "it\\x{27}", "it' is", "it is"),
+            (
+                "subject '\"hi\"'",
+                "\\x{22}hi\\x{22}",
+                "say \"hi\"",
+                "say hi",
+            ),
+        ];
+        for (line, pattern, yes, no) in cases {
+            let (stored, written) = read(line);
+            assert_eq!(stored, pattern, "{line:?}");
+            assert!(written.is_some(), "{line:?}");
+            let rule = rule(line);
+            assert!(matches_value(&rule, yes), "{line:?} should match {yes:?}");
+            assert!(
+                !matches_value(&rule, no),
+                "{line:?} should not match {no:?}"
+            );
+        }
+        for line in ["from ''", "from '", "subject \"\"", "to \""] {
+            assert_eq!(
+                SenderRule::parse(line),
+                Err(RuleError::EmptyLiteral),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn perl_constructs_without_an_equivalent_are_refused_by_name() {
+        let cases = [
+            ("from (?=bob)\\w+@x", "look-ahead (?=...)"),
+            ("from ^(?!bob)\\w+@x", "negative look-ahead (?!...)"),
+            ("from (?<=@)x\\.example", "look-behind (?<=...)"),
+            ("from (?<!bob)@x", "negative look-behind (?<!...)"),
+            ("from (?>a+)b", "atomic group (?>...)"),
+            ("from (a)?(?(1)b|c)", "conditional (?(...)...)"),
+            ("from (?{ 1 })", "code block (?{...})"),
+            ("from (??{ 'x' })", "code block (??{...})"),
+            ("subject \\((?:[^()]|(?R))*\\)", "recursion (?R)"),
+            ("subject (a)(?1)", "recursion (?1)"),
+            ("subject (a)(?-1)", "recursion (?-1)"),
+            ("subject (?<n>a)(?&n)", "recursion (?&name)"),
+            ("subject (?P<n>a)(?P>n)", "recursion (?P>name)"),
+            ("subject (?P<n>a)(?P=n)", "backreference (?P=name)"),
+            ("subject (a)\\1", "backreference \\1"),
+            ("subject (a)\\12", "backreference \\12"),
+            ("subject (a)\\g1", "backreference \\g1"),
+            ("subject (a)\\g{-1}", "backreference \\g{-1}"),
+            ("subject (?<n>a)\\k<n>", "backreference \\k<name>"),
+            ("from foo\\K@x", "\\K (keep what matched so far)"),
+            ("from \\Gx", "\\G (where the last match ended)"),
+            ("subject \\X", "\\X (extended grapheme cluster)"),
+            ("from a++@x", "possessive quantifier `++`"),
+            ("from .*+@x", "possessive quantifier `*+`"),
+            ("from a?+@x", "possessive quantifier `?+`"),
+            ("from a{2}+@x", "possessive quantifier `{2}+`"),
+            ("from a{2,}+@x", "possessive quantifier `{2,}+`"),
+            ("from ++@x", "possessive quantifier `++`"),
+            ("subject (*FAIL)", "backtracking control verb (*...)"),
+            ("subject a(*SKIP)b", "backtracking control verb (*...)"),
+            ("subject (?^i:x)", "flag reset `(?^i:`"),
+            ("subject (?a)\\d", "regex flag `a` in `(?a)`"),
+            ("subject (?n:x)", "regex flag `n` in `(?n:`"),
+            ("subject (?xx)x", "regex flag `xx` in `(?xx)`"),
+            ("subject \\Ufoo", "case-changing escape \\U"),
+            ("subject \\b{wb}x", "Unicode boundary \\b{wb}"),
+            (
+                "subject \\N{LATIN SMALL LETTER A}",
+                "named character \\N{LATIN SMALL LETTER A}",
+            ),
+            ("subject [\\H]", "\\H inside [...]"),
+        ];
+        for (line, named) in cases {
+            match SenderRule::parse(line) {
+                Err(RuleError::PerlOnly { construct, .. }) => {
+                    assert_eq!(construct, named, "{line:?}")
+                }
+                other => panic!("{line:?} gave {other:?}"),
+            }
+        }
+        assert_eq!(
+            SenderRule::parse("from (?=x)").unwrap_err().to_string(),
+            "look-ahead (?=...) is a Perl regex feature boxtrap does not support"
+        );
+        assert_eq!(
+            SenderRule::parse("subject \\N{SNOWMAN}")
+                .unwrap_err()
+                .to_string(),
+            "named character \\N{SNOWMAN} is a Perl regex feature boxtrap does not support \
+             (write the character, or \\x{HHHH})"
+        );
+        let text =
+            "# allow\nfrom a@x\n\nfrom b@x\nfrom c@x\nto d@\nfrom ^(?=.*@partner)\nfrom (?!\n";
+        let error = parse_list(text).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "line 7: look-ahead (?=...) is a Perl regex feature boxtrap does not support"
+        );
+    }
+
+    #[test]
+    fn perl_spellings_with_an_equivalent_are_rewritten_to_match_what_perl_matches() {
+        let cases = [
+            // line, stored pattern, matches, does not match
+            (
+                "from bob(?#the builder)@x\\.example",
+                "bob@x\\.example",
+                "bob@x.example",
+                "bob@y.example",
+            ),
+            ("subject \\Qa.b+c\\E!", "a\\.b\\+c!", "a.b+c!", "aXbbc!"),
+            ("subject \\Qa.b", "a\\.b", "a.b", "aXb"),
+            ("subject \\<urgent\\>", "<urgent>", "Re: <urgent>", "urgent"),
+            ("subject done\\Z", "done\\z", "all done", "done deal"),
+            ("subject ^a{,2}b$", "^a{0,2}b$", "aab", "aaab"),
+            ("subject {SPAM}", "\\{SPAM}", "{SPAM} buy", "SPAM"),
+            ("subject x{a,b}", "x\\{a,b}", "x{a,b}", "xx"),
+            ("subject [[]x]", "[\\[]x]", "[x]", "x"),
+            ("subject [Q&&A]", "[Q&\\&A]", "&", "B"),
+            ("subject [~~]", "[~\\~]", "~", "-"),
+            ("subject [+--]", "[+-\\-]", "-", "."),
+            (
+                "subject a\\hb",
+                "a[\\t\\x{20}\\x{A0}\\x{1680}\\x{180E}\\x{2000}-\\x{200A}\\x{202F}\\x{205F}\\x{3000}]b",
+                "a\u{A0}b",
+                "ab",
+            ),
+            (
+                "subject a\\Hb",
+                "a[^\\t\\x{20}\\x{A0}\\x{1680}\\x{180E}\\x{2000}-\\x{200A}\\x{202F}\\x{205F}\\x{3000}]b",
+                "axb",
+                "a b",
+            ),
+            (
+                "subject a\\vb",
+                "a[\\n\\x{B}\\x{C}\\r\\x{85}\\x{2028}\\x{2029}]b",
+                "a\u{2028}b",
+                "a b",
+            ),
+            (
+                "subject a\\Vb",
+                "a[^\\n\\x{B}\\x{C}\\r\\x{85}\\x{2028}\\x{2029}]b",
+                "axb",
+                "a\u{2029}b",
+            ),
+            (
+                "subject a\\Rb",
+                "a(?:\\r\\n|[\\n\\x{B}\\x{C}\\r\\x{85}\\x{2028}\\x{2029}])b",
+                "a\u{2029}b",
+                "axb",
+            ),
+            ("subject ^\\N+$", "^[^\\n]+$", "anything", ""),
+            ("subject (?|a|b)c", "(?:a|b)c", "bc", "cc"),
+            ("subject (?'w'x)y", "(?<w>x)y", "xy", "x"),
+            ("subject caf\\é", "café", "Café", "cafe"),
+            ("subject [\\b]", "[\\x{8}]", "\u{8}", "b"),
+            ("subject [\\101]", "[\\x{41}]", "a", "b"),
+            (
+                "subject \\e\\cA\\0\\o{101}\\x4\\N{U+263A}",
+                "\\x{1B}\\x{1}\\x{0}\\x{41}\\x{4}\\x{263A}",
+                "\u{1b}\u{1}\u{0}A\u{4}☺",
+                "x",
+            ),
+        ];
+        for (line, pattern, yes, no) in cases {
+            let (stored, written) = read(line);
+            assert_eq!(stored, pattern, "{line:?}");
+            assert!(written.is_some(), "{line:?} was rewritten");
+            let rule = rule(line);
+            assert!(matches_value(&rule, yes), "{line:?} should match {yes:?}");
+            assert!(
+                !matches_value(&rule, no),
+                "{line:?} should not match {no:?}"
+            );
+        }
+        // Spelled alike in both dialects: kept as written, nothing to report.
+        for line in [
+            "from bob\\@x\\.example",
+            "from ^\\w+[.\\-]?\\w*@(?:mail\\.)?x\\.example$",
+            "subject \\x41\\x{263A}\\p{Lu}\\pL\\d\\s\\b\\A\\z",
+            "subject (?i-s:a.b)|(?<n>c)|(?P<m>d)",
+            "subject [^]a]|[\\]]|[a\\-z]|a{2}|a{2,}|a{2,3}?|a*?|a+?|a??",
+            "subject [[:digit:]][[:^alpha:]]",
+        ] {
+            assert_eq!(read(line).1, None, "{line:?}");
+        }
+        let posix = rule("subject ^[[:digit:]][[:^alpha:]]$");
+        assert!(matches_value(&posix, "7-") && !matches_value(&posix, "7a"));
+        let bracket = rule("subject ^[]x][^]a]$");
+        assert!(matches_value(&bracket, "]b") && !matches_value(&bracket, "]]"));
+    }
+
+    #[test]
+    fn an_escaped_letter_that_is_no_escape_is_refused() {
+        assert_eq!(
+            SenderRule::parse("subject \\y"),
+            Err(RuleError::UnknownEscape('y'))
+        );
+        assert_eq!(
+            SenderRule::parse("subject [\\8]"),
+            Err(RuleError::UnknownEscape('8'))
+        );
+        assert_eq!(
+            RuleError::UnknownEscape('y').to_string(),
+            "`\\y` is not a regex escape (Perl reads it as a plain `y`): write `y` for the letter"
+        );
+    }
+
+    #[test]
+    fn every_rewritten_pattern_reads_back_to_itself() {
+        let lines = [
+            "from *@partner.example",
+            "to +x",
+            "cc ?y",
+            "from 'newsletter+alice@shop.example'",
+            "subject ' padded '",
+            "subject 'it''",
+            "subject '\"hi\"'",
+            "from '#not-a-comment'",
+            "subject bob(?#c)\\Qa.b\\E\\<x\\>\\Z",
+            "subject {SPAM}[[]x][Q&&A][~~][+--]a{,2}",
+            "subject \\h\\H\\v\\V\\R\\N[\\h\\v\\b\\101]",
+            "subject \\e\\cA\\0\\o{101}\\x4\\N{U+263A}(?|a)(?'w'x)caf\\é",
+        ];
+        for line in lines {
+            let first = rule(line);
+            let again = read_rule(&first.to_line()).unwrap();
+            assert_eq!(again.rule, first, "{line:?}");
+            assert_eq!(again.written, None, "{line:?} -> {}", first.to_line());
+        }
+        // The store reads a rule back from its field and pattern.
+        let stored = rule("from 'a+b@x.example'");
+        let back = SenderRule::parse(&format!("{} {}", stored.field(), stored.pattern())).unwrap();
+        assert_eq!(back, stored);
+    }
+
+    #[test]
+    fn a_boxtrapper_file_with_crlf_trailing_space_comments_and_repeats_imports_once() {
+        let text = "# BoxTrapper white list\r\n\
+                    from *@partner.example  \r\n\
+                    from .*@partner.example\r\n\
+                    \r\n\
+                    \t \r\n\
+                    FROM\t*@partner.example\r\
+                    subject 'x'\r\n\
+                    to sales@\t\n\
+                    # to sales@\n\
+                    to sales@\n";
+        let parsed = parse_list(text).unwrap();
+        assert_eq!(
+            parsed
+                .rules
+                .iter()
+                .map(SenderRule::to_line)
+                .collect::<Vec<_>>(),
+            ["from .*@partner.example", "subject x", "to sales@"]
+        );
+        assert_eq!(
+            parsed.duplicates,
+            [
+                Duplicate { line: 3, first: 2 },
+                Duplicate { line: 6, first: 2 },
+                Duplicate { line: 10, first: 8 },
+            ]
+        );
+        assert_eq!(
+            parsed
+                .rewritten
+                .iter()
+                .map(|r| (r.line, r.written.as_str(), r.rule.to_line()))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    2,
+                    "*@partner.example",
+                    "from .*@partner.example".to_string()
+                ),
+                (7, "'x'", "subject x".to_string()),
+            ]
+        );
+        // A lone CR ends a line too, so errors name the line an editor shows.
+        let error = parse_list("from a@x\rfrom b@x\rform c@x\r").unwrap_err();
+        assert_eq!(error.line, 3);
+        assert_eq!(
+            list_lines("\u{feff}a\r\nb\rc\n\nd").collect::<Vec<_>>(),
+            ["a", "b", "c", "", "d"]
+        );
+        // What is exported reads back to the same rules, with nothing to report.
+        let export = export_list(ListKind::Allow, &parsed.rules);
+        let again = parse_list(&export).unwrap();
+        assert_eq!(again.rules, parsed.rules);
+        assert!(
+            again.rewritten.is_empty() && again.duplicates.is_empty(),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn new_errors_read_well() {
+        assert_eq!(
+            RuleError::LeadingQuantifier('*').to_string(),
+            "the pattern starts with `*`, which repeats nothing: write `\\*` for a literal `*`, \
+             or `.*` to repeat any character"
+        );
+        assert_eq!(
+            RuleError::EmptyLiteral.to_string(),
+            "empty quoted pattern: it would match every message"
+        );
+        assert_eq!(
+            SenderRule::parse("from (x"),
+            Err(RuleError::BadRegex("unclosed group".into()))
+        );
+        assert_eq!(
+            SenderRule::parse("from bob(?#unclosed"),
+            Err(RuleError::BadRegex("unclosed (?#...) comment".into()))
+        );
     }
 }

@@ -11,6 +11,7 @@ mod corpus;
 mod crash;
 mod delivery;
 mod limits;
+mod lists;
 mod load;
 mod peers;
 mod real_mail;
