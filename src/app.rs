@@ -248,6 +248,9 @@ impl App {
             self.config.smtp.max_connections,
             self.config.smtp.max_connections_per_ip,
         );
+        for w in self.config.warnings() {
+            tracing::warn!("{w}");
+        }
         let mut tasks = Vec::new();
         for listener in self.smtp_listeners {
             tracing::info!(addr = %listener.local_addr()?, "SMTP listening");

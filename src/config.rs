@@ -412,6 +412,22 @@ impl Config {
         Ok(config)
     }
 
+    /// Settings that are valid but that an admin should know about, one
+    /// sentence each: `check-config` prints them and `serve` logs them at
+    /// start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.smtp.postmaster.is_empty() {
+            out.push(format!(
+                "smtp.postmaster is not set: RCPT TO:<Postmaster> and postmaster@ of a domain \
+                 without its own postmaster mailbox or alias reach nobody unless \
+                 postmaster@{} routes (RFC 5321 §4.5.1 requires postmaster to work)",
+                self.hostname
+            ));
+        }
+        out
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {

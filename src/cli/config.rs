@@ -24,6 +24,9 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
     }
     let text = toml::to_string(&config).context("cannot print the configuration")?;
     say!("{}", text.trim_end());
+    for w in config.warnings() {
+        say!("# warning: {w}");
+    }
     Ok(())
 }
 

@@ -7,7 +7,8 @@ pub mod automated;
 pub mod facts;
 pub mod rules;
 
-use facts::{Automated, MessageFacts, is_role_sender};
+use automated::role_sender;
+use facts::{MessageFacts, is_role_sender};
 use rules::SenderRule;
 
 /// What happens to the message for this mailbox.
@@ -42,12 +43,16 @@ pub enum Reason {
     UnusableFrom(String),
     /// Null envelope sender `<>`: bounces and notifications are never challenged.
     NullSender,
-    /// MAILER-DAEMON, postmaster, owner-*, *-request, *-bounces.
+    /// Envelope sender or `From:` is a robot's address (MAILER-DAEMON,
+    /// postmaster, no-reply, list owner, request, bounce and VERP return
+    /// addresses; see [`automated::role_sender`]). The address is kept.
     RoleSender(String),
     /// From: one of the mailbox's own addresses (forged, or the owner
     /// writing to themself): a challenge would go to the owner.
     OwnAddress(String),
-    /// RFC 3834 automated mail, a list, a report, or another C/R system.
+    /// Automated mail ([`automated::Automated`], shown as its marker):
+    /// RFC 3834, an auto-reply header, a list, a report, or another C/R
+    /// system.
     Automated(String),
     /// A challenge would exceed this rate limit; held silently.
     RateLimited(&'static str),
@@ -97,9 +102,10 @@ impl Reason {
             Reason::NullSender => {
                 "null envelope sender (a bounce or notice); held without a challenge".into()
             }
-            Reason::RoleSender(a) => {
-                format!("sent by {a}, an automated address; held without a challenge")
-            }
+            Reason::RoleSender(a) => match role_sender(a) {
+                Some(role) => format!("sent by {a}, {role}; held without a challenge"),
+                None => format!("sent by {a}, an automated address; held without a challenge"),
+            },
             Reason::OwnAddress(a) => format!(
                 "claims to be from {a}, this mailbox's own address; held without a challenge"
             ),
@@ -200,15 +206,28 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
 
 /// Whether `facts` is a reply that may release: it carries a token and is
 /// not itself automated mail (another system's challenge or auto-reply
-/// carries tokens too, and must never be answered).
+/// carries tokens too, and must never be answered, released by or put on
+/// the allow list). Any sign of automation counts ([`automated`]: RFC 3834,
+/// de-facto auto-reply headers such as `X-Autoreply`, `Precedence`,
+/// `X-Auto-Response-Suppress` asking for no auto-replies, list headers,
+/// reports, other challenge-response systems) except the `verify#`
+/// subject, which a person's reply keeps. A robot's `From:` (no-reply,
+/// list and bounce addresses) counts too. The envelope sender is not in
+/// `facts`: see [`is_human_reply_from`].
 pub fn is_human_reply(facts: &MessageFacts) -> bool {
-    match &facts.automated {
-        None => true,
-        // The subject rule alone flags our own `verify#` subjects, which a
-        // person's reply keeps.
-        Some(Automated::ChallengeResponse(why)) => why.to_ascii_lowercase().contains("subject"),
-        Some(_) => false,
-    }
+    let automated = facts
+        .automated
+        .as_ref()
+        .is_some_and(|a| !a.is_verify_subject());
+    !automated && !facts.from.as_deref().is_some_and(is_role_sender)
+}
+
+/// [`is_human_reply`], and the envelope sender is a person's: not the null
+/// sender `<>` (RFC 3834 §3.3 asks auto-responders to send from it, and a
+/// person's reply never does) nor a robot's address. `env_sender` is
+/// empty for `<>`, as in [`PolicyInput::env_sender`].
+pub fn is_human_reply_from(facts: &MessageFacts, env_sender: &str) -> bool {
+    is_human_reply(facts) && !is_role_sender(env_sender)
 }
 
 #[cfg(test)]
@@ -382,6 +401,54 @@ mod tests {
                 (Verdict::Discard, "ignored", false),
             )
         });
+        cases.push(Case {
+            name: "X-Autoreply on first contact is held silently",
+            headers: "X-Autoreply: yes\r\n",
+            ..c(
+                "",
+                "bob@example.org",
+                "bob@example.org",
+                (Verdict::Hold, "automated", false),
+            )
+        });
+        cases.push(Case {
+            name: "XARS asking for no read receipts is a person",
+            headers: "X-Auto-Response-Suppress: RN, NRN\r\n",
+            ..c(
+                "",
+                "bob@example.org",
+                "bob@example.org",
+                (Verdict::Hold, "unknown-sender", true),
+            )
+        });
+        cases.push(Case {
+            name: "XARS asking for no out-of-office replies",
+            headers: "X-Auto-Response-Suppress: OOF\r\n",
+            ..c(
+                "",
+                "bob@example.org",
+                "bob@example.org",
+                (Verdict::Hold, "automated", false),
+            )
+        });
+        cases.push(c(
+            "a no-reply From: is held silently",
+            "bounces+1-a@em.shop.example",
+            "no-reply@shop.example",
+            (Verdict::Hold, "role-sender", false),
+        ));
+        cases.push(c(
+            "an ezmlm return path is held silently",
+            "linux-secnews-return-67-legit-lists-secfocus=lists.example-corpus.test@securityfocus.example",
+            "news@securityfocus.example",
+            (Verdict::Hold, "role-sender", false),
+        ));
+        cases.push(c(
+            "noreen is a person",
+            "noreen@example.org",
+            "noreen@example.org",
+            (Verdict::Hold, "unknown-sender", true),
+        ));
         for case in cases {
             let f = facts(case.from, case.headers);
             let d = decide(&PolicyInput {
@@ -408,16 +475,220 @@ mod tests {
 
     #[test]
     fn human_replies_are_told_from_automated_ones() {
-        assert!(is_human_reply(&facts(Some("bob@example.org"), "")));
-        let reply = MessageFacts::parse(b"From: bob@example.org\r\nSubject: Re: hi [verify#AAAAAAAAAAAAAAAAAAAAAAAA]\r\n\r\nx\r\n");
-        assert!(is_human_reply(&reply), "{:?}", reply.automated);
-        assert!(!is_human_reply(&facts(
-            Some("bob@example.org"),
-            "Auto-Submitted: auto-replied\r\n"
-        )));
-        assert!(!is_human_reply(&facts(
-            Some("bob@example.org"),
-            "X-Boxtrap-Challenge: x@example.org\r\n"
-        )));
+        let reply = |from: &str, extra: &str| {
+            MessageFacts::parse(
+                format!(
+                    "From: {from}\r\nTo: alice@example.test\r\n{extra}\
+                     Subject: Re: hi [verify#AAAAAAAAAAAAAAAAAAAAAAAA]\r\n\r\nyes, me\r\n"
+                )
+                .as_bytes(),
+            )
+        };
+        let bob = "bob@example.org";
+        // (case, From:, more headers, envelope sender, a person's reply?)
+        let cases = [
+            ("a person's reply", bob, "", bob, true),
+            (
+                "Outlook without read receipts",
+                bob,
+                "X-Auto-Response-Suppress: RN, NRN\r\n",
+                bob,
+                true,
+            ),
+            (
+                "XARS None",
+                bob,
+                "X-Auto-Response-Suppress: None\r\n",
+                bob,
+                true,
+            ),
+            (
+                "Auto-Submitted: no",
+                bob,
+                "Auto-Submitted: no\r\n",
+                bob,
+                true,
+            ),
+            (
+                "Precedence: first-class",
+                bob,
+                "Precedence: first-class\r\n",
+                bob,
+                true,
+            ),
+            (
+                "X-Loop of a forward",
+                bob,
+                "X-Loop: bob@example.org\r\n",
+                bob,
+                true,
+            ),
+            (
+                "X-Mailer of a client",
+                bob,
+                "X-Mailer: Thunderbird\r\n",
+                bob,
+                true,
+            ),
+            (
+                "forwarded with SRS",
+                bob,
+                "",
+                "SRS0=HHH=TT=example.org=bob@forwarder.example",
+                true,
+            ),
+            ("X-Autoreply", bob, "X-Autoreply: yes\r\n", bob, false),
+            (
+                "X-Autorespond",
+                bob,
+                "X-Autorespond: vacation\r\n",
+                bob,
+                false,
+            ),
+            (
+                "X-Autogenerated",
+                bob,
+                "X-Autogenerated: Reply\r\n",
+                bob,
+                false,
+            ),
+            (
+                "RFC 3834",
+                bob,
+                "Auto-Submitted: auto-replied\r\n",
+                bob,
+                false,
+            ),
+            ("Precedence: bulk", bob, "Precedence: bulk\r\n", bob, false),
+            (
+                "X-Precedence",
+                bob,
+                "X-Precedence: auto_reply\r\n",
+                bob,
+                false,
+            ),
+            (
+                "XARS All",
+                bob,
+                "X-Auto-Response-Suppress: All\r\n",
+                bob,
+                false,
+            ),
+            (
+                "XARS OOF",
+                bob,
+                "X-Auto-Response-Suppress: OOF\r\n",
+                bob,
+                false,
+            ),
+            (
+                "XARS AutoReply",
+                bob,
+                "X-Auto-Response-Suppress: DR, AutoReply\r\n",
+                bob,
+                false,
+            ),
+            (
+                "a list",
+                bob,
+                "List-Id: <dev.lists.example.org>\r\n",
+                bob,
+                false,
+            ),
+            (
+                "a report",
+                bob,
+                "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n",
+                bob,
+                false,
+            ),
+            (
+                "our own challenge",
+                bob,
+                "X-Boxtrap-Challenge: x@example.org\r\n",
+                bob,
+                false,
+            ),
+            ("TMDA", bob, "X-TMDA: confirm\r\n", bob, false),
+            ("From: no-reply", "no-reply@shop.example", "", bob, false),
+            (
+                "From: a list bounce address",
+                "dev-bounces@lists.example.org",
+                "",
+                bob,
+                false,
+            ),
+            ("null envelope sender (RFC 3834 §3.3)", bob, "", "", false),
+            (
+                "MAILER-DAEMON",
+                bob,
+                "",
+                "MAILER-DAEMON@mx.example.org",
+                false,
+            ),
+            (
+                "a VERP bounce envelope",
+                bob,
+                "",
+                "bounces+1-a-alice=example.test@em.shop.example",
+                false,
+            ),
+        ];
+        for (name, from, extra, env_sender, human) in cases {
+            let facts = reply(from, extra);
+            assert_eq!(
+                is_human_reply_from(&facts, env_sender),
+                human,
+                "{name}: {:?}",
+                facts.automated
+            );
+            if !is_role_sender(env_sender) {
+                assert_eq!(is_human_reply(&facts), human, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn held_reasons_name_the_marker() {
+        let decided = |env: &str, from: &str, extra: &str| {
+            let f = facts(Some(from), extra);
+            decide(&PolicyInput {
+                facts: &f,
+                env_sender: env,
+                challenge_enabled: true,
+                ignore: &[],
+                block: &[],
+                allow: &[],
+                own_addresses: &[],
+                open_challenge: false,
+                rate_limited: None,
+            })
+            .reason
+            .detail()
+        };
+        let bob = "bob@example.org";
+        let cases = [
+            (
+                decided(bob, bob, "X-Autoreply: yes\r\n"),
+                "automated mail (X-Autoreply: yes); held without a challenge",
+            ),
+            (
+                decided(bob, bob, "X-Auto-Response-Suppress: OOF, AutoReply\r\n"),
+                "automated mail (auto-replies suppressed (X-Auto-Response-Suppress: OOF, \
+                 AutoReply)); held without a challenge",
+            ),
+            (
+                decided(bob, "no-reply@shop.example", ""),
+                "sent by no-reply@shop.example, a no-reply address; held without a challenge",
+            ),
+            (
+                decided("dev-owner@lists.example.org", bob, ""),
+                "sent by dev-owner@lists.example.org, a list owner's address (owner-, -owner); \
+                 held without a challenge",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
     }
 }

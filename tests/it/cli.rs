@@ -352,6 +352,19 @@ fn check_config_accepts_a_good_file_and_prints_the_effective_settings() {
     let settings = printed_settings(&out.stdout);
     assert_eq!(settings["hostname"].as_str(), Some("mx.example.test"));
     assert_eq!(settings["smtp"]["max_recipients"].as_integer(), Some(100));
+    // Valid, but worth knowing: no postmaster is configured.
+    assert!(
+        out.stdout
+            .contains("# warning: smtp.postmaster is not set: RCPT TO:<Postmaster>"),
+        "{out:#?}"
+    );
+    let mut cmd = boxtrap_command();
+    cmd.arg("check-config")
+        .arg(&cli.config)
+        .env("BOXTRAP_SMTP_POSTMASTER", "alice@example.test");
+    let out = run_command(cmd, None);
+    assert!(out.success, "{out:#?}");
+    assert!(!out.stdout.contains("# warning"), "{out:#?}");
 
     // The file as an argument; an environment override shows up.
     let mut cmd = boxtrap_command();
