@@ -237,8 +237,7 @@ fn envelope_sender(headers: &[u8]) -> String {
 fn bare_address(value: &str) -> String {
     let mut outside = String::new();
     let (mut quoted, mut depth, mut escaped) = (false, 0usize, false);
-    let mut chars = value.char_indices();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in value.char_indices() {
         if escaped {
             escaped = false;
             if depth == 0 {
@@ -548,9 +547,13 @@ fn queue_id_of_file(name: &str) -> Option<&str> {
     Some(unique.rsplit_once('_')?.0)
 }
 
-/// Every file in a Maildir (`new/` and `cur/`) by queue id.
-fn maildir_by_queue_id(maildir: &Path) -> (HashMap<String, Vec<(String, Vec<u8>)>>, Vec<String>) {
-    let mut by = HashMap::<String, Vec<(String, Vec<u8>)>>::new();
+/// Maildir files (`new/name` or `cur/name`, content) by queue id.
+type FilesByQueueId = HashMap<String, Vec<(String, Vec<u8>)>>;
+
+/// Every file in a Maildir (`new/` and `cur/`) by queue id, and the names
+/// of files that name none.
+fn maildir_by_queue_id(maildir: &Path) -> (FilesByQueueId, Vec<String>) {
+    let mut by = FilesByQueueId::new();
     let mut unnamed = Vec::new();
     for sub in ["new", "cur"] {
         for (name, data) in messages_in(&maildir.join(sub)) {
@@ -949,7 +952,7 @@ async fn replay(backend: Backend, tracing_log: CapturedLog) {
             continue;
         }
         match o.challenge_id.and_then(|c| challenge_folder.get(&c)) {
-            Some(folder) => tally.add("challenges sent", *folder),
+            Some(folder) => tally.add("challenges sent", folder),
             None => findings.add(
                 "",
                 "outbound: a challenge for no message held as unknown-sender",
