@@ -342,8 +342,9 @@ mod tests {
 
     #[test]
     fn from_addresses_are_read_as_written() {
-        // (From: value, address, display name, problem)
-        let cases: &[(&str, Option<&str>, Option<&str>, Option<&str>)] = &[
+        /// (From: value, address, display name, problem)
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+        let cases: &[Case] = &[
             (
                 "John Doe <\"john doe\"@example.org>",
                 Some("\"john doe\"@example.org"),

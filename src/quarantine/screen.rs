@@ -410,24 +410,23 @@ impl Quarantine {
         {
             return Ok(());
         }
-        match self.challenges.verify(&reply.token).await {
-            Err(e @ (VerifyError::Expired | VerifyError::Unknown)) => {
-                let why = format!("{e}; the reply is held as new mail");
-                self.store
-                    .log_activity(s.id, now, ActivityAction::ReplyRefused, from, &why)
+        if let Err(e @ (VerifyError::Expired | VerifyError::Unknown)) =
+            self.challenges.verify(&reply.token).await
+        {
+            let why = format!("{e}; the reply is held as new mail");
+            self.store
+                .log_activity(s.id, now, ActivityAction::ReplyRefused, from, &why)
+                .await?;
+            let since = now.plus_secs(-DAY);
+            if !self
+                .store
+                .outbound_sent_since("returnverify", from, since)
+                .await?
+            {
+                self.challenges
+                    .queue_notice(s, TemplateName::ReturnVerify, from, facts, None, now)
                     .await?;
-                let since = now.plus_secs(-DAY);
-                if !self
-                    .store
-                    .outbound_sent_since("returnverify", from, since)
-                    .await?
-                {
-                    self.challenges
-                        .queue_notice(s, TemplateName::ReturnVerify, from, facts, None, now)
-                        .await?;
-                }
             }
-            _ => {}
         }
         Ok(())
     }
