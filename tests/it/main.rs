@@ -3,6 +3,7 @@
 
 mod support;
 
+mod automated;
 mod browser;
 mod challenge;
 mod cli;
