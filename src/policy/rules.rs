@@ -137,10 +137,12 @@ pub enum RuleError {
     /// A field keyword with nothing after it.
     #[error("missing pattern (expected `from|to|cc|subject PATTERN`)")]
     MissingPattern,
-    /// Quotes with nothing between them: a literal that would match every
-    /// value.
-    #[error("empty quoted pattern: it would match every message")]
-    EmptyLiteral,
+    /// A pattern with nothing to match once read: empty quotes, an empty
+    /// `\Q\E`, only a `(?#...)` comment. It would match every message.
+    #[error(
+        "the pattern is empty once read (quotes, \\Q...\\E, comments): it would match every message"
+    )]
+    EmptyPattern,
     /// A subject pattern that starts with `*`, `+` or `?`, which repeat
     /// nothing (BoxTrapper puts a `.` in front only for addresses).
     #[error(
@@ -382,11 +384,11 @@ fn regex_message(error: &regex::Error) -> String {
 fn normalize(field: RuleField, written: &str) -> Result<String, RuleError> {
     if let Some(literal) = quoted_literal(written) {
         if literal.is_empty() {
-            return Err(RuleError::EmptyLiteral);
+            return Err(RuleError::EmptyPattern);
         }
         return Ok(escape_literal(literal));
     }
-    match written.chars().next() {
+    let pattern = match written.chars().next() {
         Some(q @ ('*' | '+' | '?')) => match field {
             // "people like to put things like *@cpanel.net when its a perl
             // regex and they really mean .*@cpanel.net" (cPanel's cleanlist,
@@ -397,7 +399,11 @@ fn normalize(field: RuleField, written: &str) -> Result<String, RuleError> {
             RuleField::Subject => Err(RuleError::LeadingQuantifier(q)),
         },
         _ => perl::translate(written),
+    }?;
+    if pattern.is_empty() {
+        return Err(RuleError::EmptyPattern);
     }
+    Ok(pattern)
 }
 
 /// The text between the quotes of a quoted pattern, as cPanel's checklist
@@ -1475,7 +1481,7 @@ mod tests {
         for line in ["from ''", "from '", "subject \"\"", "to \""] {
             assert_eq!(
                 SenderRule::parse(line),
-                Err(RuleError::EmptyLiteral),
+                Err(RuleError::EmptyPattern),
                 "{line}"
             );
         }
@@ -1691,6 +1697,51 @@ mod tests {
     }
 
     #[test]
+    fn no_short_pattern_panics_and_every_accepted_one_reads_back_to_itself() {
+        // Every pattern of one or two characters from the specials and the
+        // escape letters, and three-character ones that open a group, a
+        // class, a repetition or an escape.
+        let specials: Vec<char> = "\\[](){}?*+'\"<-&#,0".chars().collect();
+        let letters: Vec<char> = "EGHKNQRUXZabcdeghkopvxz".chars().collect();
+        let all: Vec<char> = specials.iter().chain(&letters).copied().collect();
+        let mut patterns: Vec<String> = all.iter().map(|c| c.to_string()).collect();
+        for a in &all {
+            patterns.extend(all.iter().map(|b| format!("{a}{b}")));
+        }
+        for opener in ["(?", "(", "[", "{", "\\"] {
+            for a in &specials {
+                patterns.extend(specials.iter().map(|b| format!("{opener}{a}{b}")));
+            }
+            patterns.extend(letters.iter().map(|b| format!("{opener}{b}")));
+        }
+        patterns.sort();
+        patterns.dedup();
+        let mut accepted = 0;
+        for pattern in &patterns {
+            let fields: &[&str] = if pattern.starts_with(['*', '+', '?']) {
+                &["from", "subject"]
+            } else {
+                &["subject"]
+            };
+            for field in fields {
+                let line = format!("{field} {pattern}");
+                if let Ok(first) = SenderRule::parse(&line) {
+                    accepted += 1;
+                    let again = read_rule(&first.to_line())
+                        .unwrap_or_else(|e| panic!("{line:?} -> {}: {e}", first.to_line()));
+                    assert_eq!(again.rule, first, "{line:?}");
+                    assert_eq!(again.written, None, "{line:?} -> {}", first.to_line());
+                }
+            }
+        }
+        assert!(
+            accepted > patterns.len() / 2,
+            "{accepted} of {}",
+            patterns.len()
+        );
+    }
+
+    #[test]
     fn a_boxtrapper_file_with_crlf_trailing_space_comments_and_repeats_imports_once() {
         let text = "# BoxTrapper white list\r\n\
                     from *@partner.example  \r\n\
@@ -1759,9 +1810,21 @@ mod tests {
              or `.*` to repeat any character"
         );
         assert_eq!(
-            RuleError::EmptyLiteral.to_string(),
-            "empty quoted pattern: it would match every message"
+            RuleError::EmptyPattern.to_string(),
+            "the pattern is empty once read (quotes, \\Q...\\E, comments): it would match every message"
         );
+        for line in [
+            "from \\Q",
+            "from \\Q\\E",
+            "subject (?#nothing)",
+            "to (?#a)(?#b)",
+        ] {
+            assert_eq!(
+                SenderRule::parse(line),
+                Err(RuleError::EmptyPattern),
+                "{line}"
+            );
+        }
         assert_eq!(
             SenderRule::parse("from (x"),
             Err(RuleError::BadRegex("unclosed group".into()))

@@ -280,7 +280,8 @@ async fn a_line_boxtrap_cannot_read_names_its_line_and_what_is_wrong_and_changes
         (
             "from ''",
             8,
-            "line 8: empty quoted pattern: it would match every message",
+            "line 8: the pattern is empty once read (quotes, \\Q...\\E, comments): \
+             it would match every message",
         ),
         ("from bob\\y", 2, "line 2: `\\y` is not a regex escape"),
         (
