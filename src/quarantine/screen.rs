@@ -143,7 +143,7 @@ impl Quarantine {
         // mailbox's or another sender's) is evidence of nothing: the
         // message is screened like any other.
         if let Some(reply) = reply_token(facts)
-            && policy::is_human_reply(facts)
+            && policy::is_human_reply_from(facts, env_sender)
             && let Ok(v) = self.challenges.verify(&reply.token).await
             && v.mailbox_id == s.id
             && (Some(v.sender.as_str()) == facts.from.as_deref() || v.sender == env_sender)
@@ -405,7 +405,7 @@ impl Quarantine {
             return Ok(());
         };
         if env_sender.is_empty()
-            || !policy::is_human_reply(facts)
+            || !policy::is_human_reply_from(facts, env_sender)
             || !self.challenges.issued_to(&reply.token, &s.address, from)
         {
             return Ok(());
