@@ -295,13 +295,35 @@ pub(super) fn classify(raw: &[u8], headers: &[Header<'_>], subject: &str) -> Opt
             });
         }
     }
-    if subject_tokens(subject).next().is_some() {
+    if subject_tokens(subject).next().is_some() && !is_forward(subject) {
         debug_assert_eq!(VERIFY_SUBJECT_RULE, format!("Subject {VERIFY_MARKER}"));
         return Some(Automated::ChallengeResponse(
             VERIFY_SUBJECT_RULE.to_string(),
         ));
     }
     None
+}
+
+/// Subject prefixes that mail clients put on a forwarded message: English
+/// `Fwd`/`Fw`, German `WG`, French `TR`, Spanish `RV`, Portuguese `ENC`,
+/// Italian `I`, Dutch `Doorst`, Danish/Norwegian/Finnish `VS`, Swedish `VB`,
+/// Polish `PD`.
+const FORWARD_PREFIXES: &[&str] = &[
+    "fwd", "fw", "wg", "tr", "rv", "enc", "i", "doorst", "vs", "vb", "pd",
+];
+
+/// Whether a subject is a person forwarding a mail (`Fwd: ...`,
+/// `[Fwd: ...]`, `WG: ...`): a forwarded challenge carries its `verify#`
+/// subject, but a challenge-response system never forwards.
+fn is_forward(subject: &str) -> bool {
+    let s = subject.trim_start().trim_start_matches('[').trim_start();
+    let Some((word, _)) = s.split_once(':') else {
+        return false;
+    };
+    let word = word.trim_end();
+    FORWARD_PREFIXES
+        .iter()
+        .any(|p| word.eq_ignore_ascii_case(p))
 }
 
 /// Whether an `X-Auto-Response-Suppress:` value (a comma-separated list,
@@ -991,6 +1013,35 @@ mod tests {
         ];
         for (name, headers, want) in cases {
             assert_eq!(&classified(headers), want, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn a_forwarded_challenge_is_a_persons_mail() {
+        for subject in [
+            "Fwd: Please verify: hello verify#Zx81aabbccddeeff0011",
+            "FW: verify#Zx81aabbccddeeff0011",
+            "[Fwd: verify#Zx81aabbccddeeff0011]",
+            "WG: Bitte bestätigen verify#Zx81aabbccddeeff0011",
+            "TR : verify#Zx81aabbccddeeff0011",
+            "RV: verify#Zx81aabbccddeeff0011",
+        ] {
+            assert_eq!(
+                classified(&[&format!("Subject: {subject}")]),
+                None,
+                "{subject}"
+            );
+        }
+        for subject in [
+            "Re: verify#Zx81aabbccddeeff0011",
+            "verify#Zx81aabbccddeeff0011 Fwd: x",
+            "Fwdx: verify#Zx81aabbccddeeff0011",
+        ] {
+            assert!(
+                classified(&[&format!("Subject: {subject}")])
+                    .is_some_and(|a| a.is_verify_subject()),
+                "{subject}"
+            );
         }
     }
 

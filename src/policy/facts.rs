@@ -199,28 +199,49 @@ pub struct ReplyToken {
     pub direct: bool,
 }
 
-/// The challenge token a reply carries: `verify#<token>` in the subject
-/// (token = `[A-Za-z0-9_-]{20,200}`), or a message id of the form
-/// `<boxtrap.<token>@anything>` (see [`challenge_message_id`]) in
-/// `In-Reply-To` or `References`. Returns the first found, subject first.
-pub fn reply_token(facts: &MessageFacts) -> Option<ReplyToken> {
-    let found = |token: &str, direct| {
-        Some(ReplyToken {
-            token: token.to_owned(),
-            direct,
-        })
-    };
-    if let Some(t) = subject_tokens(&facts.subject).find(|t| TOKEN_LEN.contains(&t.len())) {
-        return found(t, true);
-    }
-    if let Some(t) = facts.in_reply_to.iter().find_map(|id| message_id_token(id)) {
-        return found(t, true);
-    }
-    let t = facts
+/// The most tokens [`reply_tokens`] returns: each is looked up, and a
+/// message may quote a forwarded challenge's token beside ours.
+pub const MAX_REPLY_TOKENS: usize = 4;
+
+/// The challenge tokens a reply carries, in the order to try them:
+/// `verify#<token>` in the subject (token = `[A-Za-z0-9_-]{20,200}`), then
+/// message ids of the form `<boxtrap.<token>@anything>` (see
+/// [`challenge_message_id`]) in `In-Reply-To`, then in `References`. Each
+/// token once, at most [`MAX_REPLY_TOKENS`]. A subject may hold several: a
+/// challenge quotes the original subject, which may quote another
+/// challenge's token.
+pub fn reply_tokens(facts: &MessageFacts) -> Vec<ReplyToken> {
+    let subject = subject_tokens(&facts.subject)
+        .filter(|t| TOKEN_LEN.contains(&t.len()))
+        .map(|t| (t, true));
+    let in_reply_to = facts
+        .in_reply_to
+        .iter()
+        .filter_map(|id| message_id_token(id))
+        .map(|t| (t, true));
+    let references = facts
         .references
         .iter()
-        .find_map(|id| message_id_token(id))?;
-    found(t, false)
+        .filter_map(|id| message_id_token(id))
+        .map(|t| (t, false));
+    let mut out: Vec<ReplyToken> = Vec::new();
+    for (token, direct) in subject.chain(in_reply_to).chain(references) {
+        if out.len() == MAX_REPLY_TOKENS {
+            break;
+        }
+        if !out.iter().any(|r| r.token == token) {
+            out.push(ReplyToken {
+                token: token.to_owned(),
+                direct,
+            });
+        }
+    }
+    out
+}
+
+/// The first of [`reply_tokens`].
+pub fn reply_token(facts: &MessageFacts) -> Option<ReplyToken> {
+    reply_tokens(facts).into_iter().next()
 }
 
 /// The Message-ID of the challenge carrying `token`, sent from `hostname`:
@@ -622,6 +643,29 @@ mod tests {
         for (name, facts, want) in cases {
             assert_eq!(reply_token(&facts).map(|r| r.token), want, "case: {name}");
         }
+    }
+
+    #[test]
+    fn every_token_is_offered_once_in_order_up_to_the_limit() {
+        let (a, b, c) = (token(20), token(21), token(22));
+        let f = facts_with(
+            &format!("Re: Fwd: verify#{a} [verify#{b}] verify#{a}"),
+            &[&challenge_message_id(&b, "h")],
+            &[&challenge_message_id(&c, "h")],
+        );
+        let got: Vec<(String, bool)> = reply_tokens(&f)
+            .into_iter()
+            .map(|r| (r.token, r.direct))
+            .collect();
+        assert_eq!(got, [(a, true), (b, true), (c, false)]);
+        let many = (20..30)
+            .map(|n| format!("verify#{}", token(n)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(
+            reply_tokens(&facts_with(&many, &[], &[])).len(),
+            MAX_REPLY_TOKENS
+        );
     }
 
     #[test]

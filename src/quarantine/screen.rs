@@ -13,7 +13,7 @@ use crate::challenge::templates::TemplateName;
 use crate::clock::Timestamp;
 use crate::delivery::router::Route;
 use crate::envelope::Envelope;
-use crate::policy::facts::{MessageFacts, reply_token};
+use crate::policy::facts::{MessageFacts, reply_tokens};
 use crate::policy::rules::{ListKind, SenderRule};
 use crate::policy::{self, Decision, PolicyInput, Reason, Verdict};
 use crate::store::StoreError;
@@ -142,13 +142,15 @@ impl Quarantine {
         // (made up, tampered with, expired, already answered, another
         // mailbox's or another sender's) is evidence of nothing: the
         // message is screened like any other.
-        if let Some(reply) = reply_token(facts)
-            && policy::is_human_reply_from(facts, env_sender)
-            && let Ok(v) = self.challenges.verify(&reply.token).await
-            && v.mailbox_id == s.id
-            && (Some(v.sender.as_str()) == facts.from.as_deref() || v.sender == env_sender)
-        {
-            return Ok(Plan::Reply(v));
+        if policy::is_human_reply_from(facts, env_sender) {
+            for reply in reply_tokens(facts) {
+                if let Ok(v) = self.challenges.verify(&reply.token).await
+                    && v.mailbox_id == s.id
+                    && (Some(v.sender.as_str()) == facts.from.as_deref() || v.sender == env_sender)
+                {
+                    return Ok(Plan::Reply(v));
+                }
+            }
         }
         let lists = self.lists(s).await?;
         let own: Vec<String> = std::iter::once(s.address.clone())
@@ -398,18 +400,19 @@ impl Quarantine {
         s: &MailboxSettings,
     ) -> Result<(), QuarantineError> {
         let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
-        let Some(reply) = reply_token(facts).filter(|r| r.direct) else {
-            return Ok(());
-        };
         let Some(from) = facts.from.as_deref() else {
             return Ok(());
         };
-        if env_sender.is_empty()
-            || !policy::is_human_reply_from(facts, env_sender)
-            || !self.challenges.issued_to(&reply.token, &s.address, from)
-        {
+        if env_sender.is_empty() || !policy::is_human_reply_from(facts, env_sender) {
             return Ok(());
         }
+        let Some(reply) = reply_tokens(facts)
+            .into_iter()
+            .filter(|r| r.direct)
+            .find(|r| self.challenges.issued_to(&r.token, &s.address, from))
+        else {
+            return Ok(());
+        };
         if let Err(e @ (VerifyError::Expired | VerifyError::Unknown)) =
             self.challenges.verify(&reply.token).await
         {

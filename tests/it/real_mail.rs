@@ -89,7 +89,12 @@ on_both_backends!(
             let body = mail(from, &format!("case {i}"), "");
             let sent = deliver(&app, env_from, &body).await;
             let held = app.held().await;
-            assert_eq!(sent.len(), 1, "one challenge for From: {from}: {:?}", held[0]);
+            assert_eq!(
+                sent.len(),
+                1,
+                "one challenge for From: {from}: {:?}",
+                held[0]
+            );
             let c = &sent[0];
             assert_eq!(c.rcpt, *rcpt, "envelope recipient for From: {from}");
             assert_eq!(c.env_from, "", "from the null sender");
@@ -163,25 +168,38 @@ on_both_backends!(
     a_token_that_proves_nothing_leaves_the_message_to_the_lists,
     |backend| async move {
         let app = alice_challenging(backend).await;
-        // An unknown sender forwarding a BoxTrapper challenge: held, and
-        // nobody is mailed.
+        // An unknown sender forwarding a BoxTrapper challenge is a person
+        // writing for the first time: held and challenged like any other.
         let fwd = mail(
             "Carol <carol@example.org>",
             &format!("Fwd: Please verify verify#{MADE_UP}"),
             "",
         );
         let sent = deliver(&app, "carol@example.org", &fwd).await;
-        assert!(sent.is_empty(), "no mail for a token that proves nothing");
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let challenge = sent[0].clone().challenge().expect("a challenge");
+        assert!(!challenge.link.contains(MADE_UP), "{}", challenge.link);
+        // Her reply quotes both tokens in its subject; ours releases.
+        let subject = challenge.header("Subject").unwrap().to_owned();
+        assert!(subject.contains(MADE_UP), "{subject}");
+        let reply = mail("carol@example.org", &format!("Re: {subject}"), "");
+        let sent = deliver(&app, "carol@example.org", &reply).await;
+        assert_eq!(sent.len(), 1, "verifyreleased: {sent:?}");
+        assert_eq!(app.messages(ALICE).len(), 1, "released");
+        assert!(app.held().await.is_empty());
+        // Not forwarded: the subject alone marks a challenge-response
+        // system's challenge, held without an answer (no loop).
+        let bare = mail("frank@example.org", &format!("verify#{MADE_UP}"), "");
+        assert!(deliver(&app, "frank@example.org", &bare).await.is_empty());
         let held = app.held().await;
-        assert_eq!(held.len(), 1, "held, not dropped");
-        assert_eq!(held[0].sender, "carol@example.org");
+        assert_eq!(held[0].reason, "automated", "{}", held[0].reason_detail);
 
         // The same from an allowed sender is delivered.
         app.add_rule(ALICE, ListKind::Allow, "from dave@example\\.org")
             .await;
         let fwd = mail("dave@example.org", &format!("Re: x verify#{MADE_UP}"), "");
         assert!(deliver(&app, "dave@example.org", &fwd).await.is_empty());
-        assert_eq!(app.messages(ALICE).len(), 1, "delivered");
+        assert_eq!(app.messages(ALICE).len(), 2, "delivered");
 
         // References naming a challenge id of ours, in an ongoing thread.
         let refs = format!(
@@ -190,7 +208,7 @@ on_both_backends!(
         );
         let body = mail("dave@example.org", "Re: Re: lunch", &refs);
         assert!(deliver(&app, "dave@example.org", &body).await.is_empty());
-        assert_eq!(app.messages(ALICE).len(), 2, "delivered too");
+        assert_eq!(app.messages(ALICE).len(), 3, "delivered too");
         let body = mail("erin@example.org", "Re: Re: lunch", &refs);
         let sent = deliver(&app, "erin@example.org", &body).await;
         assert_eq!(sent.len(), 1, "an unknown sender is challenged as usual");
