@@ -18,7 +18,7 @@
 //! challenges sent), so that a change in classification shows.
 //!
 //! The corpus is found at `CARGO_MANIFEST_DIR/../shared/corpus/spamassassin`
-//! or at `BOXTRAP_CORPUS`; a missing corpus fails the test.
+//! or at `SPAMASSASSIN_CORPUS`; a missing corpus fails the test.
 
 use crate::support::*;
 use boxtrap::store::held::{HeldSummary, OutboundState};
@@ -59,13 +59,13 @@ fn spamassassin_corpus_postgres() {
 // --- the corpus -----------------------------------------------------------
 
 fn corpus_dir() -> PathBuf {
-    let dir = match std::env::var_os("BOXTRAP_CORPUS") {
+    let dir = match std::env::var_os("SPAMASSASSIN_CORPUS") {
         Some(d) => PathBuf::from(d),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/spamassassin"),
     };
     assert!(
         dir.is_dir(),
-        "the corpus is missing: {} is not a directory (it holds {:?}; set BOXTRAP_CORPUS \
+        "the corpus is missing: {} is not a directory (it holds {:?}; set SPAMASSASSIN_CORPUS \
          to its path)",
         dir.display(),
         FOLDERS.map(|(f, _)| f)
