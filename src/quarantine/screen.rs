@@ -176,16 +176,6 @@ impl Quarantine {
         let Some(from) = facts.from.as_deref() else {
             return Ok(Plan::Decided(d));
         };
-        // The mailbox's own addresses include every address that reaches
-        // it: a `+subaddress`, an alias. A challenge there would go to the
-        // owner.
-        if self.reaches(from, s.id).await? {
-            let own = [own.as_slice(), &[from.to_owned()]].concat();
-            return Ok(Plan::Decided(policy::decide(&PolicyInput {
-                own_addresses: &own,
-                ..input
-            })));
-        }
         let mut conn = self.store.pool().acquire().await?;
         let c = held::challenge_counts(
             &mut conn,
@@ -196,6 +186,7 @@ impl Quarantine {
             now.plus_secs(-DAY),
         )
         .await?;
+        drop(conn);
         let rate_limited = if c.per_mailbox >= i64::from(self.config.max_per_mailbox_hour) {
             Some("per mailbox per hour")
         } else if c.per_domain >= i64::from(self.config.max_per_domain_day) {
@@ -205,11 +196,23 @@ impl Quarantine {
         } else {
             None
         };
-        Ok(Plan::Decided(policy::decide(&PolicyInput {
+        let input = PolicyInput {
             open_challenge: c.open,
             rate_limited,
             ..input
-        })))
+        };
+        let d = policy::decide(&input);
+        // The mailbox's own addresses include every address that reaches
+        // it: a `+subaddress`, an alias. A challenge there would go to the
+        // owner. Asked last: only a challenge about to go out pays for it.
+        if d.challenge && self.reaches(from, s.id).await? {
+            let own = [own.as_slice(), &[from.to_owned()]].concat();
+            return Ok(Plan::Decided(policy::decide(&PolicyInput {
+                own_addresses: &own,
+                ..input
+            })));
+        }
+        Ok(Plan::Decided(d))
     }
 
     /// Whether mail to `address` is delivered to mailbox `mailbox_id`.
