@@ -17,8 +17,9 @@
 //! It prints what the quarantine made of each folder (held reasons,
 //! challenges sent), so that a change in classification shows.
 //!
-//! The corpus is found at `CARGO_MANIFEST_DIR/../shared/corpus/spamassassin`
-//! or at `SPAMASSASSIN_CORPUS`; a missing corpus fails the test.
+//! The corpus is found at `SPAMASSASSIN_CORPUS`, else
+//! `CARGO_MANIFEST_DIR/../shared/corpus/spamassassin`, else the machine's
+//! `/work/shared/corpus/spamassassin`; a missing corpus fails the test.
 
 use crate::support::*;
 use boxtrap::store::held::{HeldSummary, OutboundState};
@@ -58,10 +59,18 @@ fn spamassassin_corpus_postgres() {
 
 // --- the corpus -----------------------------------------------------------
 
+/// Where the project's machines keep the shared corpus, beside every
+/// checkout's parent (`/work/main` and `/work/shared`).
+const MACHINE_CORPUS: &str = "/work/shared/corpus/spamassassin";
+
 fn corpus_dir() -> PathBuf {
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/spamassassin");
     let dir = match std::env::var_os("SPAMASSASSIN_CORPUS") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/spamassassin"),
+        // A clone elsewhere (CI clones into a scratch directory) uses the
+        // machine's copy.
+        None if !beside.is_dir() => PathBuf::from(MACHINE_CORPUS),
+        None => beside,
     };
     assert!(
         dir.is_dir(),
