@@ -108,11 +108,15 @@ pub struct ChallengeConfig {
     /// generated on first start and kept in the database (shared by all
     /// nodes); `boxtrap key rotate` replaces it, old keys still verify.
     pub secret: String,
-    /// Challenges one mailbox may send per hour.
+    /// Mails to senders (challenges and notices: `returnverify`,
+    /// `blacklist`, `verifyreleased`) one mailbox may send per hour.
     pub max_per_mailbox_hour: u32,
-    /// Challenges sent to one sender domain per day, across all mailboxes.
+    /// Mails to senders at one domain per day, across all mailboxes.
     pub max_per_domain_day: u32,
-    /// Challenges sent per hour by the whole server.
+    /// Mails to one sender address per day, across all mailboxes.
+    pub max_per_address_day: u32,
+    /// Mails to senders per hour from the whole server (every node sharing
+    /// the database).
     pub max_global_hour: u32,
     /// How often the sweeper purges expired held mail and challenges.
     pub sweep_interval: HumanDuration,
@@ -307,6 +311,7 @@ impl Default for ChallengeConfig {
             secret: String::new(),
             max_per_mailbox_hour: 30,
             max_per_domain_day: 50,
+            max_per_address_day: 10,
             max_global_hour: 500,
             sweep_interval: HumanDuration(Duration::from_secs(300)),
         }

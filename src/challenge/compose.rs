@@ -430,8 +430,20 @@ mod tests {
         );
         assert!(html.contains("Open the confirmation page</a>"));
         assert!(html.contains("Lunch on Friday?"));
-        assert!(html.contains("Bob Example &lt;bob@example.net&gt;"));
+        assert!(html.contains("bob@example.net"));
         assert!(html.contains("<br>"));
+        // The text is escaped, not interpreted.
+        let tricky = Rendered {
+            subject: "s".to_string(),
+            body: "Bob <b>bold</b> & co\n".to_string(),
+        };
+        let mail = compose(&input(&tricky)).unwrap();
+        let m = MessageParser::default().parse(&mail.data).unwrap();
+        let html = m.html_part(0).unwrap().text_contents().unwrap().to_string();
+        assert!(
+            html.contains("Bob &lt;b&gt;bold&lt;/b&gt; &amp; co"),
+            "{html}"
+        );
     }
 
     #[test]

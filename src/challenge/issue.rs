@@ -10,7 +10,7 @@ use super::token::{self, Claims, Keyring, TokenError, TokenKey};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{ChallengeConfig, Config};
 use crate::policy::facts::MessageFacts;
-use crate::store::held::{self, ActivityAction, ChallengeState, NewOutbound};
+use crate::store::held::{self, ActivityAction, ChallengeState, NewOutbound, SendCaps};
 use crate::store::settings::MailboxSettings;
 use crate::store::{Store, StoreError};
 use std::sync::{Arc, RwLock};
@@ -30,12 +30,31 @@ pub enum VerifyError {
     AlreadyUsed,
 }
 
+/// Whether `address` (as mailed) is the mailbox's own: its address or an
+/// extra address, with or without a `+subaddress`; not an alias.
+fn is_own_address(s: &MailboxSettings, address: &str) -> bool {
+    let address = address.to_lowercase();
+    let base = match address.split_once('@') {
+        Some((local, domain)) => match local.split_once('+') {
+            Some((base, _)) if !base.is_empty() => format!("{base}@{domain}"),
+            _ => address.clone(),
+        },
+        None => address.clone(),
+    };
+    [&address, &base].into_iter().any(|a| {
+        *a == s.address.to_lowercase() || s.extra_addresses.iter().any(|x| x.to_lowercase() == *a)
+    })
+}
+
 /// A verified token: which challenge it answers.
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub challenge_id: i64,
     pub mailbox_id: i64,
     pub mailbox: String,
+    /// The address the challenge spoke as (the one the sender mailed): what
+    /// pages shown to the sender name, never the mailbox behind an alias.
+    pub addressed_to: String,
     pub sender: String,
 }
 
@@ -202,46 +221,63 @@ impl Challenges {
             Some(t) => t,
             None => templates::default_text(name).to_owned(),
         };
+        // Speak as the address that was mailed, never the mailbox behind
+        // it: an alias does not reveal whose mailbox it reaches, nor the
+        // owner's name.
+        let own = is_own_address(s, from);
+        let mailbox_name = if own {
+            s.display_name.clone()
+        } else {
+            String::new()
+        };
         Ok(Notice {
             name,
             template,
             vars: TemplateVars {
                 sender: to.to_owned(),
-                sender_name: facts.from_name.clone().unwrap_or_default(),
-                subject: facts.subject.clone(),
-                date: facts.date.clone().unwrap_or_default(),
-                mailbox: s.address.clone(),
-                mailbox_name: s.display_name.clone(),
+                // What the sender wrote reaches an address that has proved
+                // nothing: quoted short, without links or control characters.
+                sender_name: templates::quoted_name(facts.from_name.as_deref().unwrap_or("")),
+                subject: templates::quoted_subject(&facts.subject),
+                date: templates::quoted_date(facts.date.as_deref().unwrap_or("")),
+                mailbox: from.to_owned(),
+                mailbox_name: mailbox_name.clone(),
                 token: String::new(),
                 link: String::new(),
                 held_count,
                 keep_days: s.keep_days,
             },
             from_address: from.to_owned(),
-            from_name: s.display_name.clone(),
+            from_name: mailbox_name,
             to: to.to_owned(),
             in_reply_to: facts.message_id.clone(),
-            marker: s.address.clone(),
+            marker: from.to_owned(),
             hostname: self.hostname.clone(),
             base_url: self.base_url.clone(),
             date: self.clock.now(),
         })
     }
 
-    /// Queues a notice (no token) from the mailbox to `to`. A notice that
-    /// cannot be built is logged and skipped: it never fails the message
-    /// that caused it.
+    /// Queues a notice (no token) to `to`, from `from` (the address that
+    /// was mailed). Returns whether it was queued. Counted against the
+    /// caps with the insert, in one write: a notice beyond a cap is not
+    /// sent, and the activity log says which cap. A notice that cannot be
+    /// built is logged and skipped. Neither ever fails the message that
+    /// caused it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn queue_notice(
         &self,
         s: &MailboxSettings,
+        from: &str,
         name: TemplateName,
         to: &str,
         facts: &MessageFacts,
         held_count: Option<i64>,
+        caps: &SendCaps,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let notice = self
-            .notice(s, &s.address, name, to, facts, held_count.unwrap_or(0))
+            .notice(s, from, name, to, facts, held_count.unwrap_or(0))
             .await?;
         let mail = match notice.build(None) {
             Ok(b) => b.data,
@@ -250,24 +286,50 @@ impl Challenges {
                 self.store
                     .log_activity(s.id, now, ActivityAction::NoticeFailed, to, &e.to_string())
                     .await?;
-                return Ok(());
+                return Ok(false);
             }
         };
-        let mut conn = self.store.writer().acquire().await?;
-        held::insert_outbound(
-            &mut conn,
-            &NewOutbound {
-                kind: name.as_str(),
-                mailbox_id: Some(s.id),
-                challenge_id: None,
-                env_from: "",
-                rcpt: to,
-                data: &mail,
-                now,
-            },
-        )
-        .await?;
-        Ok(())
+        let job = Arc::new((s.id, name, to.to_owned(), mail, *caps, now));
+        let capped = self
+            .store
+            .write(move |conn| {
+                let job = job.clone();
+                Box::pin(async move {
+                    let (mailbox_id, name, to, mail, caps, now) = &*job;
+                    let cap =
+                        held::send_cap_reached(conn, caps, Some(*mailbox_id), to, *now).await?;
+                    if cap.is_none() {
+                        held::insert_outbound(
+                            conn,
+                            &NewOutbound {
+                                kind: name.as_str(),
+                                mailbox_id: Some(*mailbox_id),
+                                challenge_id: None,
+                                env_from: "",
+                                rcpt: to,
+                                data: mail,
+                                now: *now,
+                            },
+                        )
+                        .await?;
+                    }
+                    Ok(cap)
+                })
+            })
+            .await?;
+        if let Some(cap) = capped {
+            self.store
+                .log_activity(
+                    s.id,
+                    now,
+                    ActivityAction::NoticeFailed,
+                    to,
+                    &format!("{name} not sent: rate limit reached ({cap})"),
+                )
+                .await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Whether `token` was issued by this server to `sender` for
@@ -320,6 +382,11 @@ impl Challenges {
         Ok(Verified {
             challenge_id: c.id,
             mailbox_id: c.mailbox_id,
+            addressed_to: if c.addressed_to.is_empty() {
+                c.mailbox.clone()
+            } else {
+                c.addressed_to
+            },
             mailbox: c.mailbox,
             sender: c.sender,
         })

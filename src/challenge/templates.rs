@@ -428,6 +428,69 @@ pub(super) fn one_line(s: &str) -> String {
         .join(" ")
 }
 
+/// The original's subject as mail to its sender may quote it: one line, at
+/// most [`MAX_SUBJECT_CHARS`] characters, links replaced. The sender has
+/// proved nothing, so what they wrote must not make boxtrap carry their
+/// payload (a link, a long text) to someone else.
+pub fn quoted_subject(subject: &str) -> String {
+    shortened(&without_links(subject), MAX_SUBJECT_CHARS)
+}
+
+/// The original's display name, as [`quoted_subject`] but shorter
+/// ([`MAX_NAME_CHARS`]). The default texts do not use it.
+pub fn quoted_name(name: &str) -> String {
+    shortened(&without_links(name), MAX_NAME_CHARS)
+}
+
+/// The original's `Date:` as a date and nothing else (RFC 5322 §3.3):
+/// comments dropped, only letters, digits, spaces and `:,+-` kept, at most
+/// [`MAX_NAME_CHARS`] characters.
+pub fn quoted_date(date: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for c in date.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            c if c.is_ascii_alphanumeric() || " :,+-".contains(c) => out.push(c),
+            c if c.is_whitespace() => out.push(' '),
+            _ => {}
+        }
+    }
+    shortened(&out, MAX_NAME_CHARS)
+}
+
+/// Longest subject quoted in mail to a sender, in characters.
+pub const MAX_SUBJECT_CHARS: usize = 80;
+/// Longest display name or date quoted in mail to a sender, in characters.
+pub const MAX_NAME_CHARS: usize = 40;
+
+/// Words that are links (`scheme://...`, `www....`, `mailto:`) become
+/// `[link]`.
+fn without_links(s: &str) -> String {
+    one_line(s)
+        .split(' ')
+        .map(|w| {
+            let lower = w.to_ascii_lowercase();
+            let bare = lower.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+            let link =
+                lower.contains("://") || bare.starts_with("www.") || bare.starts_with("mailto:");
+            if link { "[link]" } else { w }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// [`one_line`], cut to `max` characters with an ellipsis.
+fn shortened(s: &str, max: usize) -> String {
+    let line = one_line(s);
+    match line.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", line[..cut].trim_end()),
+        None => line,
+    }
+}
+
 /// [`one_line`], cut to [`MAX_QUOTED_CHARS`].
 fn quoted(s: &str) -> String {
     let line = one_line(s);
@@ -440,6 +503,28 @@ fn quoted(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_sender_wrote_is_quoted_short_and_without_links() {
+        assert_eq!(quoted_subject("Lunch on Friday?"), "Lunch on Friday?");
+        assert_eq!(
+            quoted_subject("Cheap pills at https://evil.example/buy now\r\nBcc: x"),
+            "Cheap pills at [link] now Bcc: x"
+        );
+        assert_eq!(quoted_subject("visit www.evil.example!"), "visit [link]");
+        assert_eq!(quoted_subject("(www.evil.example)"), "[link]");
+        let long = "word ".repeat(40);
+        let q = quoted_subject(&long);
+        assert_eq!(q.chars().count(), MAX_SUBJECT_CHARS);
+        assert!(q.ends_with('…'));
+        assert_eq!(quoted_name("Bob <mailto:x@evil.example>"), "Bob [link]");
+        assert!(quoted_name(&"n".repeat(100)).chars().count() <= MAX_NAME_CHARS + 1);
+        assert_eq!(
+            quoted_date("Fri, 27 Nov 2026 14:05:53 +0000 (visit evil.example)"),
+            "Fri, 27 Nov 2026 14:05:53 +0000"
+        );
+        assert_eq!(quoted_date("<b>buy</b> http://x"), "bbuyb http:x");
+    }
 
     fn verify_with(body: &str) -> String {
         format!("Subject: Re: {{{{ subject }}}} [verify#{{{{ token }}}}]\n\n{body}")
@@ -499,7 +584,11 @@ mod tests {
             r.body
                 .contains("Your 3 messages are held for up to 15 days")
         );
-        assert!(r.body.contains("From:    Bob Example <bob@example.net>"));
+        assert!(r.body.contains("From:    bob@example.net"));
+        assert!(
+            !r.body.contains("Bob Example"),
+            "the sender's own words are not quoted"
+        );
         assert!(r.body.contains("Date:    Fri, 27 Nov 2026 14:05:53 +0000"));
         assert!(r.body.contains("Alice Example\nonly accepts mail"));
 

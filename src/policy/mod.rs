@@ -36,6 +36,10 @@ pub enum Reason {
     Challenged,
     /// Unknown sender with a challenge already open: joins the held set.
     ChallengeOpen,
+    /// Unknown sender, challenged for this same message by another
+    /// recipient (the address it was sent as): one message causes one
+    /// challenge per sender, whatever its fan-out.
+    ChallengeShared(String),
     /// No From: address to challenge.
     NoSender,
     /// `From:` holds something that is no usable address (as written, and
@@ -71,6 +75,7 @@ impl Reason {
             Reason::Ignored(_) => "ignored",
             Reason::Challenged => "unknown-sender",
             Reason::ChallengeOpen => "challenge-open",
+            Reason::ChallengeShared(_) => "challenge-shared",
             Reason::NoSender => "no-sender",
             Reason::UnusableFrom(_) => "unusable-from",
             Reason::NullSender => "null-sender",
@@ -93,6 +98,9 @@ impl Reason {
             Reason::ChallengeOpen => {
                 "unknown sender; a challenge is already waiting for an answer".into()
             }
+            Reason::ChallengeShared(by) => format!(
+                "unknown sender; the challenge sent for this message as {by} covers this copy"
+            ),
             Reason::NoSender => {
                 "no From: address to send a challenge to; held without a challenge".into()
             }

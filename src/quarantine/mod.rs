@@ -28,6 +28,7 @@ use crate::delivery::router::Router;
 use crate::envelope::Envelope;
 use crate::mainlog::{MainLog, Rcpt};
 use crate::policy::rules::{ListKind, SenderRule};
+use crate::store::held::SendCaps;
 use crate::store::settings::MailboxSettings;
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
@@ -58,6 +59,8 @@ pub struct Quarantine {
     log: MainLog,
     delivery: Arc<Delivery>,
     config: ChallengeConfig,
+    /// The `[challenge]` caps on mail to senders.
+    caps: SendCaps,
     challenges: Arc<Challenges>,
     /// Which mailboxes an address reaches, as the SMTP receiver routes it
     /// (mail "from" an address that reaches the mailbox is from its owner).
@@ -74,7 +77,6 @@ struct Lists {
     allow: Vec<SenderRule>,
 }
 
-const HOUR: i64 = 3600;
 const DAY: i64 = 86400;
 
 impl Quarantine {
@@ -92,6 +94,12 @@ impl Quarantine {
             log,
             delivery,
             config: config.challenge.clone(),
+            caps: SendCaps {
+                per_address_day: config.challenge.max_per_address_day,
+                per_domain_day: config.challenge.max_per_domain_day,
+                per_mailbox_hour: config.challenge.max_per_mailbox_hour,
+                global_hour: config.challenge.max_global_hour,
+            },
             challenges,
             router: Router::new(
                 store.clone(),

@@ -40,31 +40,40 @@ impl Quarantine {
     ) -> Result<usize, QuarantineError> {
         let now = self.clock.now();
         let owned_sender = sender.to_owned();
-        let ids = self
+        // The sender's own answer also releases the copies other mailboxes
+        // held under this mailbox's challenge (one message to an alias is
+        // challenged once); an owner's release is this mailbox's alone.
+        let linked = matches!(how, ReleasedBy::Link | ReleasedBy::Reply);
+        let claimed = self
             .store
             .write(move |conn| {
                 let sender = owned_sender.clone();
-                Box::pin(
-                    async move { held::claim_for_release(conn, mailbox_id, &sender, now).await },
-                )
+                Box::pin(async move {
+                    held::claim_answered(conn, mailbox_id, &sender, now, linked).await
+                })
             })
             .await?;
-        let rule = SenderRule::exact_sender(sender);
-        if self
-            .store
-            .add_rule(mailbox_id, ListKind::Allow, &rule, now)
-            .await?
-        {
-            self.store
-                .log_activity(
-                    mailbox_id,
-                    now,
-                    ActivityAction::Allowed,
-                    sender,
-                    &format!("added to the allow list ({how})"),
-                )
-                .await?;
+        let mut mailboxes: Vec<i64> = vec![mailbox_id];
+        for (_, m) in &claimed {
+            if !mailboxes.contains(m) {
+                mailboxes.push(*m);
+            }
         }
+        let rule = SenderRule::exact_sender(sender);
+        for m in mailboxes {
+            if self.store.add_rule(m, ListKind::Allow, &rule, now).await? {
+                self.store
+                    .log_activity(
+                        m,
+                        now,
+                        ActivityAction::Allowed,
+                        sender,
+                        &format!("added to the allow list ({how})"),
+                    )
+                    .await?;
+            }
+        }
+        let ids: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
         let mut delivered = 0;
         let mut first = None;
         for id in &ids {
@@ -78,7 +87,9 @@ impl Quarantine {
             && s.notify_released
             && how != ReleasedBy::Owner
         {
-            // The notice quotes and threads under the first message released.
+            // The notice quotes and threads under the first message
+            // released, and speaks as the address it was sent to.
+            let mailed = first.original_rcpt.clone();
             let facts = MessageFacts {
                 subject: first.subject,
                 from_name: Some(first.sender_name).filter(|n| !n.is_empty()),
@@ -89,10 +100,12 @@ impl Quarantine {
             self.challenges
                 .queue_notice(
                     &s,
+                    &mailed,
                     TemplateName::VerifyReleased,
                     sender,
                     &facts,
                     Some(delivered as i64),
+                    &self.caps,
                     now,
                 )
                 .await?;

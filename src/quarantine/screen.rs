@@ -6,7 +6,7 @@
 //! writer that awaits nothing else.
 
 use super::release::ReleasedBy;
-use super::{DAY, HOUR, Quarantine, QuarantineError};
+use super::{DAY, Quarantine, QuarantineError};
 use crate::address::EmailAddress;
 use crate::challenge::issue::{ChallengeDraft, Verified, VerifyError};
 use crate::challenge::templates::TemplateName;
@@ -17,7 +17,7 @@ use crate::policy::facts::{MessageFacts, reply_tokens};
 use crate::policy::rules::{ListKind, SenderRule};
 use crate::policy::{self, Decision, PolicyInput, Reason, Verdict};
 use crate::store::StoreError;
-use crate::store::held::{self, ActivityAction, NewHeld, NewOutbound};
+use crate::store::held::{self, ActivityAction, NewHeld, NewOutbound, SendCaps};
 use crate::store::settings::MailboxSettings;
 use sqlx::AnyConnection;
 use std::sync::Arc;
@@ -112,10 +112,13 @@ impl Quarantine {
         }
 
         let mut outcomes = Vec::with_capacity(settings.len());
+        // One message causes at most one challenge per sender, whatever its
+        // fan-out: the first mailbox's challenge covers the other copies.
+        let mut challenged: Option<SharedChallenge> = None;
         for (i, (s, plan)) in settings.iter().zip(plans).enumerate() {
             let outcome = match plan {
                 Plan::Reply(v) => Outcome::Discard(self.consume_reply(&m, s, v).await?),
-                Plan::Decided(d) => self.apply(&m, i, s, d).await?,
+                Plan::Decided(d) => self.apply(&m, i, s, d, &mut challenged).await?,
             };
             outcomes.push(outcome);
         }
@@ -167,8 +170,9 @@ impl Quarantine {
             open_challenge: false,
             rate_limited: None,
         };
-        // An open challenge and the rate limits come last in the policy's
-        // order: they are read only when a challenge would otherwise go out.
+        // An open challenge comes last in the policy's order: it is read only
+        // when a challenge would otherwise go out. The caps are counted when
+        // the challenge is recorded, in the same transaction (HoldJob).
         let d = policy::decide(&input);
         if !d.challenge {
             return Ok(Plan::Decided(d));
@@ -177,28 +181,10 @@ impl Quarantine {
             return Ok(Plan::Decided(d));
         };
         let mut conn = self.store.pool().acquire().await?;
-        let c = held::challenge_counts(
-            &mut conn,
-            s.id,
-            from,
-            now,
-            now.plus_secs(-HOUR),
-            now.plus_secs(-DAY),
-        )
-        .await?;
+        let open = held::open_challenge(&mut conn, s.id, from, now).await?;
         drop(conn);
-        let rate_limited = if c.per_mailbox >= i64::from(self.config.max_per_mailbox_hour) {
-            Some("per mailbox per hour")
-        } else if c.per_domain >= i64::from(self.config.max_per_domain_day) {
-            Some("per sender domain per day")
-        } else if c.global >= i64::from(self.config.max_global_hour) {
-            Some("server-wide per hour")
-        } else {
-            None
-        };
         let input = PolicyInput {
-            open_challenge: c.open,
-            rate_limited,
+            open_challenge: open,
             ..input
         };
         let d = policy::decide(&input);
@@ -232,6 +218,7 @@ impl Quarantine {
         rcpt_index: usize,
         s: &MailboxSettings,
         d: Decision,
+        challenged: &mut Option<SharedChallenge>,
     ) -> Result<Outcome, QuarantineError> {
         let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
         let sender = facts.from.clone().unwrap_or_else(|| env_sender.to_owned());
@@ -268,15 +255,26 @@ impl Quarantine {
                     )
                     .await?;
                 if s.notify_blocked && !sender.is_empty() && d.reason != Reason::NullSender {
+                    let mailed = &m.env.recipients[rcpt_index].original;
                     self.challenges
-                        .queue_notice(s, TemplateName::Blacklist, &sender, facts, None, now)
+                        .queue_notice(
+                            s,
+                            mailed,
+                            TemplateName::Blacklist,
+                            &sender,
+                            facts,
+                            None,
+                            &self.caps,
+                            now,
+                        )
                         .await?;
                 }
                 Ok(Outcome::Discard(d.reason.detail()))
             }
             Verdict::Hold => {
-                let detail = self.hold(m, rcpt_index, s, &sender, d).await?;
-                self.answer_late_reply(m, s).await?;
+                let detail = self.hold(m, rcpt_index, s, &sender, d, challenged).await?;
+                self.answer_late_reply(m, s, &m.env.recipients[rcpt_index].original)
+                    .await?;
                 Ok(Outcome::Hold(detail))
             }
         }
@@ -289,12 +287,22 @@ impl Quarantine {
         s: &MailboxSettings,
         sender: &str,
         d: Decision,
+        challenged: &mut Option<SharedChallenge>,
     ) -> Result<String, QuarantineError> {
         let (env, facts, now) = (m.env, &m.facts, m.now);
         let r = &env.recipients[rcpt_index];
+        // Another recipient's challenge for this message already went to
+        // this sender: it covers this copy too.
+        let shared = challenged
+            .as_ref()
+            .filter(|c| d.challenge && c.sender == sender);
+        let (reason, shared_challenge) = match shared {
+            Some(c) => (Reason::ChallengeShared(c.sent_as.clone()), Some(c.id)),
+            None => (d.reason, None),
+        };
         // Everything that needs I/O is gathered first: the transaction below
         // awaits nothing but its own statements.
-        let challenge = if d.challenge {
+        let challenge = if d.challenge && shared.is_none() {
             Some(
                 self.challenges
                     .draft(s, &r.original, sender, facts, now)
@@ -315,18 +323,27 @@ impl Quarantine {
             message_id: facts.message_id.clone().unwrap_or_default(),
             date_header: facts.date.clone().unwrap_or_default(),
             arrived_at: env.arrived,
-            reason: d.reason,
+            reason,
             challenge,
+            shared_challenge,
+            caps: self.caps,
             data: m.data.clone(),
             now,
         });
-        let reason = self
+        let (reason, opened) = self
             .store
             .write(move |conn| {
                 let job = job.clone();
                 Box::pin(async move { job.run(conn).await })
             })
             .await?;
+        if let Some(id) = opened {
+            *challenged = Some(SharedChallenge {
+                id,
+                sender: sender.to_owned(),
+                sent_as: r.original.clone(),
+            });
+        }
         if let Reason::ChallengeFailed(why) = &reason {
             tracing::warn!(queue_id = %env.queue_id, mailbox = %s.address, sender, error = %why, "challenge not sent");
         }
@@ -401,6 +418,7 @@ impl Quarantine {
         &self,
         m: &Screening<'_>,
         s: &MailboxSettings,
+        mailed: &str,
     ) -> Result<(), QuarantineError> {
         let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
         let Some(from) = facts.from.as_deref() else {
@@ -430,12 +448,30 @@ impl Quarantine {
                 .await?
             {
                 self.challenges
-                    .queue_notice(s, TemplateName::ReturnVerify, from, facts, None, now)
+                    .queue_notice(
+                        s,
+                        mailed,
+                        TemplateName::ReturnVerify,
+                        from,
+                        facts,
+                        None,
+                        &self.caps,
+                        now,
+                    )
                     .await?;
             }
         }
         Ok(())
     }
+}
+
+/// The challenge one recipient's copy of a message opened, which covers
+/// the other recipients' copies from the same sender.
+struct SharedChallenge {
+    id: i64,
+    sender: String,
+    /// The address the challenge speaks as (the one that was mailed).
+    sent_as: String,
 }
 
 enum Plan {
@@ -461,22 +497,41 @@ struct HoldJob {
     arrived_at: Timestamp,
     reason: Reason,
     challenge: Option<ChallengeDraft>,
+    /// Another copy's challenge to the same sender, which this copy joins.
+    shared_challenge: Option<i64>,
+    caps: SendCaps,
     data: Arc<Vec<u8>>,
     now: Timestamp,
 }
 
 impl HoldJob {
     /// Holds the message; opens the challenge and queues its mail when one
-    /// is due and can be built. Returns the reason stored.
-    async fn run(&self, conn: &mut AnyConnection) -> Result<Reason, StoreError> {
+    /// is due, within the caps, and can be built. Returns the reason stored
+    /// and the challenge opened, if one was.
+    async fn run(&self, conn: &mut AnyConnection) -> Result<(Reason, Option<i64>), StoreError> {
         let (mailbox_id, sender, now) = (self.mailbox_id, self.sender.as_str(), self.now);
         let mut reason = self.reason.clone();
-        let mut challenge_id = None;
-        let mut challenged = false;
+        let mut challenge_id = self.shared_challenge;
+        let mut opened = None;
         if let Some(c) = &self.challenge {
-            match held::insert_challenge(conn, mailbox_id, sender, now, c.expires).await? {
-                Some(id) => {
-                    match c.build(id, sender) {
+            // Counted here, in the transaction that records the challenge,
+            // so concurrent messages cannot all pass the same count.
+            if let Some(cap) =
+                held::send_cap_reached(conn, &self.caps, Some(mailbox_id), sender, now).await?
+            {
+                reason = Reason::RateLimited(cap);
+            } else {
+                match held::insert_challenge(
+                    conn,
+                    mailbox_id,
+                    sender,
+                    &self.original_rcpt,
+                    now,
+                    c.expires,
+                )
+                .await?
+                {
+                    Some(id) => match c.build(id, sender) {
                         Ok(mail) => {
                             held::insert_outbound(
                                 conn,
@@ -492,17 +547,17 @@ impl HoldJob {
                             )
                             .await?;
                             challenge_id = Some(id);
-                            challenged = true;
+                            opened = Some(id);
                         }
                         // Containment: the copy is held all the same.
                         Err(e) => {
                             held::remove_challenge(conn, id).await?;
                             reason = Reason::ChallengeFailed(e.to_string());
                         }
-                    }
+                    },
+                    // Another message from this sender opened one a moment ago.
+                    None => reason = Reason::ChallengeOpen,
                 }
-                // Another message from this sender opened one a moment ago.
-                None => reason = Reason::ChallengeOpen,
             }
         }
         held::hold(
@@ -527,7 +582,7 @@ impl HoldJob {
             now,
         )
         .await?;
-        if challenged {
+        if opened.is_some() {
             held::add_activity(
                 conn,
                 mailbox_id,
@@ -538,6 +593,6 @@ impl HoldJob {
             )
             .await?;
         }
-        Ok(reason)
+        Ok((reason, opened))
     }
 }

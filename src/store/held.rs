@@ -10,7 +10,7 @@
 //! [`ActivityAction`]); rows are read with `#[derive(sqlx::FromRow)]`, so a
 //! value no variant stores fails the read with an error naming it.
 
-use super::column::{IntFlag, text_enum};
+use super::column::text_enum;
 use super::{Backend, Store, StoreError};
 use crate::clock::Timestamp;
 use sqlx::AnyConnection;
@@ -130,6 +130,9 @@ pub struct ChallengeRow {
     pub id: i64,
     pub mailbox_id: i64,
     pub mailbox: String,
+    /// The address the challenge speaks as (the one the sender mailed);
+    /// `""` for challenges made before it was kept.
+    pub addressed_to: String,
     pub sender: String,
     pub state: ChallengeState,
     #[sqlx(try_from = "i64")]
@@ -186,50 +189,103 @@ const HELD_COLUMNS: &str = "h.id, h.mailbox_id, m.address AS mailbox, h.queue_id
      h.original_rcpt, h.sender, h.sender_name, h.subject, h.message_id, h.date_header, h.size, \
      h.arrived_at, h.reason, h.reason_detail, h.challenge_id, h.state";
 
-const CHALLENGE_COLUMNS: &str =
-    "c.id, c.mailbox_id, m.address AS mailbox, c.sender, c.state, c.created_at, c.expires_at";
+const CHALLENGE_COLUMNS: &str = "c.id, c.mailbox_id, m.address AS mailbox, c.addressed_to, c.sender, c.state, c.created_at, c.expires_at";
 
-/// What the policy needs to know about challenges to one sender, in one
-/// round trip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
-pub struct ChallengeCounts {
-    /// A challenge to this sender for this mailbox is open and unexpired
-    /// (read from a count of them).
-    #[sqlx(try_from = "IntFlag")]
-    pub open: bool,
-    /// Challenges this mailbox sent since an hour ago.
-    pub per_mailbox: i64,
-    /// Challenges to the sender's domain since a day ago.
-    pub per_domain: i64,
-    /// Challenges sent by the whole server since an hour ago.
-    pub global: i64,
-}
-
-/// The open challenge and the challenge counts for the rate limits.
-pub async fn challenge_counts(
+/// Whether a challenge to `sender` for the mailbox is open and unexpired.
+pub async fn open_challenge(
     conn: &mut AnyConnection,
     mailbox_id: i64,
     sender: &str,
     now: Timestamp,
-    hour_ago: Timestamp,
-    day_ago: Timestamp,
-) -> Result<ChallengeCounts, StoreError> {
-    let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-    Ok(sqlx::query_as(
-        "SELECT
-           (SELECT COUNT(*) FROM challenges WHERE mailbox_id = $1 AND sender = $5 AND state = 'open' AND expires_at > $6) AS open,
-           (SELECT COUNT(*) FROM challenges WHERE mailbox_id = $1 AND created_at > $2) AS per_mailbox,
-           (SELECT COUNT(*) FROM challenges WHERE sender_domain = $3 AND created_at > $4) AS per_domain,
-           (SELECT COUNT(*) FROM challenges WHERE created_at > $2) AS global",
+) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM challenges WHERE mailbox_id = $1 AND sender = $2 AND state = 'open' AND expires_at > $3",
     )
     .bind(mailbox_id)
-    .bind(hour_ago.0)
-    .bind(domain)
-    .bind(day_ago.0)
     .bind(sender)
     .bind(now.0)
     .fetch_one(conn)
-    .await?)
+    .await?;
+    Ok(n > 0)
+}
+
+/// The caps on mail to senders (`[challenge]` in the config): how many
+/// challenges and notices may go out, counted from the outbound queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendCaps {
+    /// To one recipient address, in the last 24 hours.
+    pub per_address_day: u32,
+    /// To one recipient domain, in the last 24 hours.
+    pub per_domain_day: u32,
+    /// From one mailbox, in the last hour.
+    pub per_mailbox_hour: u32,
+    /// From the whole server (every node sharing the database), in the
+    /// last hour.
+    pub global_hour: u32,
+}
+
+/// Which cap one more mail to `rcpt` on behalf of `mailbox_id` would
+/// exceed, if any: `"per address per day"`, `"per sender domain per day"`,
+/// `"per mailbox per hour"` or `"server-wide per hour"`.
+///
+/// Atomic with the caller's insert when both run in one write transaction:
+/// on SQLite every write goes through the one writer; on PostgreSQL this
+/// first takes a transaction-scoped advisory lock that every such check
+/// takes, so concurrent sessions and nodes count one after another.
+pub async fn send_cap_reached(
+    conn: &mut AnyConnection,
+    caps: &SendCaps,
+    mailbox_id: Option<i64>,
+    rcpt: &str,
+    now: Timestamp,
+) -> Result<Option<&'static str>, StoreError> {
+    if conn.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SEND_CAPS_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let hour_ago = now.plus_secs(-3600).0;
+    let day_ago = now.plus_secs(-86400).0;
+    let counts: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT
+           (SELECT COUNT(*) FROM outbound_messages WHERE rcpt = $1 AND created_at > $2),
+           (SELECT COUNT(*) FROM outbound_messages WHERE rcpt_domain = $3 AND created_at > $2),
+           (SELECT COUNT(*) FROM outbound_messages WHERE mailbox_id = $4 AND created_at > $5),
+           (SELECT COUNT(*) FROM outbound_messages WHERE created_at > $5)",
+    )
+    .bind(rcpt)
+    .bind(day_ago)
+    .bind(domain_of(rcpt))
+    .bind(mailbox_id.unwrap_or(-1))
+    .bind(hour_ago)
+    .fetch_one(conn)
+    .await?;
+    let (per_address, per_domain, per_mailbox, global) = counts;
+    Ok(if per_address >= i64::from(caps.per_address_day) {
+        Some("per address per day")
+    } else if per_domain >= i64::from(caps.per_domain_day) {
+        Some("per sender domain per day")
+    } else if mailbox_id.is_some() && per_mailbox >= i64::from(caps.per_mailbox_hour) {
+        Some("per mailbox per hour")
+    } else if global >= i64::from(caps.global_hour) {
+        Some("server-wide per hour")
+    } else {
+        None
+    })
+}
+
+/// The PostgreSQL advisory lock key that serialises [`send_cap_reached`]
+/// checks ("boxtrap caps" in ASCII).
+const SEND_CAPS_LOCK: i64 = 0x626f_7874_6361_7073;
+
+/// The domain of an address as the caps count it: after the last `@`,
+/// lower case.
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_lowercase())
+        .unwrap_or_default()
 }
 
 /// Opens a challenge; `None` when another one is open for this sender (a
@@ -239,6 +295,7 @@ pub async fn insert_challenge(
     conn: &mut AnyConnection,
     mailbox_id: i64,
     sender: &str,
+    addressed_to: &str,
     now: Timestamp,
     expires: Timestamp,
 ) -> Result<Option<i64>, StoreError> {
@@ -254,8 +311,8 @@ pub async fn insert_challenge(
     .await?;
     let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
     Ok(sqlx::query_scalar(
-        "INSERT INTO challenges (mailbox_id, sender, sender_domain, state, created_at, expires_at)
-         VALUES ($1, $2, $3, $6, $4, $5)
+        "INSERT INTO challenges (mailbox_id, sender, sender_domain, state, created_at, expires_at, addressed_to)
+         VALUES ($1, $2, $3, $6, $4, $5, $7)
          ON CONFLICT (mailbox_id, sender) WHERE state = 'open' DO NOTHING RETURNING id",
     )
     .bind(mailbox_id)
@@ -264,6 +321,7 @@ pub async fn insert_challenge(
     .bind(now.0)
     .bind(expires.0)
     .bind(ChallengeState::Open.as_str())
+    .bind(addressed_to)
     .fetch_optional(conn)
     .await?)
 }
@@ -367,14 +425,15 @@ pub async fn insert_outbound(
     o: &NewOutbound<'_>,
 ) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO outbound_messages (kind, mailbox_id, challenge_id, env_from, rcpt, data, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
+        "INSERT INTO outbound_messages (kind, mailbox_id, challenge_id, env_from, rcpt, rcpt_domain, data, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
     )
     .bind(o.kind)
     .bind(o.mailbox_id)
     .bind(o.challenge_id)
     .bind(o.env_from)
     .bind(o.rcpt)
+    .bind(domain_of(o.rcpt))
     .bind(o.data)
     .bind(o.now.0)
     .fetch_one(conn)
@@ -411,6 +470,25 @@ pub async fn claim_for_release(
     sender: &str,
     now: Timestamp,
 ) -> Result<Vec<i64>, StoreError> {
+    Ok(claim_answered(conn, mailbox_id, sender, now, false)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// Marks the sender's open challenges of the mailbox verified and claims
+/// the sender's held mail there for release; with `linked`, also the
+/// copies other mailboxes held under those challenges (one message to
+/// several mailboxes is challenged once, by the first). Returns
+/// `(held id, mailbox id)` pairs.
+pub async fn claim_answered(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    sender: &str,
+    now: Timestamp,
+    linked: bool,
+) -> Result<Vec<(i64, i64)>, StoreError> {
     sqlx::query(
         "UPDATE challenges SET state = $4, verified_at = $1
          WHERE mailbox_id = $2 AND sender = $3 AND state = 'open'",
@@ -421,16 +499,33 @@ pub async fn claim_for_release(
     .bind(ChallengeState::Verified.as_str())
     .execute(&mut *conn)
     .await?;
-    Ok(sqlx::query_scalar(
+    let mut claimed: Vec<(i64, i64)> = sqlx::query_as(
         "UPDATE held_messages SET state = $4, claimed_at = $1
-         WHERE mailbox_id = $2 AND sender = $3 AND state = 'held' RETURNING id",
+         WHERE mailbox_id = $2 AND sender = $3 AND state = 'held' RETURNING id, mailbox_id",
     )
     .bind(now.0)
     .bind(mailbox_id)
     .bind(sender)
     .bind(HeldState::Releasing.as_str())
-    .fetch_all(conn)
-    .await?)
+    .fetch_all(&mut *conn)
+    .await?;
+    if linked {
+        let others: Vec<(i64, i64)> = sqlx::query_as(
+            "UPDATE held_messages SET state = $4, claimed_at = $1
+             WHERE state = 'held' AND mailbox_id <> $2 AND challenge_id IN
+               (SELECT id FROM challenges WHERE mailbox_id = $2 AND sender = $3
+                  AND state = 'verified' AND verified_at = $1)
+             RETURNING id, mailbox_id",
+        )
+        .bind(now.0)
+        .bind(mailbox_id)
+        .bind(sender)
+        .bind(HeldState::Releasing.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+        claimed.extend(others);
+    }
+    Ok(claimed)
 }
 
 impl Store {
@@ -765,6 +860,7 @@ mod tests {
             &mut tx,
             alice.id,
             "bob@example.org",
+            "alice@example.test",
             now,
             now.plus_secs(86400),
         )

@@ -135,7 +135,7 @@ async fn show(State(st): State<WebState>, Path(token): Path<String>) -> Response
          Mail you send to {mailbox} later will go straight through.</p>\
          <form method=\"post\"><button type=\"submit\">Yes, I sent this &mdash; deliver it</button></form>\
          <p class=\"muted\">If you did not send mail to {mailbox}, ignore this page: nothing will be delivered.</p>",
-        mailbox = escape(&v.mailbox),
+        mailbox = escape(&v.addressed_to),
         sender = escape(&v.sender),
     );
     page(StatusCode::OK, "Please confirm your message", &body)
@@ -164,7 +164,7 @@ async fn confirm(State(st): State<WebState>, Path(token): Path<String>) -> Respo
                 &format!(
                     "<p>{what} to <strong>{mailbox}</strong> {verb} been delivered. \
                      From now on your mail reaches {mailbox} directly.</p>",
-                    mailbox = escape(&v.mailbox),
+                    mailbox = escape(&v.addressed_to),
                     verb = if n == 1 { "has" } else { "have" },
                 ),
             )

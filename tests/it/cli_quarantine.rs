@@ -99,7 +99,8 @@ impl Admin {
         let s = store.mailbox_settings_by_address(mailbox).await.unwrap();
         let mut tx = store.begin_write().await.unwrap();
         let challenge_id = if challenge {
-            held::insert_challenge(&mut tx, s.id, sender, arrived, arrived.plus_secs(86400))
+            let expires = arrived.plus_secs(86400);
+            held::insert_challenge(&mut tx, s.id, sender, mailbox, arrived, expires)
                 .await
                 .unwrap()
         } else {

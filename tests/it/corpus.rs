@@ -750,6 +750,7 @@ async fn replay(backend: Backend, tracing_log: CapturedLog) {
     let app = TestApp::spawn_with(backend, |c| {
         c.challenge.max_per_mailbox_hour = NO_LIMIT;
         c.challenge.max_per_domain_day = NO_LIMIT;
+        c.challenge.max_per_address_day = NO_LIMIT;
         c.challenge.max_global_hour = NO_LIMIT;
     })
     .await;

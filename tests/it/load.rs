@@ -313,6 +313,7 @@ async fn concurrent_senders_all_get_250(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         c.challenge.max_per_mailbox_hour = NO_LIMIT;
         c.challenge.max_per_domain_day = NO_LIMIT;
+        c.challenge.max_per_address_day = NO_LIMIT;
         c.challenge.max_global_hour = NO_LIMIT;
         c.smtp.max_connections_per_ip = 2 * CLIENTS as usize;
     })
@@ -587,6 +588,7 @@ async fn kill_9_under_concurrent_load(database_url: String) {
         &format!(
             "[delivery]\nqueue_run_interval = \"1h\"\n\
              [challenge]\nmax_per_mailbox_hour = {NO_LIMIT}\nmax_per_domain_day = {NO_LIMIT}\n\
+             max_per_address_day = {NO_LIMIT}\n\
              max_global_hour = {NO_LIMIT}\n"
         ),
     );

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod amplification;
 mod automated;
 mod browser;
 mod challenge;
