@@ -120,6 +120,79 @@ pub struct ChallengeConfig {
     pub max_global_hour: u32,
     /// How often the sweeper purges expired held mail and challenges.
     pub sweep_interval: HumanDuration,
+    /// How long outbound mail (challenges, notices) is kept after it was
+    /// queued, once it is sent or has failed for good. Mail still queued is
+    /// kept whatever its age, and so is a failed challenge mail while the
+    /// mail it was about is still held (`quarantine show` gives its error).
+    /// At least 2 days.
+    pub keep_outbound: HumanDuration,
+    /// How long answered and expired challenges are kept after they were
+    /// issued. Open challenges, and those held mail or queued outbound mail
+    /// still refers to, are kept whatever their age. At least 2 days.
+    pub keep_challenges: HumanDuration,
+    /// How long lines of the mailboxes' activity logs are kept. At least 2 days.
+    pub keep_activity: HumanDuration,
+    /// Held messages one mailbox's quarantine may hold, counting every
+    /// held message: at that count new mail for the mailbox is refused at
+    /// RCPT with 452 4.2.2 until some is released, deleted or expires.
+    /// 0: no limit. `boxtrap mailbox set --quarantine-max-messages`
+    /// overrides it for one mailbox.
+    pub quarantine_max_messages: u64,
+    /// Bytes one mailbox's quarantine may hold (a number, or "500M"), as
+    /// for `quarantine_max_messages`. 0: no limit; otherwise at least 1M.
+    pub quarantine_max_bytes: ByteSize,
+}
+
+/// The shortest retention a `[challenge] keep_*` key takes: the sending
+/// caps count the last day of outbound mail and challenges, so two days of
+/// them are always kept.
+pub const MIN_RETENTION: Duration = Duration::from_secs(2 * 86400);
+/// The longest retention a `[challenge] keep_*` key takes: ten years.
+pub const MAX_RETENTION: Duration = Duration::from_secs(3650 * 86400);
+/// The smallest quarantine byte quota other than 0 (no limit), in bytes:
+/// anything less is surely a missing unit ("500" meant "500M").
+pub const MIN_QUARANTINE_BYTES: u64 = 1 << 20;
+
+impl ChallengeConfig {
+    /// Refuses a bad retention or quarantine quota, naming its key.
+    fn check_retention_and_quota(&self) -> Result<(), String> {
+        for (key, d) in [
+            ("keep_outbound", self.keep_outbound),
+            ("keep_challenges", self.keep_challenges),
+            ("keep_activity", self.keep_activity),
+        ] {
+            if d.0 < MIN_RETENTION {
+                return Err(format!(
+                    "challenge.{key}: {d} is shorter than 2d (the sending caps count \
+                     the last day of mail to senders, so two days are always kept)"
+                ));
+            }
+            if d.0 > MAX_RETENTION {
+                return Err(format!(
+                    "challenge.{key}: {d} is longer than 3650d (ten years)"
+                ));
+            }
+        }
+        let bytes = self.quarantine_max_bytes;
+        if bytes.0 != 0 && bytes.0 < MIN_QUARANTINE_BYTES {
+            return Err(format!(
+                "challenge.quarantine_max_bytes: {bytes} is less than 1M \
+                 (give a unit, e.g. \"500M\"; 0 for no limit)"
+            ));
+        }
+        if i64::try_from(bytes.0).is_err() {
+            return Err(format!(
+                "challenge.quarantine_max_bytes: {bytes} is too large"
+            ));
+        }
+        if i64::try_from(self.quarantine_max_messages).is_err() {
+            return Err(format!(
+                "challenge.quarantine_max_messages: {} is too large",
+                self.quarantine_max_messages
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Defines a config enum read from and written as its lower-case word;
@@ -314,6 +387,11 @@ impl Default for ChallengeConfig {
             max_per_address_day: 10,
             max_global_hour: 500,
             sweep_interval: HumanDuration(Duration::from_secs(300)),
+            keep_outbound: HumanDuration(Duration::from_secs(30 * 86400)),
+            keep_challenges: HumanDuration(Duration::from_secs(30 * 86400)),
+            keep_activity: HumanDuration(Duration::from_secs(90 * 86400)),
+            quarantine_max_messages: 10_000,
+            quarantine_max_bytes: ByteSize(500 * 1024 * 1024),
         }
     }
 }
@@ -485,6 +563,9 @@ impl Config {
         {
             return bad("challenge.secret: must be 64 hex digits (32 bytes), or empty".into());
         }
+        self.challenge
+            .check_retention_and_quota()
+            .map_err(ConfigError::Invalid)?;
         let o = &self.outbound;
         if o.mode == OutboundMode::Smarthost && o.smarthost.is_empty() {
             return bad("outbound.mode: \"smarthost\" needs outbound.smarthost".into());
@@ -779,6 +860,79 @@ mod tests {
             Some(&path),
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn retention_and_quarantine_quota_are_read_and_bad_ones_refused_by_name() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        let ch = &c.challenge;
+        assert_eq!(
+            (ch.keep_outbound, ch.keep_challenges, ch.keep_activity),
+            (
+                HumanDuration(Duration::from_secs(30 * 86400)),
+                HumanDuration(Duration::from_secs(30 * 86400)),
+                HumanDuration(Duration::from_secs(90 * 86400)),
+            )
+        );
+        assert_eq!(
+            (ch.quarantine_max_messages, ch.quarantine_max_bytes),
+            (10_000, ByteSize(500 << 20))
+        );
+        let c = load_str(
+            "[challenge]\nkeep_outbound = \"2d\"\nkeep_challenges = 259200\n\
+             keep_activity = \"365d\"\nquarantine_max_messages = 0\n\
+             quarantine_max_bytes = \"1G\"\n",
+            &[("BOXTRAP_CHALLENGE_KEEP_ACTIVITY", "7d")],
+        )
+        .unwrap();
+        let ch = &c.challenge;
+        assert_eq!(ch.keep_outbound.0, Duration::from_secs(2 * 86400));
+        assert_eq!(ch.keep_challenges.0, Duration::from_secs(3 * 86400));
+        assert_eq!(ch.keep_activity.0, Duration::from_secs(7 * 86400));
+        assert_eq!(ch.quarantine_max_messages, 0);
+        assert_eq!(ch.quarantine_max_bytes, ByteSize(1 << 30));
+        for (text, named) in [
+            (
+                "keep_outbound = \"1d\"",
+                "challenge.keep_outbound: 1d is shorter than 2d",
+            ),
+            (
+                "keep_outbound = \"47h\"",
+                "challenge.keep_outbound: 47h is shorter than 2d",
+            ),
+            (
+                "keep_challenges = 0",
+                "challenge.keep_challenges: 0s is shorter than 2d",
+            ),
+            (
+                "keep_activity = \"12h\"",
+                "challenge.keep_activity: 12h is shorter than 2d",
+            ),
+            (
+                "keep_activity = \"3651d\"",
+                "challenge.keep_activity: 3651d is longer than 3650d",
+            ),
+            (
+                "quarantine_max_bytes = 500",
+                "challenge.quarantine_max_bytes: 500 is less than 1M",
+            ),
+            (
+                "quarantine_max_bytes = \"1023K\"",
+                "challenge.quarantine_max_bytes: 1023K is less than 1M",
+            ),
+            ("quarantine_max_messages = -1", "quarantine_max_messages"),
+            ("quarantine_max_bytes = \"lots\"", "\"lots\" is not a size"),
+            ("keep_outbound = \"30 days\"", "unknown unit"),
+        ] {
+            let e = load_str(&format!("[challenge]\n{text}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{text}: {e}");
+        }
+        let e = load_str("", &[("BOXTRAP_CHALLENGE_KEEP_OUTBOUND", "1d")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("challenge.keep_outbound: 1d"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::{Admin, parse_address, parse_address_trimmed, parse_domain, parse_local_address};
 use crate::challenge::templates::TemplateName;
+use crate::config::{ByteSize, ChallengeConfig, MIN_QUARANTINE_BYTES};
 use crate::delivery::maildir::Maildirs;
 use crate::password;
 use crate::policy::rules::ListKind;
@@ -83,12 +84,56 @@ pub struct MailboxSetArgs {
     /// Send the `blacklist` mail when a blocked sender's mail is discarded.
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     notify_blocked: Option<bool>,
+    /// Held messages the quarantine may hold before new mail is refused
+    /// with 452 4.2.2 (0: no limit; default: the server's [challenge]
+    /// quarantine_max_messages).
+    #[arg(long, value_name = "N|default", value_parser = message_quota)]
+    quarantine_max_messages: Option<Quota>,
+    /// Bytes the quarantine may hold, e.g. 200M (at least 1M; 0: no limit;
+    /// default: the server's [challenge] quarantine_max_bytes).
+    #[arg(long, value_name = "SIZE|default", value_parser = byte_quota)]
+    quarantine_max_bytes: Option<Quota>,
     /// Another address that counts as this mailbox (repeatable).
     #[arg(long, value_name = "ADDR")]
     add_address: Vec<String>,
     /// Stop counting ADDR as this mailbox (repeatable).
     #[arg(long, value_name = "ADDR")]
     remove_address: Vec<String>,
+}
+
+/// A mailbox's own quarantine quota (0: no limit), or `None` for the
+/// server's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota(Option<i64>);
+
+/// A number of messages, or `default`.
+fn message_quota(s: &str) -> Result<Quota, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("default") {
+        return Ok(Quota(None));
+    }
+    t.parse::<u64>()
+        .ok()
+        .and_then(|n| i64::try_from(n).ok())
+        .map(|n| Quota(Some(n)))
+        .ok_or_else(|| "expected a number of messages (0 for no limit) or default".to_owned())
+}
+
+/// A size (`200M`, `1G`, a number of bytes), or `default`.
+fn byte_quota(s: &str) -> Result<Quota, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("default") {
+        return Ok(Quota(None));
+    }
+    let size = ByteSize::parse(t)?;
+    if size.0 != 0 && size.0 < MIN_QUARANTINE_BYTES {
+        return Err(format!(
+            "{size} is less than 1M (give a unit, e.g. 200M; 0 for no limit)"
+        ));
+    }
+    i64::try_from(size.0)
+        .map(|n| Quota(Some(n)))
+        .map_err(|_| format!("{s:?} is too large"))
 }
 
 /// A spam score threshold in tenths, or none.
@@ -233,6 +278,8 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         auto_whitelist_sent,
         notify_released,
         notify_blocked,
+        quarantine_max_messages,
+        quarantine_max_bytes,
         add_address,
         remove_address,
     } = args;
@@ -244,6 +291,8 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         && auto_whitelist_sent.is_none()
         && notify_released.is_none()
         && notify_blocked.is_none()
+        && quarantine_max_messages.is_none()
+        && quarantine_max_bytes.is_none()
         && add_address.is_empty()
         && remove_address.is_empty()
     {
@@ -315,10 +364,19 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
     if let Some(v) = notify_blocked {
         s.notify_blocked = v;
     }
+    if let Some(Quota(v)) = quarantine_max_messages {
+        s.quarantine_max_messages = v;
+    }
+    if let Some(Quota(v)) = quarantine_max_bytes {
+        s.quarantine_max_bytes = v;
+    }
     store.change_mailbox_settings(&s, &add, &remove).await?;
 
     say!("updated mailbox {}", s.address);
-    let (before, after) = (settings_lines(&old), settings_lines(&s));
+    let quota = &admin.config.challenge;
+    let (mut before, mut after) = (settings_lines(&old), settings_lines(&s));
+    before.extend(quota_lines(&old, quota));
+    after.extend(quota_lines(&s, quota));
     for ((key, was), (_, now)) in before.iter().zip(&after) {
         if was != now {
             say!("  {key}: {now} (was {was})");
@@ -364,6 +422,31 @@ fn settings_lines(s: &MailboxSettings) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The quarantine quota, as (key, value): the mailbox's own, or the
+/// server's default marked so; 0 is "no limit".
+fn quota_lines(s: &MailboxSettings, c: &ChallengeConfig) -> Vec<(&'static str, String)> {
+    let shown = |own: Option<i64>, default: u64, text: fn(u64) -> String| match own {
+        Some(0) => "no limit".to_owned(),
+        Some(n) => text(n.unsigned_abs()),
+        None if default == 0 => "no limit (default)".to_owned(),
+        None => format!("{} (default)", text(default)),
+    };
+    vec![
+        (
+            "quarantine-max-messages",
+            shown(s.quarantine_max_messages, c.quarantine_max_messages, |n| {
+                n.to_string()
+            }),
+        ),
+        (
+            "quarantine-max-bytes",
+            shown(s.quarantine_max_bytes, c.quarantine_max_bytes.0, |n| {
+                ByteSize(n).to_string()
+            }),
+        ),
+    ]
+}
+
 /// `none`, or the items separated by commas.
 fn joined_or_none(items: &[impl AsRef<str>]) -> String {
     if items.is_empty() {
@@ -400,12 +483,53 @@ async fn show(admin: &Admin, address: &str) -> anyhow::Result<()> {
     }
     say!("template-overrides: {}", joined_or_none(&overridden));
     say!("held: {}", store.list_held(Some(s.id), None).await?.len());
+    let used = store.quarantine_use(&[s.id]).await?;
+    say!("held-bytes: {}", used.first().map_or(0, |u| u.bytes));
+    for (key, value) in quota_lines(&s, &admin.config.challenge) {
+        say!("{key}: {value}");
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quarantine_quotas_are_read_and_bad_ones_refused() {
+        for (text, quota) in [
+            ("default", None),
+            ("DEFAULT", None),
+            ("0", Some(0)),
+            ("250", Some(250)),
+            (" 10000 ", Some(10_000)),
+        ] {
+            assert_eq!(message_quota(text), Ok(Quota(quota)), "{text}");
+        }
+        for bad in ["", "-1", "ten", "1.5", "1e3", "99999999999999999999"] {
+            assert!(message_quota(bad).is_err(), "{bad}");
+        }
+        for (text, quota) in [
+            ("default", None),
+            ("0", Some(0)),
+            ("1M", Some(1 << 20)),
+            ("200M", Some(200 << 20)),
+            ("2G", Some(2 << 30)),
+            ("1048576", Some(1 << 20)),
+        ] {
+            assert_eq!(byte_quota(text), Ok(Quota(quota)), "{text}");
+        }
+        for (bad, named) in [
+            ("500", "500 is less than 1M"),
+            ("1023K", "1023K is less than 1M"),
+            ("-1M", "is not a size"),
+            ("lots", "is not a size"),
+            ("99999999999G", "too large"),
+        ] {
+            let e = byte_quota(bad).unwrap_err();
+            assert!(e.contains(named), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn spam_scores_are_read_in_tenths() {

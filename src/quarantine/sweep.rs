@@ -1,10 +1,27 @@
-//! The sweeper's pass: held mail past its mailbox's keep-days is purged,
-//! open challenges past their expiry are closed, and releases that died
-//! midway (the process was killed) are finished.
+//! The sweeper's pass, and the bounds on what the quarantine keeps.
+//!
+//! Each pass purges held mail past its mailbox's keep-days, closes open
+//! challenges past their expiry, finishes releases that died midway (the
+//! process was killed), then purges outbound mail, challenges and activity
+//! lines past their retention (`[challenge] keep_outbound`,
+//! `keep_challenges`, `keep_activity`) in batches of
+//! [`PURGE_BATCH`](crate::store::held::PURGE_BATCH) rows, each a write of
+//! its own. Nothing still needed goes: queued outbound mail, open
+//! challenges, and challenges held or queued mail refers to.
+//!
+//! The quarantine quota ([`Quarantine::quarantine_full`]) is checked at RCPT
+//! for mailboxes with challenge-response on: at its quota of messages or
+//! bytes, new mail is refused for now (452 4.2.2). Each time a quarantine
+//! fills up, and each time it has room again, one line goes into the
+//! mailbox's activity log.
 
 use super::release::ReleasedBy;
 use super::{Quarantine, QuarantineError};
-use crate::store::held::ActivityAction;
+use crate::clock::Timestamp;
+use crate::config::{ByteSize, HumanDuration};
+use crate::store::StoreError;
+use crate::store::held::{ActivityAction, PURGE_BATCH, QuarantineUse};
+use std::fmt;
 use std::sync::Arc;
 
 /// What one pass of the sweeper did.
@@ -16,6 +33,50 @@ pub struct SweepReport {
     pub challenges_expired: usize,
     /// Releases cut short earlier, now delivered.
     pub releases_finished: usize,
+    /// Sent or failed outbound mail purged after `keep_outbound`.
+    pub outbound_purged: u64,
+    /// Answered or expired challenges purged after `keep_challenges`.
+    pub challenges_purged: u64,
+    /// Activity lines purged after `keep_activity`.
+    pub activity_purged: u64,
+}
+
+/// A mailbox whose quarantine is at its quota: new mail for it is refused
+/// at RCPT (452 4.2.2) until mail is released, deleted or expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineFull {
+    /// The mailbox's address.
+    pub mailbox: String,
+    /// Messages held.
+    pub messages: i64,
+    /// Bytes held.
+    pub bytes: i64,
+    /// The most messages it may hold (0: no limit).
+    pub max_messages: i64,
+    /// The most bytes it may hold (0: no limit).
+    pub max_bytes: i64,
+}
+
+impl fmt::Display for QuarantineFull {
+    /// The rejectlog's reason: `quarantine of alice@example.test is full:
+    /// 10000 messages, 12345678 bytes (quota 10000 messages, 500M)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let limit = |n: i64, text: String| {
+            if n == 0 { "no limit".to_owned() } else { text }
+        };
+        write!(
+            f,
+            "quarantine of {} is full: {} messages, {} bytes (quota {}, {})",
+            self.mailbox,
+            self.messages,
+            self.bytes,
+            limit(self.max_messages, format!("{} messages", self.max_messages)),
+            limit(
+                self.max_bytes,
+                ByteSize(self.max_bytes.unsigned_abs()).to_string()
+            ),
+        )
+    }
 }
 
 impl Quarantine {
@@ -54,11 +115,110 @@ impl Quarantine {
                 finished += 1;
             }
         }
+        let before = |keep: HumanDuration| {
+            let secs = i64::try_from(keep.0.as_secs()).unwrap_or(i64::MAX);
+            now.plus_secs(-secs)
+        };
+        let c = &self.config;
+        // Outbound mail first: a challenge it referred to can go in the same pass.
+        let outbound_purged = self
+            .store
+            .purge_outbound(before(c.keep_outbound), PURGE_BATCH)
+            .await?;
+        let challenges_purged = self
+            .store
+            .purge_challenges(before(c.keep_challenges), PURGE_BATCH)
+            .await?;
+        let activity_purged = self
+            .store
+            .purge_activity(before(c.keep_activity), PURGE_BATCH)
+            .await?;
+        // Quarantines that filled up and lost mail since (expired here, or
+        // deleted or released) have room again, even if no mail comes.
+        for u in self.store.full_quarantines().await? {
+            self.note_quarantine(&u, now).await?;
+        }
         Ok(SweepReport {
             expired: expired.len(),
             challenges_expired: challenges.len(),
             releases_finished: finished,
+            outbound_purged,
+            challenges_purged,
+            activity_purged,
         })
+    }
+
+    /// Whether the quarantines of these mailboxes (with challenge-response
+    /// on) can take a new message: the first one at its quota, or `None`.
+    /// One query, whatever the number of mailboxes. A quarantine seen to
+    /// fill up, or to have room again, gets one line in its mailbox's
+    /// activity log for each crossing (the owner's digest shows it).
+    pub async fn quarantine_full(
+        &self,
+        mailbox_ids: &[i64],
+    ) -> Result<Option<QuarantineFull>, QuarantineError> {
+        let now = self.clock.now();
+        let mut first = None;
+        for u in self.store.quarantine_use(mailbox_ids).await? {
+            let full = self.note_quarantine(&u, now).await?;
+            if first.is_none() {
+                first = full;
+            }
+        }
+        Ok(first)
+    }
+
+    /// The quota that applies to a mailbox: its own, else the server's, as
+    /// (messages, bytes); 0 is no limit.
+    fn quota(&self, u: &QuarantineUse) -> (i64, i64) {
+        let c = &self.config;
+        let max_messages = u
+            .max_messages
+            .unwrap_or_else(|| i64::try_from(c.quarantine_max_messages).unwrap_or(i64::MAX));
+        let max_bytes = u
+            .max_bytes
+            .unwrap_or_else(|| i64::try_from(c.quarantine_max_bytes.0).unwrap_or(i64::MAX));
+        (max_messages, max_bytes)
+    }
+
+    /// Whether one quarantine is full; records a crossing either way.
+    async fn note_quarantine(
+        &self,
+        u: &QuarantineUse,
+        now: Timestamp,
+    ) -> Result<Option<QuarantineFull>, StoreError> {
+        let (max_messages, max_bytes) = self.quota(u);
+        let full = (max_messages > 0 && u.messages >= max_messages)
+            || (max_bytes > 0 && u.bytes >= max_bytes);
+        if full && u.full_since.is_none() {
+            let detail = format!(
+                "quarantine full: {} messages, {} bytes; new mail refused",
+                u.messages, u.bytes
+            );
+            if self
+                .store
+                .mark_quarantine_full(u.mailbox_id, true, now, &detail)
+                .await?
+            {
+                tracing::warn!(mailbox = %u.address, messages = u.messages, bytes = u.bytes,
+                    "quarantine full: new mail refused with 452 4.2.2");
+            }
+        } else if !full && u.full_since.is_some() {
+            let detail = format!(
+                "quarantine has room again: {} messages, {} bytes",
+                u.messages, u.bytes
+            );
+            self.store
+                .mark_quarantine_full(u.mailbox_id, false, now, &detail)
+                .await?;
+        }
+        Ok(full.then(|| QuarantineFull {
+            mailbox: u.address.clone(),
+            messages: u.messages,
+            bytes: u.bytes,
+            max_messages,
+            max_bytes,
+        }))
     }
 
     /// Runs the sweeper until shutdown.

@@ -1,14 +1,16 @@
 //! What the receiver asks of the rest of the server, behind one small
-//! trait ([`MailHandler`]): where a recipient goes (at RCPT), and taking a
-//! complete message (at the end of DATA). The session owns the dialogue;
+//! trait ([`MailHandler`]): where a recipient goes and whether its
+//! mailboxes can take mail now (at RCPT), and taking a complete message
+//! (at the end of DATA). The session owns the dialogue;
 //! [`Accept`] is the real handler: routing, then screening by the
 //! quarantine, then delivery, then the main-log lines, in that order.
 //! Tests of the dialogue give the session a fake handler instead and run
 //! it in memory.
 
+use super::reply::Reply;
 use crate::address::EmailAddress;
 use crate::delivery::Delivery;
-use crate::delivery::router::{Route, Router};
+use crate::delivery::router::{Route, Router, Target};
 use crate::envelope::Envelope;
 use crate::mainlog::MainLog;
 use crate::quarantine::{Outcome, Quarantine};
@@ -32,10 +34,37 @@ pub enum Accepted {
     Failed { what: &'static str, error: String },
 }
 
+/// A recipient refused for now at RCPT, although it routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What the client is told.
+    pub reply: Reply,
+    /// Why, for the rejectlog.
+    pub why: String,
+}
+
+/// RFC 3463 X.2.2 "Mailbox full", as a 4xx: the sender's server keeps the
+/// message and tries again later. The text names no mailbox (the recipient
+/// may be an alias).
+pub fn mailbox_full() -> Reply {
+    Reply::text(452, "4.2.2", "Mailbox full, try again later")
+}
+
 /// The rest of the server, as the SMTP session sees it.
 pub trait MailHandler: Send + Sync {
     /// Where `to` leads; `Err` is a lookup failure (the client gets 451).
     fn route<'a>(&'a self, to: &'a EmailAddress) -> HandlerFuture<'a, Result<Route, String>>;
+    /// Whether the mailboxes a recipient routes to can take a new message
+    /// now. `Some` refuses this recipient only (the others of the
+    /// transaction stand), with its reply and a rejectlog line; `Err` is a
+    /// lookup failure (451). By default every mailbox can.
+    fn admit<'a>(
+        &'a self,
+        targets: &'a [Target],
+    ) -> HandlerFuture<'a, Result<Option<Refusal>, String>> {
+        let _ = targets;
+        Box::pin(async { Ok(None) })
+    }
     /// Takes a complete message (with our `Received:` header) for the
     /// recipients of `env`.
     fn accept<'a>(&'a self, env: Envelope, data: Vec<u8>) -> HandlerFuture<'a, Accepted>;
@@ -52,6 +81,34 @@ pub struct Accept {
 impl MailHandler for Accept {
     fn route<'a>(&'a self, to: &'a EmailAddress) -> HandlerFuture<'a, Result<Route, String>> {
         Box::pin(async move { self.router.route(to).await.map_err(|e| e.to_string()) })
+    }
+
+    /// The quarantine quota: a recipient that reaches a mailbox with
+    /// challenge-response on whose quarantine is at its quota gets 452
+    /// 4.2.2 (all of an alias's copies wait, so none is lost). One query
+    /// for all of them; none for mailboxes without challenge-response,
+    /// whose mail goes to the Maildir.
+    fn admit<'a>(
+        &'a self,
+        targets: &'a [Target],
+    ) -> HandlerFuture<'a, Result<Option<Refusal>, String>> {
+        Box::pin(async move {
+            let ids: Vec<i64> = targets
+                .iter()
+                .filter(|t| t.challenge)
+                .map(|t| t.mailbox.id)
+                .collect();
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            match self.quarantine.quarantine_full(&ids).await {
+                Ok(full) => Ok(full.map(|f| Refusal {
+                    reply: mailbox_full(),
+                    why: f.to_string(),
+                })),
+                Err(e) => Err(e.to_string()),
+            }
+        })
     }
 
     fn accept<'a>(&'a self, env: Envelope, data: Vec<u8>) -> HandlerFuture<'a, Accepted> {

@@ -398,6 +398,24 @@ impl Session<'_> {
                 self.error(codes::unknown_user())
             }
             Route::Local(mailboxes) => {
+                // The mailboxes may be unable to take mail now (a full
+                // quarantine): this recipient waits, the others stand.
+                match self.ctx.handler.admit(&mailboxes).await {
+                    Ok(None) => {}
+                    Ok(Some(refusal)) => {
+                        self.log_reject(from.as_ref(), &format!("RCPT <{to}>"), &refusal.why);
+                        return self.error(refusal.reply);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, rcpt = %to, "recipient check failed");
+                        self.reply(Reply::text(
+                            451,
+                            "4.3.0",
+                            "Temporary lookup failure, try again later",
+                        ));
+                        return Flow::Continue;
+                    }
+                }
                 let Some(tx) = self.tx.as_mut() else {
                     return Flow::Continue;
                 };

@@ -45,7 +45,8 @@ text_enum! {
         Queued = "queued",
         /// Handed to the transport.
         Sent = "sent",
-        /// Refused for good, or out of retries; kept until deleted.
+        /// Refused for good, or out of retries; purged by the sweeper after
+        /// `[challenge] keep_outbound`.
         Failed = "failed",
     }
 }
@@ -77,6 +78,11 @@ text_enum! {
         ReplyRefused = "reply-refused",
         /// A notice mail to a sender could not be built.
         NoticeFailed = "notice-failed",
+        /// The mailbox's quarantine reached its quota: new mail for it is
+        /// refused at RCPT (452 4.2.2) until there is room again.
+        QuarantineFull = "quarantine-full",
+        /// The mailbox's quarantine has room again after it was full.
+        QuarantineRoom = "quarantine-room",
     }
 }
 
@@ -810,6 +816,190 @@ impl Store {
     }
 }
 
+/// Rows one statement of a retention purge deletes at most. Each batch is a
+/// write of its own, so other writers get the (SQLite) writer in between
+/// instead of waiting for the whole purge.
+pub const PURGE_BATCH: i64 = 1000;
+
+/// How full one mailbox's quarantine is, and its own quota.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QuarantineUse {
+    pub mailbox_id: i64,
+    /// The mailbox's address (its lookup key).
+    pub address: String,
+    /// Messages held for it, waiting or being released.
+    pub messages: i64,
+    /// Their size in bytes, as stored (with boxtrap's `Received:` header).
+    pub bytes: i64,
+    /// The mailbox's own message quota: `None` for the server's default,
+    /// 0 for no limit.
+    pub max_messages: Option<i64>,
+    /// The mailbox's own byte quota: `None` for the server's default, 0
+    /// for no limit.
+    pub max_bytes: Option<i64>,
+    /// Since when (microseconds since the epoch) new mail has been refused
+    /// because the quarantine is full; `None` while it has room.
+    pub full_since: Option<i64>,
+}
+
+/// [`QuarantineUse`] rows, `{where}` filling in which mailboxes. The count
+/// and the sum come from the `held_by_mailbox_size` index alone.
+const QUARANTINE_USE: &str = "SELECT m.id AS mailbox_id, m.address, COUNT(h.size) AS messages,
+        CAST(COALESCE(SUM(h.size), 0) AS BIGINT) AS bytes,
+        m.quarantine_max_messages AS max_messages, m.quarantine_max_bytes AS max_bytes,
+        m.quarantine_full_since AS full_since
+     FROM mailboxes m LEFT JOIN held_messages h ON h.mailbox_id = m.id
+     WHERE {where}
+     GROUP BY m.id, m.address, m.quarantine_max_messages, m.quarantine_max_bytes,
+        m.quarantine_full_since
+     ORDER BY m.id";
+
+/// Outbound mail queued before `$1` that is sent or failed, except a failed
+/// challenge mail whose held mail is still there (its error is shown with
+/// it); at most `$2` rows.
+const PURGE_OUTBOUND: &str = "DELETE FROM outbound_messages WHERE id IN (
+     SELECT o.id FROM outbound_messages o
+     WHERE o.created_at < $1 AND o.state <> 'queued'
+       AND (o.state <> 'failed' OR o.challenge_id IS NULL
+            OR NOT EXISTS (SELECT 1 FROM held_messages h WHERE h.challenge_id = o.challenge_id))
+     LIMIT $2)";
+
+/// Challenges issued before `$1` that are answered or expired and that no
+/// held message and no queued outbound mail refers to; at most `$2` rows.
+const PURGE_CHALLENGES: &str = "DELETE FROM challenges WHERE id IN (
+     SELECT c.id FROM challenges c
+     WHERE c.created_at < $1 AND c.state <> 'open'
+       AND NOT EXISTS (SELECT 1 FROM held_messages h WHERE h.challenge_id = c.id)
+       AND NOT EXISTS (SELECT 1 FROM outbound_messages o
+                       WHERE o.challenge_id = c.id AND o.state = 'queued')
+     LIMIT $2)";
+
+/// Activity lines from before `$1`; at most `$2` rows.
+const PURGE_ACTIVITY: &str =
+    "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE at < $1 LIMIT $2)";
+
+/// The quarantine quota and the retention purges.
+impl Store {
+    /// How full the quarantines of these mailboxes are, in one query (it
+    /// runs for every RCPT to a mailbox with challenge-response on), in id
+    /// order; an unknown id is left out.
+    pub async fn quarantine_use(
+        &self,
+        mailbox_ids: &[i64],
+    ) -> Result<Vec<QuarantineUse>, StoreError> {
+        if mailbox_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let params: Vec<String> = (1..=mailbox_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = QUARANTINE_USE.replace("{where}", &format!("m.id IN ({})", params.join(", ")));
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for id in mailbox_ids {
+            query = query.bind(*id);
+        }
+        Ok(query.fetch_all(self.pool()).await?)
+    }
+
+    /// The quarantines marked full (for the sweeper, which notes when they
+    /// have room again).
+    pub async fn full_quarantines(&self) -> Result<Vec<QuarantineUse>, StoreError> {
+        let sql = QUARANTINE_USE.replace("{where}", "m.quarantine_full_since IS NOT NULL");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Marks a mailbox's quarantine full at `at` (`full`), or as having room
+    /// again, and writes `detail` in its activity log (`quarantine-full`,
+    /// `quarantine-room`), both in one transaction; nothing when it is
+    /// already so. So each crossing is recorded once, also when several
+    /// sessions or nodes see it together. Returns whether this call did.
+    pub async fn mark_quarantine_full(
+        &self,
+        mailbox_id: i64,
+        full: bool,
+        at: Timestamp,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = if full {
+            sqlx::query(
+                "UPDATE mailboxes SET quarantine_full_since = $2
+                 WHERE id = $1 AND quarantine_full_since IS NULL",
+            )
+            .bind(mailbox_id)
+            .bind(at.0)
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE mailboxes SET quarantine_full_since = NULL
+                 WHERE id = $1 AND quarantine_full_since IS NOT NULL",
+            )
+            .bind(mailbox_id)
+            .execute(&mut *tx)
+            .await?
+        }
+        .rows_affected()
+            == 1;
+        if changed {
+            let action = if full {
+                ActivityAction::QuarantineFull
+            } else {
+                ActivityAction::QuarantineRoom
+            };
+            add_activity(&mut tx, mailbox_id, at, action, "", detail).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Deletes sent and failed outbound mail queued before `before`, `batch`
+    /// rows per write; mail still queued, and a failed challenge mail whose
+    /// held mail is still there, stay. Returns how many rows went.
+    pub async fn purge_outbound(&self, before: Timestamp, batch: i64) -> Result<u64, StoreError> {
+        self.purge_in_batches(PURGE_OUTBOUND, before, batch).await
+    }
+
+    /// Deletes answered and expired challenges issued before `before` that
+    /// no held message and no queued outbound mail refers to, `batch` rows
+    /// per write. Open challenges stay. Returns how many rows went.
+    pub async fn purge_challenges(&self, before: Timestamp, batch: i64) -> Result<u64, StoreError> {
+        self.purge_in_batches(PURGE_CHALLENGES, before, batch).await
+    }
+
+    /// Deletes activity lines from before `before`, `batch` rows per write.
+    /// Returns how many rows went.
+    pub async fn purge_activity(&self, before: Timestamp, batch: i64) -> Result<u64, StoreError> {
+        self.purge_in_batches(PURGE_ACTIVITY, before, batch).await
+    }
+
+    /// Runs a `DELETE ... LIMIT $2` statement until it deletes fewer than
+    /// `batch` rows, each run a write (and a commit) of its own.
+    async fn purge_in_batches(
+        &self,
+        sql: &'static str,
+        before: Timestamp,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let batch = batch.max(1);
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(sql)
+                .bind(before.0)
+                .bind(batch)
+                .execute(self.writer())
+                .await?
+                .rows_affected();
+            total += done;
+            if done < batch.unsigned_abs() {
+                return Ok(total);
+            }
+            // Let the writers that queued behind this batch go first.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -817,6 +1007,287 @@ mod tests {
     use crate::both_backends;
     use crate::store::column::UnknownValue;
     use crate::store::mailboxes::MailboxRef;
+
+    /// A held row put in place with SQL, so these tests do not depend on
+    /// how the quarantine fills in the rest.
+    async fn held_row(
+        store: &Store,
+        mailbox_id: i64,
+        n: i64,
+        challenge_id: Option<i64>,
+        size: usize,
+    ) {
+        sqlx::query(
+            "INSERT INTO held_messages (mailbox_id, queue_id, rcpt_index, env_sender, original_rcpt,
+                sender, sender_name, subject, message_id, date_header, size, arrived_at, reason,
+                reason_detail, challenge_id, data)
+             VALUES ($1, $2, 0, '', '', $3, '', '', '', '', $4, 0, 'unknown-sender', '', $5, $6)",
+        )
+        .bind(mailbox_id)
+        .bind(format!("1wGrow-{n:06}-00"))
+        .bind(format!("s{n}@example.org"))
+        .bind(size as i64)
+        .bind(challenge_id)
+        .bind(vec![b'x'; size])
+        .execute(store.writer())
+        .await
+        .unwrap();
+    }
+
+    /// A challenge row in `state`, issued at `at`.
+    async fn challenge_row(
+        store: &Store,
+        mailbox_id: i64,
+        sender: &str,
+        state: &str,
+        at: Timestamp,
+    ) -> i64 {
+        sqlx::query_scalar(
+            "INSERT INTO challenges (mailbox_id, sender, sender_domain, state, created_at, expires_at)
+             VALUES ($1, $2, 'example.org', $3, $4, $5) RETURNING id",
+        )
+        .bind(mailbox_id)
+        .bind(sender)
+        .bind(state)
+        .bind(at.0)
+        .bind(at.plus_secs(86400).0)
+        .fetch_one(store.writer())
+        .await
+        .unwrap()
+    }
+
+    /// An outbound row in `state`, queued at `at`.
+    async fn outbound_row(
+        store: &Store,
+        challenge_id: Option<i64>,
+        state: &str,
+        at: Timestamp,
+    ) -> i64 {
+        sqlx::query_scalar(
+            "INSERT INTO outbound_messages (kind, mailbox_id, challenge_id, env_from, rcpt, data,
+                state, next_attempt_at, created_at)
+             VALUES ('verify', NULL, $1, '', 'bob@example.org', $2, $3, $4, $4) RETURNING id",
+        )
+        .bind(challenge_id)
+        .bind(b"Subject: verify\r\n\r\nx\r\n".to_vec())
+        .bind(state)
+        .bind(at.0)
+        .fetch_one(store.writer())
+        .await
+        .unwrap()
+    }
+
+    async fn ids(store: &Store, table: &str) -> Vec<i64> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM {table} ORDER BY id"
+        )))
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    }
+
+    async fn mailbox(store: &Store, address: &str, now: Timestamp) -> MailboxRef {
+        let a = EmailAddress::parse(address).unwrap();
+        if store.domain_id(a.domain()).await.unwrap().is_none() {
+            store.add_domain(a.domain(), now).await.unwrap();
+        }
+        store.add_mailbox(&a, "", now).await.unwrap()
+    }
+
+    both_backends!(
+        quarantine_use_counts_held_rows_and_a_crossing_is_recorded_once,
+        |store: Store| async move {
+            let now = Timestamp::from_secs(1000);
+            let alice = mailbox(&store, "alice@example.test", now).await;
+            let bob = mailbox(&store, "bob@example.test", now).await;
+            for n in 0..3 {
+                held_row(&store, alice.id, n, None, 1000 + n as usize).await;
+            }
+            let used = store
+                .quarantine_use(&[bob.id, alice.id, 999_999])
+                .await
+                .unwrap();
+            let summary: Vec<_> = used
+                .iter()
+                .map(|u| {
+                    (
+                        u.address.as_str(),
+                        u.messages,
+                        u.bytes,
+                        u.max_messages,
+                        u.max_bytes,
+                        u.full_since,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                summary,
+                [
+                    ("alice@example.test", 3, 3003, None, None, None),
+                    ("bob@example.test", 0, 0, None, None, None),
+                ]
+            );
+            assert!(store.quarantine_use(&[]).await.unwrap().is_empty());
+
+            // The mailbox's own quota reads back.
+            let mut s = store.mailbox_settings(alice.id).await.unwrap();
+            (s.quarantine_max_messages, s.quarantine_max_bytes) = (Some(3), Some(0));
+            store.update_mailbox_settings(&s).await.unwrap();
+            assert_eq!(store.mailbox_settings(alice.id).await.unwrap(), s);
+            let u = &store.quarantine_use(&[alice.id]).await.unwrap()[0];
+            assert_eq!((u.max_messages, u.max_bytes), (Some(3), Some(0)));
+
+            // Full: recorded once, however often it is seen.
+            let at = now.plus_secs(60);
+            let full = "quarantine full: 3 messages, 3003 bytes; new mail refused";
+            assert!(
+                store
+                    .mark_quarantine_full(alice.id, true, at, full)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .mark_quarantine_full(alice.id, true, at.plus_secs(1), full)
+                    .await
+                    .unwrap()
+            );
+            let u = &store.quarantine_use(&[alice.id]).await.unwrap()[0];
+            assert_eq!(u.full_since, Some(at.0));
+            let flagged: Vec<i64> = store
+                .full_quarantines()
+                .await
+                .unwrap()
+                .iter()
+                .map(|u| u.mailbox_id)
+                .collect();
+            assert_eq!(flagged, [alice.id]);
+            // Room again: recorded once too.
+            let room = "quarantine has room again: 2 messages, 2001 bytes";
+            assert!(
+                store
+                    .mark_quarantine_full(alice.id, false, at.plus_secs(2), room)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .mark_quarantine_full(alice.id, false, at.plus_secs(3), room)
+                    .await
+                    .unwrap()
+            );
+            assert!(store.full_quarantines().await.unwrap().is_empty());
+            let log: Vec<(ActivityAction, String)> = store
+                .activity(alice.id, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.action, a.detail))
+                .collect();
+            assert_eq!(
+                log,
+                [
+                    (ActivityAction::QuarantineRoom, room.to_owned()),
+                    (ActivityAction::QuarantineFull, full.to_owned()),
+                ]
+            );
+            assert!(store.activity(bob.id, 10).await.unwrap().is_empty());
+        }
+    );
+
+    both_backends!(
+        retention_purges_old_rows_in_batches_and_keeps_what_is_still_needed,
+        |store: Store| async move {
+            let t0 = Timestamp::from_secs(1_000_000);
+            let alice = mailbox(&store, "alice@example.test", t0).await;
+            // Challenges, all issued at t0.
+            let open = challenge_row(&store, alice.id, "open@example.org", "open", t0).await;
+            let verified = challenge_row(&store, alice.id, "v@example.org", "verified", t0).await;
+            let expired = challenge_row(&store, alice.id, "e@example.org", "expired", t0).await;
+            let held_ref = challenge_row(&store, alice.id, "h@example.org", "expired", t0).await;
+            let queued_ref = challenge_row(&store, alice.id, "q@example.org", "expired", t0).await;
+            let young = challenge_row(
+                &store,
+                alice.id,
+                "y@example.org",
+                "verified",
+                t0.plus_secs(10),
+            )
+            .await;
+            held_row(&store, alice.id, 1, Some(held_ref), 10).await;
+            // Outbound mail, queued at t0 unless said otherwise.
+            let _sent = outbound_row(&store, Some(verified), "sent", t0).await;
+            let _failed = outbound_row(&store, None, "failed", t0).await;
+            let failed_for_held = outbound_row(&store, Some(held_ref), "failed", t0).await;
+            let _failed_unheld = outbound_row(&store, Some(expired), "failed", t0).await;
+            let queued = outbound_row(&store, Some(queued_ref), "queued", t0).await;
+            let sent_young = outbound_row(&store, None, "sent", t0.plus_secs(10)).await;
+            // Activity: five old lines, one young.
+            for i in 0..5 {
+                store
+                    .log_activity(
+                        alice.id,
+                        t0.plus_secs(i),
+                        ActivityAction::Held,
+                        "a@example.org",
+                        "old",
+                    )
+                    .await
+                    .unwrap();
+            }
+            store
+                .log_activity(
+                    alice.id,
+                    t0.plus_secs(10),
+                    ActivityAction::Held,
+                    "a@example.org",
+                    "young",
+                )
+                .await
+                .unwrap();
+
+            let cutoff = t0.plus_secs(5);
+            // Batches of 2: several writes each, until one deletes less.
+            assert_eq!(store.purge_outbound(cutoff, 2).await.unwrap(), 3);
+            assert_eq!(
+                ids(&store, "outbound_messages").await,
+                [failed_for_held, queued, sent_young]
+            );
+            assert_eq!(store.purge_challenges(cutoff, 2).await.unwrap(), 2);
+            assert_eq!(
+                ids(&store, "challenges").await,
+                [open, held_ref, queued_ref, young]
+            );
+            assert_eq!(store.purge_activity(cutoff, 2).await.unwrap(), 5);
+            let left: Vec<String> = store
+                .activity(alice.id, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.detail)
+                .collect();
+            assert_eq!(left, ["young"]);
+            // A second pass finds nothing more.
+            assert_eq!(store.purge_outbound(cutoff, 2).await.unwrap(), 0);
+            assert_eq!(store.purge_challenges(cutoff, 2).await.unwrap(), 0);
+            assert_eq!(store.purge_activity(cutoff, 2).await.unwrap(), 0);
+
+            // Once the queued mail is sent and the held mail gone, the rest goes.
+            sqlx::query("UPDATE outbound_messages SET state = 'sent' WHERE id = $1")
+                .bind(queued)
+                .execute(store.writer())
+                .await
+                .unwrap();
+            sqlx::query("DELETE FROM held_messages")
+                .execute(store.writer())
+                .await
+                .unwrap();
+            assert_eq!(store.purge_outbound(cutoff, 1000).await.unwrap(), 2);
+            assert_eq!(store.purge_challenges(cutoff, 1000).await.unwrap(), 2);
+            assert_eq!(ids(&store, "challenges").await, [open, young]);
+            assert_eq!(ids(&store, "outbound_messages").await, [sent_young]);
+        }
+    );
 
     #[test]
     fn states_read_back_what_they_store_and_name_an_unknown_value() {

@@ -32,6 +32,13 @@ pub struct MailboxSettings {
     /// Send `blacklist` when a blocked sender's mail is discarded after acceptance.
     #[sqlx(try_from = "IntFlag")]
     pub notify_blocked: bool,
+    /// Held messages the quarantine may hold before new mail is refused
+    /// at RCPT (452 4.2.2); `None`: the server's `[challenge]
+    /// quarantine_max_messages`; 0: no limit.
+    pub quarantine_max_messages: Option<i64>,
+    /// Bytes the quarantine may hold, likewise; `None`: the server's
+    /// `[challenge] quarantine_max_bytes`; 0: no limit.
+    pub quarantine_max_bytes: Option<i64>,
     /// Further addresses that count as this mailbox (a table of their own,
     /// read separately).
     #[sqlx(skip)]
@@ -61,7 +68,8 @@ struct WithExtra {
 }
 
 const COLUMNS: &str = "id, address, challenge_enabled, display_name, keep_days, spam_bypass_below, \
-     whitelist_by_association, auto_whitelist_sent, notify_released, notify_blocked, rules_version";
+     whitelist_by_association, auto_whitelist_sent, notify_released, notify_blocked, rules_version, \
+     quarantine_max_messages, quarantine_max_bytes";
 
 impl Store {
     /// A mailbox's settings with its extra addresses, in one query (it is
@@ -302,7 +310,8 @@ async fn write_settings(conn: &mut AnyConnection, s: &MailboxSettings) -> Result
     sqlx::query(
         "UPDATE mailboxes SET challenge_enabled = $1, display_name = $2, keep_days = $3,
             spam_bypass_below = $4, whitelist_by_association = $5, auto_whitelist_sent = $6,
-            notify_released = $7, notify_blocked = $8
+            notify_released = $7, notify_blocked = $8, quarantine_max_messages = $10,
+            quarantine_max_bytes = $11
          WHERE id = $9",
     )
     .bind(i64::from(s.challenge_enabled))
@@ -314,6 +323,8 @@ async fn write_settings(conn: &mut AnyConnection, s: &MailboxSettings) -> Result
     .bind(i64::from(s.notify_released))
     .bind(i64::from(s.notify_blocked))
     .bind(s.id)
+    .bind(s.quarantine_max_messages)
+    .bind(s.quarantine_max_bytes)
     .execute(conn)
     .await?;
     Ok(())

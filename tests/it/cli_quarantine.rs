@@ -184,6 +184,9 @@ fn mailbox_settings_round_trip_and_bad_values_change_nothing() {
             "ignore-rules: 0",
             "template-overrides: none",
             "held: 0",
+            "held-bytes: 0",
+            "quarantine-max-messages: 10000 (default)",
+            "quarantine-max-bytes: 500M (default)",
         ]
     );
 

@@ -12,6 +12,7 @@ mod cli_quarantine;
 mod corpus;
 mod crash;
 mod delivery;
+mod growth;
 mod limits;
 mod lists;
 mod load;
