@@ -277,18 +277,13 @@ impl App {
             quarantine: self.quarantine.clone(),
         });
         tracing::info!(addr = %self.web_addr, "web listening");
-        let mut web_stop = stop_rx.clone();
-        let web_task = tokio::spawn(async move {
-            let stopped = async move {
-                let _ = web_stop.wait_for(|v| *v).await;
-            };
-            if let Err(e) = axum::serve(self.web_listener, web)
-                .with_graceful_shutdown(stopped)
-                .await
-            {
-                tracing::error!(error = %e, "web server failed");
-            }
-        });
+        crate::web::open_files::report(&self.config);
+        let web_task = tokio::spawn(crate::web::listener::serve(
+            self.web_listener,
+            web,
+            self.config.web.clone(),
+            stop_rx.clone(),
+        ));
         shutdown.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);

@@ -72,6 +72,65 @@ pub struct WebConfig {
     /// Public URL prefix used in links in challenge mails; defaults to
     /// `http://` plus the listen address.
     pub base_url: String,
+    /// How long a client has to send a whole request head (request line and
+    /// headers), counted from when the connection opens or the previous
+    /// response was sent; so also how long an idle keep-alive connection
+    /// stays open. Then the connection is closed.
+    pub header_timeout: HumanDuration,
+    /// How long one request may take from its complete head to its response,
+    /// reading its body included: a body still arriving then gets 408, a
+    /// page still being made 503.
+    pub request_timeout: HumanDuration,
+    /// A connection on which no byte is read or written for this long is
+    /// closed, whatever it is doing (e.g. a client that stops reading its
+    /// responses). Must be longer than `request_timeout`.
+    pub idle_timeout: HumanDuration,
+    /// Concurrent web connections in total, counted apart from SMTP's; a
+    /// connection over the limit gets 503 and is closed.
+    pub max_connections: usize,
+    /// Concurrent web connections from one client IPv4 address or IPv6 /64;
+    /// over the limit, 503. Behind a reverse proxy every connection comes
+    /// from the proxy's address.
+    pub max_connections_per_ip: usize,
+    /// Largest request body accepted, in bytes (a number, or "64K"); a larger
+    /// one gets 413. Bodies are read into memory whole, so this times
+    /// `max_connections` bounds their memory.
+    pub max_body_size: ByteSize,
+}
+
+impl WebConfig {
+    /// Refuses a bad `[web]` value, naming its key.
+    fn validate(&self) -> Result<(), String> {
+        for (key, d) in [
+            ("header_timeout", self.header_timeout),
+            ("request_timeout", self.request_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(format!("web.{key}: must be longer than 0"));
+            }
+        }
+        if self.idle_timeout.0 <= self.request_timeout.0 {
+            return Err(format!(
+                "web.idle_timeout: {} must be longer than web.request_timeout ({}), \
+                 or a slow request is cut off without an answer",
+                self.idle_timeout, self.request_timeout
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err("web.max_connections: must be at least 1".into());
+        }
+        if self.max_connections_per_ip == 0 {
+            return Err("web.max_connections_per_ip: must be at least 1".into());
+        }
+        if self.max_body_size.0 < 1024 {
+            return Err("web.max_body_size: must be at least 1K".into());
+        }
+        if usize::try_from(self.max_body_size.0).is_err() {
+            return Err("web.max_body_size: too large for this machine".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -353,6 +412,12 @@ impl Default for WebConfig {
         WebConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             base_url: String::new(),
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            request_timeout: HumanDuration(Duration::from_secs(30)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            max_connections: 256,
+            max_connections_per_ip: 32,
+            max_body_size: ByteSize(64 * 1024),
         }
     }
 }
@@ -588,6 +653,7 @@ impl Config {
                     .into(),
             );
         }
+        self.web.validate().map_err(ConfigError::Invalid)?;
         let base = &self.web.base_url;
         if !(base.is_empty() || base.starts_with("http://") || base.starts_with("https://")) {
             return bad(format!(
@@ -1051,6 +1117,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn bad_web_limits_are_refused_by_name() {
+        for (text, key) in [
+            ("header_timeout = 0", "web.header_timeout"),
+            ("request_timeout = \"0s\"", "web.request_timeout"),
+            ("idle_timeout = \"30s\"", "web.idle_timeout"),
+            ("max_connections = 0", "web.max_connections"),
+            ("max_connections_per_ip = 0", "web.max_connections_per_ip"),
+            ("max_body_size = 100", "web.max_body_size"),
+            ("max_body_size = \"lots\"", "max_body_size"),
+            ("header_timeout = \"soon\"", "header_timeout"),
+        ] {
+            let e = load_str(&format!("[web]\n{text}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let c = load_str(
+            "[web]\nheader_timeout = \"5s\"\nrequest_timeout = \"20s\"\nidle_timeout = \"2m\"\n\
+             max_connections = 100\nmax_connections_per_ip = 10\nmax_body_size = \"1M\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.web.header_timeout.0, Duration::from_secs(5));
+        assert_eq!(c.web.request_timeout.0, Duration::from_secs(20));
+        assert_eq!(c.web.idle_timeout.0, Duration::from_secs(120));
+        assert_eq!(c.web.max_connections, 100);
+        assert_eq!(c.web.max_connections_per_ip, 10);
+        assert_eq!(c.web.max_body_size, ByteSize(1 << 20));
     }
 
     #[test]

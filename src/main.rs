@@ -16,6 +16,11 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Each connection is an open file: take as many as the hard limit
+    // allows, before any listener exists. `serve` logs the result.
+    if let Err(e) = boxtrap::web::open_files::raise() {
+        tracing::warn!(error = %e, "cannot raise the open files limit");
+    }
     match boxtrap::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

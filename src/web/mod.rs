@@ -5,6 +5,13 @@
 //! scanners that open every URL in a mail therefore cannot verify a forged
 //! sender. Every bad token gets a page that says what is wrong, with a
 //! fitting status code, and changes nothing.
+//!
+//! [`listener`] serves these routes with every connection and request
+//! bounded; [`open_files`] keeps the process's descriptors enough for both
+//! listeners.
+
+pub mod listener;
+pub mod open_files;
 
 use crate::challenge::issue::VerifyError;
 use crate::html::escape;
@@ -24,7 +31,7 @@ pub struct WebState {
     pub quarantine: Arc<Quarantine>,
 }
 
-/// The routes, ready for `axum::serve`.
+/// The routes, without limits: [`listener::serve`] adds them.
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/verify/{token}", get(show).post(confirm))

@@ -19,3 +19,4 @@ mod load;
 mod peers;
 mod real_mail;
 mod smtp_dialogue;
+mod web_limits;
