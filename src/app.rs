@@ -11,6 +11,7 @@ use crate::delivery::Delivery;
 use crate::delivery::maildir::Maildirs;
 use crate::delivery::router::Router;
 use crate::dns::Resolver;
+use crate::filemode;
 use crate::mainlog::MainLog;
 use crate::outbound::Outbound;
 use crate::outbound::transport::Transport;
@@ -23,6 +24,7 @@ use crate::store::Store;
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -106,25 +108,305 @@ pub struct App {
 }
 
 /// Opens the store and log named by `config`; shared with the admin CLI.
+///
+/// A SQLite database file is created here, before SQLite opens it, with
+/// mode 0600 in a 0700 directory: SQLite gives its `-wal` and `-shm` files
+/// the mode of the database file. No error says the database password:
+/// the URL is shown redacted and the password is struck from every cause.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let url = config.database_url();
-    Store::open(&url, config.database.max_connections)
-        .await
-        .with_context(|| format!("cannot open database {}", redact(&url)))
+    check_database_url(&url)?;
+    let shown = redact(&url);
+    if let Some(path) = sqlite_path(&url) {
+        create_private_file(&path)
+            .with_context(|| format!("cannot create database {}", path.display()))?;
+    }
+    match Store::open(&url, config.database.max_connections).await {
+        Ok(store) => Ok(store),
+        Err(e) => {
+            let causes: Vec<String> =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .map(|e| strike_secrets(&e.to_string(), &url))
+                .collect();
+            let mut err = anyhow::anyhow!("{}", causes.last().cloned().unwrap_or_default());
+            for cause in causes.iter().rev().skip(1) {
+                err = err.context(cause.clone());
+            }
+            Err(err.context(format!("cannot open database {shown}")))
+        }
+    }
 }
 
-/// Hides a password in a database URL for messages.
+/// The connection parameters sqlx's PostgreSQL driver reads from a URL.
+/// sqlx logs any other parameter with its value, so a mistyped or
+/// unsupported one (`sslpassword`) would print a secret: it is refused.
+const POSTGRES_URL_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Refuses a PostgreSQL URL with a parameter boxtrap's driver does not
+/// read, naming the parameter and never its value. Shared by `serve`, the
+/// admin commands and `check-config`.
+pub fn check_database_url(url: &str) -> anyhow::Result<()> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok(());
+    }
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(());
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = percent_decode(pair.split_once('=').map_or(pair, |(n, _)| n));
+        let known = POSTGRES_URL_PARAMETERS.contains(&name.as_str())
+            || (name.starts_with("options[") && name.ends_with(']'));
+        if !known {
+            anyhow::bail!(
+                "database.url: the parameter {name:?} is not supported (boxtrap reads {})",
+                POSTGRES_URL_PARAMETERS.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The file of a `sqlite:` URL that may create it (`mode=rwc`, the default
+/// boxtrap uses); `None` for PostgreSQL, in-memory and read-only databases.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (file, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let creates = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("mode="))
+        .is_none_or(|m| m == "rwc");
+    if file.is_empty() || file == ":memory:" || !creates {
+        return None;
+    }
+    Some(PathBuf::from(file))
+}
+
+/// Creates `path` empty with mode 0600 (and its directory with 0700) if
+/// it does not exist; an existing file is left as it is.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        filemode::create_dir_all(dir)?;
+    }
+    filemode::open_append(path).map(drop)
+}
+
+/// Hides every secret a database URL can carry: the password of
+/// `user:password@`, and the value of each query parameter whose name
+/// (percent-decoded, in any case) contains `pass` or `secret`
+/// (`?password=`, `&password=`, `sslpassword=`). When the URL is too odd to
+/// read, more is hidden rather than less.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
+    let url = redact_userinfo(url);
+    match url.split_once('?') {
+        Some((head, query)) => format!("{head}?{}", redact_query(query)),
+        None => url,
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
+    let Some(s) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[s + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_name(&percent_decode(name)) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("pass") || name.contains("secret")
+}
+
+/// The secrets of a database URL as they may be echoed: raw and
+/// percent-decoded.
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut raw = Vec::new();
+    if let Some(s) = url.find("://") {
+        let rest = &url[s + 3..];
+        if let Some(at) = rest.rfind('@')
+            && let Some((_, password)) = rest[..at].split_once(':')
+        {
+            raw.push(password.to_owned());
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((name, value)) = pair.split_once('=')
+                && is_secret_name(&percent_decode(name))
+            {
+                raw.push(value.to_owned());
             }
         }
-        _ => url.to_owned(),
     }
+    let mut all: Vec<String> = raw
+        .iter()
+        .flat_map(|v| [v.clone(), percent_decode(v)])
+        .filter(|v| !v.is_empty())
+        .collect();
+    // Longest first, so a secret that contains another is struck whole.
+    all.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    all.dedup();
+    all
+}
+
+/// `text` (an error message) with `url` shown redacted and each of its
+/// secrets struck out wherever it appears.
+fn strike_secrets(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &redact(url));
+    for secret in url_secrets(url) {
+        out = out.replace(&secret, "***");
+    }
+    out
+}
+
+/// Redacts free text (an error message about to be printed): every
+/// `scheme://` URL in it as [`redact`] does, and the value after any
+/// `...pass...=` or `...secret...=` (a query parameter or a TOML line that
+/// a parse error quotes).
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+            .map_or(0, |p| p + 1);
+        let end = rest[i..]
+            .find(|c: char| c.is_whitespace() || "\"'`<>".contains(c))
+            .map_or(rest.len(), |e| i + e);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    redact_assignments(&out)
+}
+
+/// Hides the value in each `name = value` / `name=value` whose name
+/// contains `pass` or `secret`, up to the end of its quotes or the next
+/// white space or `&`.
+fn redact_assignments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(eq) = rest.find('=') {
+        let before = rest[..eq].trim_end();
+        let name_start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || "_-.%".contains(c)))
+            .map_or(0, |p| p + 1);
+        let name = &before[name_start..];
+        out.push_str(&rest[..=eq]);
+        rest = &rest[eq + 1..];
+        if name.is_empty() || !is_secret_name(&percent_decode(name)) {
+            continue;
+        }
+        let value = rest.trim_start();
+        out.push_str(&rest[..rest.len() - value.len()]);
+        let end = match value.chars().next() {
+            Some(q @ ('"' | '\'')) => value[1..].find(q).map_or(value.len(), |e| e + 2),
+            _ => value
+                .find(|c: char| c.is_whitespace() || c == '&')
+                .unwrap_or(value.len()),
+        };
+        if end > 0 && value[..end] != *"***" {
+            out.push_str("***");
+        } else {
+            out.push_str(&value[..end]);
+        }
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `%XX` sequences decoded (bad ones kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A warning for each place boxtrap keeps data that other users can open:
+/// the data directory, the SQLite database and its `-wal` and `-shm`
+/// files, the logs and their directory, the outbox and the Maildir root.
+/// Modes are left as they are (an admin may have given a group read
+/// access); `serve` logs these when it starts and `check-config` prints them.
+pub fn file_warnings(config: &Config) -> Vec<String> {
+    let mut paths = vec![config.data_dir.clone()];
+    if let Some(db) = sqlite_path(&config.database_url()) {
+        for suffix in ["-wal", "-shm"] {
+            let mut p = db.clone().into_os_string();
+            p.push(suffix);
+            paths.push(p.into());
+        }
+        paths.insert(1, db);
+    }
+    for log in [config.main_log_path(), config.reject_log_path()] {
+        if let Some(dir) = log.parent() {
+            paths.push(dir.to_owned());
+        }
+        paths.push(log);
+    }
+    paths.push(config.outbox_dir());
+    paths.push(config.maildir_root());
+    let mut seen = std::collections::HashSet::new();
+    paths
+        .into_iter()
+        .filter(|p| seen.insert(p.clone()))
+        .filter_map(|p| filemode::too_open(&p))
+        .collect()
 }
 
 pub fn open_log(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<MainLog> {
@@ -151,7 +433,7 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 impl App {
     pub async fn build(config: Config, deps: AppDeps) -> anyhow::Result<App> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        filemode::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
         let Services {
@@ -160,6 +442,9 @@ impl App {
             delivery,
             quarantine,
         } = Services::build(&config, &deps).await?;
+        for w in file_warnings(&config) {
+            tracing::warn!("{w}");
+        }
         let transport = match &deps.transport {
             Some(t) => t.clone(),
             None => Arc::new(
@@ -311,15 +596,102 @@ impl App {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn redacts_database_passwords() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
+    fn redacts_database_passwords_in_every_form() {
+        let cases = [
+            ("postgres://u:secret@h/db", "postgres://u:***@h/db"),
+            (
+                "postgresql://u:se%40cr@t@h:5432/db",
+                "postgresql://u:***@h:5432/db",
+            ),
+            (
+                "postgres://u@h/db?password=secret",
+                "postgres://u@h/db?password=***",
+            ),
+            (
+                "postgres://u@h/db?sslmode=require&password=secret&application_name=bt",
+                "postgres://u@h/db?sslmode=require&password=***&application_name=bt",
+            ),
+            (
+                "postgres://u@h/db?sslpassword=secret&PassWord=other",
+                "postgres://u@h/db?sslpassword=***&PassWord=***",
+            ),
+            (
+                "postgres://h/db?p%61ssword=secret",
+                "postgres://h/db?p%61ssword=***",
+            ),
+            ("postgres://u:pa?ss@h/db", "postgres://u:***@h/db"),
+            // An '@' in the query: more is hidden, never less.
+            (
+                "postgres://u:pw@h/db?application_name=me@x",
+                "postgres://u:***@x",
+            ),
+            (
+                "postgres://h/db?password=a@b",
+                "postgres://h/db?password=***",
+            ),
+            ("sqlite://./data/x.db", "sqlite://./data/x.db"),
+            ("sqlite:x.db?mode=rwc", "sqlite:x.db?mode=rwc"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_struck_from_error_texts() {
+        let url = "postgres://u:p%40ss@h/db?password=hunter2&sslmode=disable";
+        let text = format!("cannot reach {url}: auth for p@ss and p%40ss and hunter2 failed");
+        let struck = strike_secrets(&text, url);
+        for secret in ["p@ss", "p%40ss", "hunter2"] {
+            assert!(!struck.contains(secret), "{struck}");
+        }
+        assert!(
+            struck.contains("postgres://u:***@h/db?password=***&sslmode=disable"),
+            "{struck}"
         );
-        assert_eq!(
-            super::redact("sqlite://./data/x.db"),
-            "sqlite://./data/x.db"
+    }
+
+    #[test]
+    fn free_text_loses_urls_and_secret_assignments() {
+        let text = "TOML parse error at line 3\n  |\n3 | url = postgres://u:hunter2@h/db?password=swordfish\n\
+                    4 | smarthost_password = \"x y\"\nsecret=00aa&b=1 password authentication failed";
+        let out = redact_text(text);
+        for secret in ["hunter2", "swordfish", "x y", "00aa"] {
+            assert!(!out.contains(secret), "{out}");
+        }
+        assert!(out.contains("postgres://u:***@h/db?password=***"), "{out}");
+        assert!(out.contains("smarthost_password = ***"), "{out}");
+        assert!(out.contains("secret=***&b=1"), "{out}");
+        assert!(out.contains("password authentication failed"), "{out}");
+        assert_eq!(redact_text("plain text, a=b"), "plain text, a=b");
+    }
+
+    #[test]
+    fn unknown_postgres_parameters_are_refused_by_name_only() {
+        assert!(check_database_url("postgres://u@h/db?sslmode=require&password=x").is_ok());
+        assert!(check_database_url("postgres://u@h/db?options[search_path]=a").is_ok());
+        assert!(check_database_url("sqlite://x.db?mode=rwc").is_ok());
+        let e = check_database_url("postgres://u@h/db?sslpassword=swordfish")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"sslpassword\"") && !e.contains("swordfish"),
+            "{e}"
         );
+    }
+
+    #[test]
+    fn sqlite_files_boxtrap_may_create() {
+        assert_eq!(
+            sqlite_path("sqlite://./data/b.db"),
+            Some("./data/b.db".into())
+        );
+        assert_eq!(sqlite_path("sqlite:b.db?mode=rwc"), Some("b.db".into()));
+        assert_eq!(sqlite_path("sqlite:b.db?mode=ro"), None);
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://h/db"), None);
     }
 }

@@ -39,7 +39,8 @@
 //! sqlx, writes grouped and never failing for being concurrent), [`dns`]
 //! (the resolver seam), [`retry`] (backoff), [`app`] (wiring and shutdown),
 //! [`cli`] (the admin commands), [`clock`] (the only reader of the wall
-//! clock), [`address`], [`password`], [`queue_id`] and [`html`].
+//! clock), [`filemode`] (private files and directories), [`address`],
+//! [`password`], [`queue_id`] and [`html`].
 
 pub mod address;
 pub mod app;
@@ -50,6 +51,7 @@ pub mod config;
 pub mod delivery;
 pub mod dns;
 pub mod envelope;
+pub mod filemode;
 pub mod html;
 pub mod mainlog;
 pub mod outbound;

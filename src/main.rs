@@ -24,9 +24,12 @@ async fn main() -> ExitCode {
     match boxtrap::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("boxtrap: error: {e}");
+            // A database URL or a config line quoted in an error never
+            // prints its password.
+            let redact = |s: String| boxtrap::app::redact_text(&s);
+            eprintln!("boxtrap: error: {}", redact(e.to_string()));
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", redact(cause.to_string()));
             }
             ExitCode::FAILURE
         }

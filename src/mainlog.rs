@@ -19,13 +19,23 @@
 //! [`MainLog::completed`], ...), so the shapes that exigrep-style tools
 //! depend on are written in one place.
 //!
+//! Every line is written as Exim writes it with `string_printing()`: a
+//! control character in a value that came from outside (an address, the
+//! Message-ID, the HELO name, an error text) becomes a printable escape
+//! (`\n`, `\r`, `\t`, `\b`, `\v`, `\f`, else three octal digits per byte:
+//! ESC is `\033`), so nothing a sender writes can reach an admin's terminal
+//! as a control sequence or split a line in two. See [`escape_controls`].
+//!
 //! Structured `tracing` output to stderr is separate; this file is for admins.
-//! Files are reopened when logrotate moves them away.
+//! Files are created with mode 0600 in a 0700 directory ([`crate::filemode`])
+//! and reopened when logrotate moves them away.
 
 use crate::clock::Clock;
 use crate::envelope::Envelope;
+use crate::filemode;
+use std::borrow::Cow;
 use std::fmt::Display;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -44,9 +54,9 @@ struct LogFile {
 impl LogFile {
     fn open(path: &Path) -> std::io::Result<LogFile> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            filemode::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = filemode::open_append(path)?;
         Ok(LogFile {
             path: path.to_owned(),
             file,
@@ -143,6 +153,51 @@ impl Display for Rcpt<'_> {
     }
 }
 
+/// Whether a character is written as an escape: the C0 and C1 controls
+/// and DEL, and the characters that move or reorder text on a terminal
+/// without being controls (line and paragraph separators, bidi marks,
+/// embeddings, overrides and isolates).
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` with the control characters, the line separators and the bidi
+/// controls written as Exim's `string_printing()` writes a non-printing one: `\n`, `\r`, `\t`, `\b`,
+/// `\v`, `\f`, or a backslash and three octal digits for each of its UTF-8
+/// bytes (ESC is `\033`, U+202E is `\342\200\256`). Everything else,
+/// UTF-8 addresses included, is kept as it is.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if !needs_escape(c) {
+            out.push(c);
+            continue;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{b}' => out.push_str("\\v"),
+            '\u{c}' => out.push_str("\\f"),
+            c => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:03o}"));
+                }
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The header value of `Message-ID`, for the `<=` line's `id=`.
 fn message_id(data: &[u8]) -> Option<String> {
     let end = data
@@ -176,7 +231,11 @@ impl MainLog {
     }
 
     fn stamp(&self, text: &str) -> String {
-        format!("{} {}\n", self.clock.now().log_format(), text)
+        format!(
+            "{} {}\n",
+            self.clock.now().log_format(),
+            escape_controls(text)
+        )
     }
 
     /// Writes one event line to the main log.
@@ -382,6 +441,88 @@ mod tests {
             .map(|l| l.splitn(3, ' ').nth(2).unwrap().to_owned())
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn control_characters_are_escaped_as_exim_does() {
+        assert!(matches!(
+            escape_controls("bob@example.org <ré@ü.example>"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_controls("<\u{1b}[2J\u{1b}]0;pwned\u{7}@x>"),
+            "<\\033[2J\\033]0;pwned\\007@x>"
+        );
+        assert_eq!(
+            escape_controls("a\r\nb\tc\u{8}\u{b}\u{c}\0\u{7f}"),
+            "a\\r\\nb\\tc\\b\\v\\f\\000\\177"
+        );
+        // C1 controls and text-reordering characters, byte by byte.
+        assert_eq!(escape_controls("\u{9b}2J"), "\\302\\2332J");
+        assert_eq!(
+            escape_controls("x\u{202e}gpj.exe\u{2028}y"),
+            "x\\342\\200\\256gpj.exe\\342\\200\\250y"
+        );
+    }
+
+    #[test]
+    fn a_hostile_message_id_and_helo_reach_the_log_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, r) = (dir.path().join("mainlog"), dir.path().join("rejectlog"));
+        let clock = ManualClock::new(Timestamp::from_secs(1_795_788_353));
+        let log = MainLog::open(&m, &r, Arc::new(clock)).unwrap();
+        let env = Envelope {
+            queue_id: "1wH3kL-0004dR-2k".into(),
+            sender: None,
+            recipients: Vec::new(),
+            arrived: Timestamp::from_secs(1_795_788_353),
+            client: ClientInfo {
+                helo: "evil\u{1b}[31m".into(),
+                addr: "192.0.2.7:40312".parse().unwrap(),
+                protocol: "esmtp",
+            },
+        };
+        log.arrival(
+            &env,
+            b"Message-ID: <\x1b[2J\x1b[1;1Hfake line\n@x>\r\n\r\nbody\r\n",
+        );
+        log.rejected(
+            "H=(evil\u{1b}[31m) [192.0.2.7]:1",
+            "b\u{7}@x",
+            "RCPT <a@b>",
+            "no\nsuch user",
+        );
+        let main = std::fs::read_to_string(&m).unwrap();
+        assert!(
+            !main.contains('\u{1b}') && !main.contains('\u{7}'),
+            "{main:?}"
+        );
+        assert_eq!(main.lines().count(), 2, "{main}");
+        assert!(
+            main.contains("H=(evil\\033[31m) [192.0.2.7]:40312 P=esmtp S=46 id=<\\033[2J\\033[1;1Hfake line\\n@x>"),
+            "{main}"
+        );
+        let reject = std::fs::read_to_string(&r).unwrap();
+        assert!(
+            reject.ends_with("F=<b\\007@x> rejected RCPT <a@b>: no\\nsuch user\n"),
+            "{reject}"
+        );
+    }
+
+    #[test]
+    fn log_files_are_private_to_boxtrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (m, r) = (
+            dir.path().join("log/mainlog"),
+            dir.path().join("log/rejectlog"),
+        );
+        let clock = ManualClock::new(Timestamp::from_secs(1_795_788_353));
+        let _log = MainLog::open(&m, &r, Arc::new(clock)).unwrap();
+        for p in [dir.path().join("log"), m, r] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{}: {mode:o}", p.display());
+        }
     }
 
     #[test]

@@ -1,12 +1,27 @@
 //! Challenges issued and verified: the token keys (loaded, created on
-//! first start, reloaded when a token names a key this node has not seen),
-//! the link, the notice mails to senders and the check of a token that
-//! comes back by link or reply. The quarantine decides *when* to challenge;
-//! this module owns *what* a challenge is.
+//! first start, rotated, retired and revoked, read afresh for every token
+//! that comes back), the link, the notice mails to senders and the check
+//! of a token that comes back by link or reply. The quarantine decides
+//! *when* to challenge; this module owns *what* a challenge is.
+//!
+//! A key that stops signing (`boxtrap key rotate`, or set aside by a
+//! configured secret) is retired: it verifies the tokens it signed until
+//! the last of them expires (the latest expiry of an open challenge, or
+//! the longest keep-days from the moment it was retired, whichever is
+//! later, plus one `challenge.sweep_interval`, the time a running `serve`
+//! takes to pick up a new key), then nothing. `boxtrap key retire ID`
+//! revokes one at once. Whatever a token says, it releases nothing after
+//! its challenge's stored expiry.
+//!
+//! [`Challenges::verify`] answers a made-up challenge id and a bad tag on
+//! a real one alike ([`VerifyError::Unknown`] and
+//! [`VerifyError::BadSignature`] are told apart only for the log): both
+//! read the keys and look the id up, and both compute the MAC, so neither
+//! the page nor its timing says which ids exist.
 
 use super::notice::{self, Built, Notice, NoticeError};
 use super::templates::{self, TemplateName, TemplateVars};
-use super::token::{self, Claims, Keyring, TokenError, TokenKey};
+use super::token::{self, Claims, Keyring, RetiredKey, TokenError, TokenKey};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{ChallengeConfig, Config};
 use crate::policy::facts::MessageFacts;
@@ -28,6 +43,9 @@ pub enum VerifyError {
     Unknown,
     #[error("this link has already been used")]
     AlreadyUsed,
+    /// The database could not be read: nothing is known about the link.
+    #[error("the link cannot be checked right now")]
+    Unavailable,
 }
 
 /// Whether `address` (as mailed) is the mailbox's own: its address or an
@@ -58,51 +76,139 @@ pub struct Verified {
     pub sender: String,
 }
 
-/// Why the token keys could not be loaded.
+/// Why the token keys could not be loaded or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("token key {id} is unusable: {error}")]
     Unusable { id: u32, error: TokenError },
-    #[error("the current token key {0} is missing")]
-    Missing(u32),
+    #[error("no token key id is left (the largest is in use)")]
+    NoIdLeft,
+}
+
+/// Until when a key that stops signing at `now` must verify what it
+/// signed: the latest expiry of a token signed so far or about to be
+/// signed (see [`Store::latest_token_expiry`]), plus one sweep interval,
+/// the time a running `serve` may go on signing with it before it reloads
+/// the keys.
+pub async fn retired_key_valid_until(
+    store: &Store,
+    config: &ChallengeConfig,
+    now: Timestamp,
+) -> Result<Timestamp, StoreError> {
+    let lag = i64::try_from(config.sweep_interval.0.as_secs()).unwrap_or(i64::MAX);
+    Ok(store.latest_token_expiry(now).await?.plus_secs(lag))
+}
+
+/// Makes a new key current; the one that signed until now is retired and
+/// verifies its tokens until [`retired_key_valid_until`]. Returns the new
+/// key's id and, if there was one, the retired key's id and validity.
+pub async fn rotate_key(
+    store: &Store,
+    config: &ChallengeConfig,
+    now: Timestamp,
+) -> Result<(u32, Option<(u32, Timestamp)>), KeyError> {
+    let id = store
+        .token_keys()
+        .await?
+        .next_id()
+        .ok_or(KeyError::NoIdLeft)?;
+    let until = retired_key_valid_until(store, config, now).await?;
+    let key = TokenKey::generate(id);
+    let previous = store.add_token_key(id, &key.to_hex(), now, until).await?;
+    Ok((id, previous.map(|p| (p, until))))
 }
 
 /// Loads the token keys, creating the first one (or taking the configured
-/// secret) when there is none.
-pub async fn load_keyring(store: &Store, config: &ChallengeConfig) -> Result<Keyring, KeyError> {
+/// secret) when there is none. A stored key that does not sign but has no
+/// retirement record (retired by a version of boxtrap that kept none, or
+/// set aside by a configured secret) is retired now; a revoked key is left
+/// out. Without a configured secret, a current key that is missing,
+/// retired or revoked is replaced by a new one.
+pub async fn load_keyring(
+    store: &Store,
+    config: &ChallengeConfig,
+    now: Timestamp,
+) -> Result<Keyring, KeyError> {
     let bad = |id: u32| move |error: TokenError| KeyError::Unusable { id, error };
-    if !config.secret.is_empty() {
-        let key = TokenKey::from_hex(0, &config.secret).map_err(bad(0))?;
-        let (stored, _) = store.token_keys().await?;
-        let others = stored
-            .iter()
-            .filter(|(id, _)| *id != 0)
-            .filter_map(|(id, hex)| TokenKey::from_hex(*id, hex).ok())
-            .collect();
-        return Ok(Keyring::new(key, others));
-    }
-    let (mut stored, mut current) = store.token_keys().await?;
-    if current.is_none() {
-        let key = TokenKey::generate(1);
-        match store.add_token_key(1, &key.to_hex(), true).await {
-            Ok(()) | Err(StoreError::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
+    let configured = !config.secret.is_empty();
+    let mut stored = store.token_keys().await?;
+    if !configured {
+        let signing = stored
+            .current
+            .and_then(|id| stored.get(id))
+            .filter(|k| k.retired.is_none() && k.revoked_at.is_none());
+        if signing.is_none() {
+            match rotate_key(store, config, now).await {
+                // Another process made it first: take theirs.
+                Ok(_) | Err(KeyError::Store(StoreError::Conflict(_))) => {}
+                Err(e) => return Err(e),
+            }
+            stored = store.token_keys().await?;
         }
-        (stored, current) = store.token_keys().await?;
     }
-    let current_id = current.unwrap_or(1);
-    let mut keys: Vec<TokenKey> = Vec::new();
-    for (id, hex) in &stored {
-        keys.push(TokenKey::from_hex(*id, hex).map_err(bad(*id))?);
-    }
-    let pos = keys
+    let signing = if configured { None } else { stored.current };
+    let unrecorded: Vec<u32> = stored
+        .keys
         .iter()
-        .position(|k| k.id == current_id)
-        .ok_or(KeyError::Missing(current_id))?;
-    let cur = keys.remove(pos);
-    Ok(Keyring::new(cur, keys))
+        .filter(|k| Some(k.id) != signing && k.retired.is_none() && k.revoked_at.is_none())
+        .map(|k| k.id)
+        .collect();
+    if !unrecorded.is_empty() {
+        let until = retired_key_valid_until(store, config, now).await?;
+        for id in unrecorded {
+            store.retire_token_key(id, now, until).await?;
+        }
+        stored = store.token_keys().await?;
+    }
+    let mut current = None;
+    let mut retired = Vec::new();
+    for k in &stored.keys {
+        if k.revoked_at.is_some() || (configured && k.id == 0) {
+            continue;
+        }
+        let key = TokenKey::from_hex(k.id, &k.hex).map_err(bad(k.id))?;
+        match k.retired {
+            Some((_, valid_until)) if Some(k.id) != signing => {
+                retired.push(RetiredKey { key, valid_until })
+            }
+            _ if Some(k.id) == signing => current = Some(key),
+            _ => {}
+        }
+    }
+    let current = match current {
+        Some(key) => key,
+        None if configured => TokenKey::from_hex(0, &config.secret).map_err(bad(0))?,
+        // Only when another process retired the new key in between.
+        None => {
+            return Err(StoreError::Conflict(
+                "the current token key changed while loading; try again".into(),
+            )
+            .into());
+        }
+    };
+    Ok(Keyring::new(current, retired))
+}
+
+/// Revokes key `id` at `now` (`boxtrap key retire`): no token it signed
+/// verifies from then on, in this process or any other. The key that
+/// signs cannot be revoked (rotate first). Returns false when it was
+/// revoked already.
+pub async fn revoke_key(store: &Store, id: u32, now: Timestamp) -> Result<bool, StoreError> {
+    let stored = store.token_keys().await?;
+    if stored.get(id).is_none() {
+        return Err(StoreError::NotFound(format!(
+            "no such token key: {id} (see `boxtrap key list`)"
+        )));
+    }
+    if stored.current == Some(id) {
+        return Err(StoreError::InUse(format!(
+            "token key {id} is the current one, which signs new challenges: run \
+             `boxtrap key rotate` first, then retire it"
+        )));
+    }
+    store.revoke_token_key(id, now).await
 }
 
 /// A challenge about to be opened with a held message: its mail is built
@@ -154,7 +260,7 @@ impl Challenges {
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Result<Challenges, KeyError> {
-        let keyring = load_keyring(&store, &config.challenge).await?;
+        let keyring = load_keyring(&store, &config.challenge, clock.now()).await?;
         Ok(Challenges {
             store,
             clock,
@@ -173,8 +279,10 @@ impl Challenges {
         }
     }
 
+    /// Reads the keys afresh: a key rotated, retired or revoked by the
+    /// admin CLI or another node counts from now on.
     pub async fn reload_keys(&self) -> Result<(), KeyError> {
-        let k = load_keyring(&self.store, &self.config).await?;
+        let k = load_keyring(&self.store, &self.config, self.clock.now()).await?;
         if let Ok(mut w) = self.keyring.write() {
             *w = k;
         }
@@ -347,37 +455,61 @@ impl Challenges {
         )
     }
 
-    /// Checks a token: well-formed, signed by one of our keys for the
-    /// challenge it names, not expired, not used.
+    /// Checks a token: well-formed, signed by a key that may still verify
+    /// (the current one, or a retired one until its last token expired)
+    /// for the challenge it names, within both its own expiry and its
+    /// challenge's stored one, not used.
+    ///
+    /// The keys are read afresh (a revocation counts at once) and the
+    /// challenge looked up whatever the token says; when there is no such
+    /// challenge the MAC is computed over stand-in addresses, so an unknown
+    /// id ([`VerifyError::Unknown`]) and a bad tag
+    /// ([`VerifyError::BadSignature`]) cost the same and the page shows
+    /// them alike.
     pub async fn verify(&self, token: &str) -> Result<Verified, VerifyError> {
-        let now = self.clock.now();
         let parts = token::decode(token).map_err(|_| VerifyError::Malformed)?;
-        let c = match self.store.challenge(parts.challenge_id).await {
-            Ok(Some(c)) => c,
-            Ok(None) => return Err(VerifyError::Unknown),
+        if let Err(e) = self.reload_keys().await {
+            tracing::error!(error = %e, "cannot read the token keys; using those loaded before");
+        }
+        let now = self.clock.now();
+        let row = match self.store.challenge(parts.challenge_id).await {
+            Ok(row) => row,
             Err(e) => {
                 tracing::error!(error = %e, "challenge lookup failed");
-                return Err(VerifyError::Unknown);
+                return Err(VerifyError::Unavailable);
             }
         };
-        let mut result = token::verify(&self.keyring(), &parts, &c.mailbox, &c.sender, now);
-        if let Err(TokenError::UnknownKey(_)) = result
-            && self.reload_keys().await.is_ok()
-        {
-            result = token::verify(&self.keyring(), &parts, &c.mailbox, &c.sender, now);
-        }
-        match result {
-            Ok(()) => {}
-            Err(TokenError::Expired) => return Err(VerifyError::Expired),
-            Err(TokenError::BadSignature) | Err(TokenError::UnknownKey(_)) => {
-                return Err(VerifyError::BadSignature);
+        const STAND_IN: &str = "unknown@challenge.invalid";
+        let (mailbox, sender) = row.as_ref().map_or((STAND_IN, STAND_IN), |c| {
+            (c.mailbox.as_str(), c.sender.as_str())
+        });
+        let signature = token::verify(&self.keyring(), &parts, mailbox, sender, now);
+        let refused = match (&row, signature) {
+            (_, Err(TokenError::Malformed | TokenError::UnsupportedVersion(_))) => {
+                Some(VerifyError::Malformed)
             }
-            Err(_) => return Err(VerifyError::Malformed),
+            (None, _) => Some(VerifyError::Unknown),
+            (Some(_), Ok(())) => None,
+            (Some(_), Err(TokenError::Expired)) => Some(VerifyError::Expired),
+            (Some(_), Err(_)) => Some(VerifyError::BadSignature),
+        };
+        if let Some(e) = refused {
+            // Both kinds of forgery leave the same trace.
+            tracing::info!(challenge = parts.challenge_id, key = parts.key_id, error = %e, "token refused");
+            return Err(e);
         }
+        let Some(c) = row else {
+            return Err(VerifyError::Unknown);
+        };
         match c.state {
             ChallengeState::Open => {}
             ChallengeState::Expired => return Err(VerifyError::Expired),
             ChallengeState::Verified => return Err(VerifyError::AlreadyUsed),
+        }
+        // The token's own expiry is what its signer wrote; the row's is
+        // what this server decided, and it wins.
+        if now > c.expires_at {
+            return Err(VerifyError::Expired);
         }
         Ok(Verified {
             challenge_id: c.id,
@@ -390,5 +522,102 @@ impl Challenges {
             mailbox: c.mailbox,
             sender: c.sender,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing;
+
+    const DAY: i64 = 86400;
+
+    fn config(secret: &str) -> ChallengeConfig {
+        let mut c = Config::load(None, Vec::new()).unwrap().challenge;
+        c.secret = secret.to_owned();
+        c
+    }
+
+    fn ids(k: &Keyring) -> (u32, Vec<u32>) {
+        let current = k.current().id;
+        let others = (1..10)
+            .filter(|i| *i != current && k.find(*i).is_some())
+            .collect();
+        (current, others)
+    }
+
+    #[tokio::test]
+    async fn keys_are_made_rotated_retired_and_revoked() {
+        let db = testing::sqlite().await;
+        let store = &db.store;
+        let c = config("");
+        let now = Timestamp::from_secs(1_000_000);
+        let first = load_keyring(store, &c, now).await.unwrap();
+        assert_eq!(ids(&first), (1, vec![]));
+        assert_eq!(
+            ids(&load_keyring(store, &c, now).await.unwrap()),
+            (1, vec![])
+        );
+
+        let (id, retired) = rotate_key(store, &c, now).await.unwrap();
+        let lag = c.sweep_interval.0.as_secs() as i64;
+        // No mailbox: nothing signed can outlive the lag.
+        assert_eq!((id, retired), (2, Some((1, now.plus_secs(lag)))));
+        let k = load_keyring(store, &c, now).await.unwrap();
+        assert_eq!(ids(&k), (2, vec![1]));
+
+        assert!(matches!(
+            revoke_key(store, 2, now).await,
+            Err(StoreError::InUse(_))
+        ));
+        assert!(matches!(
+            revoke_key(store, 9, now).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(revoke_key(store, 1, now).await.unwrap());
+        assert!(!revoke_key(store, 1, now).await.unwrap());
+        assert_eq!(
+            ids(&load_keyring(store, &c, now).await.unwrap()),
+            (2, vec![])
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_retired_without_a_record_get_one_and_a_configured_secret_retires_the_rest() {
+        let db = testing::sqlite().await;
+        let store = &db.store;
+        let now = Timestamp::from_secs(1_000_000);
+        // As an older boxtrap left them: two keys, 2 current, no records.
+        let hex = |c: char| c.to_string().repeat(64);
+        store.add_token_key(1, &hex('1'), now, now).await.unwrap();
+        sqlx::query("DELETE FROM settings WHERE name LIKE 'token_key_retired.%'")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        store.add_token_key(2, &hex('2'), now, now).await.unwrap();
+        sqlx::query("DELETE FROM settings WHERE name LIKE 'token_key_retired.%'")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        let c = config("");
+        load_keyring(store, &c, now).await.unwrap();
+        let lag = c.sweep_interval.0.as_secs() as i64;
+        let keys = store.token_keys().await.unwrap();
+        assert_eq!(
+            keys.get(1).unwrap().retired,
+            Some((now, now.plus_secs(lag)))
+        );
+        assert_eq!(keys.get(2).unwrap().retired, None);
+
+        // A configured secret signs; every stored key is retired.
+        let configured = config(&"ab".repeat(32));
+        let later = now.plus_secs(DAY);
+        let k = load_keyring(store, &configured, later).await.unwrap();
+        assert_eq!(ids(&k), (0, vec![1, 2]));
+        let keys = store.token_keys().await.unwrap();
+        assert_eq!(keys.get(2).unwrap().retired.map(|r| r.0), Some(later));
+        // The secret taken away again: key 2 is retired, so a new one signs.
+        let k = load_keyring(store, &config(""), later).await.unwrap();
+        assert_eq!(ids(&k), (3, vec![1, 2]));
     }
 }

@@ -9,6 +9,10 @@
 //! storage (the store keeps the keys; config may give one) or reading the
 //! clock (`now` is always an argument).
 //!
+//! A key that no longer signs is a [`RetiredKey`]: it verifies the tokens
+//! it signed until the last of them has expired (its `valid_until`), and
+//! nothing after; a revoked key is not in the keyring at all.
+//!
 //! Wire form, base64url without padding (RFC 4648 §5), 37 bytes → 50 chars:
 //!
 //! ```text
@@ -56,6 +60,10 @@ pub enum TokenError {
     /// Signed with a key that is no longer (or never was) in the keyring.
     #[error("token signed with unknown key {0}")]
     UnknownKey(u32),
+    /// Signed with a retired key whose tokens have all expired: whatever
+    /// it signs now is forged.
+    #[error("token signed with key {0}, retired and past its last token's expiry")]
+    KeyRetired(u32),
     /// The tag does not match: tampered, or for another mailbox or sender.
     #[error("bad token signature")]
     BadSignature,
@@ -143,18 +151,28 @@ fn hex_digit(c: u8) -> Result<u8, TokenError> {
     }
 }
 
-/// The key that signs new tokens plus older keys that still verify theirs.
+/// A key that no longer signs new tokens.
+#[derive(Debug, Clone)]
+pub struct RetiredKey {
+    pub key: TokenKey,
+    /// When the last token it signed expires: after this it verifies
+    /// nothing, so a copy of it (an old backup, a leaked database) forges
+    /// nothing either.
+    pub valid_until: Timestamp,
+}
+
+/// The key that signs new tokens plus retired keys that still verify theirs.
 #[derive(Debug, Clone)]
 pub struct Keyring {
     current: TokenKey,
-    /// Retired keys, kept until the last token they signed has expired.
-    others: Vec<TokenKey>,
+    retired: Vec<RetiredKey>,
 }
 
 impl Keyring {
-    /// `current` signs; `current` and `others` verify.
-    pub fn new(current: TokenKey, others: Vec<TokenKey>) -> Keyring {
-        Keyring { current, others }
+    /// `current` signs and verifies; each retired key verifies until its
+    /// `valid_until`.
+    pub fn new(current: TokenKey, retired: Vec<RetiredKey>) -> Keyring {
+        Keyring { current, retired }
     }
 
     /// The key new tokens are signed with.
@@ -162,11 +180,20 @@ impl Keyring {
         &self.current
     }
 
-    /// The key with this id, current or retired.
+    /// The key with this id, current or retired (valid or not).
     pub fn find(&self, id: u32) -> Option<&TokenKey> {
-        std::iter::once(&self.current)
-            .chain(&self.others)
-            .find(|k| k.id == id)
+        self.lookup(id).map(|(k, _)| k)
+    }
+
+    /// The key with this id and, for a retired one, until when it verifies.
+    fn lookup(&self, id: u32) -> Option<(&TokenKey, Option<Timestamp>)> {
+        if self.current.id == id {
+            return Some((&self.current, None));
+        }
+        self.retired
+            .iter()
+            .find(|r| r.key.id == id)
+            .map(|r| (&r.key, Some(r.valid_until)))
     }
 }
 
@@ -248,9 +275,10 @@ pub fn decode(token: &str) -> Result<TokenParts, TokenError> {
     })
 }
 
-/// Checks the tag in constant time, then expiry against `now` (a token is
-/// still good at the second it expires, not after). Mailbox and sender are
-/// compared case-insensitively.
+/// Checks that the key may still verify (a retired key only until its
+/// `valid_until`), the tag in constant time, then expiry against `now` (a
+/// token is still good at the second it expires, not after). Mailbox and
+/// sender are compared case-insensitively.
 pub fn verify(
     keyring: &Keyring,
     parts: &TokenParts,
@@ -261,9 +289,12 @@ pub fn verify(
     if parts.version != TOKEN_VERSION {
         return Err(TokenError::UnsupportedVersion(parts.version));
     }
-    let key = keyring
-        .find(parts.key_id)
+    let (key, valid_until) = keyring
+        .lookup(parts.key_id)
         .ok_or(TokenError::UnknownKey(parts.key_id))?;
+    if valid_until.is_some_and(|until| now > until) {
+        return Err(TokenError::KeyRetired(parts.key_id));
+    }
     let signed = signed_fields(
         parts.version,
         parts.key_id,
@@ -475,11 +506,21 @@ mod tests {
         );
     }
 
+    fn retired(id: u32, fill: u8, valid_until: Timestamp) -> RetiredKey {
+        RetiredKey {
+            key: key(id, fill),
+            valid_until,
+        }
+    }
+
     #[test]
     fn after_rotation_old_tokens_verify_and_unknown_key_ids_are_named() {
         let old = Keyring::new(key(1, 0x01), vec![]);
         let token = issue(&old, &claims());
-        let rotated = Keyring::new(key(2, 0x02), vec![key(1, 0x01)]);
+        let rotated = Keyring::new(
+            key(2, 0x02),
+            vec![retired(1, 0x01, claims().expires.plus_secs(300))],
+        );
         assert_eq!(
             check(
                 &rotated,
@@ -503,6 +544,46 @@ mod tests {
             ),
             Err(TokenError::UnknownKey(1))
         );
+    }
+
+    #[test]
+    fn a_retired_key_verifies_nothing_after_its_last_token_expired() {
+        let until = NOW.plus_secs(15 * 86400 + 300);
+        let rotated = Keyring::new(key(2, 0x02), vec![retired(1, 0x01, until)]);
+        // Forged with a copy of the retired key, claiming a year of life.
+        let forged = issue(
+            &Keyring::new(key(1, 0x01), vec![]),
+            &Claims {
+                expires: NOW.plus_secs(365 * 86400),
+                ..claims()
+            },
+        );
+        let at = |now| {
+            check(
+                &rotated,
+                &forged,
+                "alice@example.test",
+                "bob@sender.test",
+                now,
+            )
+        };
+        assert_eq!(at(NOW), Ok(()), "until then it is as good as the key");
+        assert_eq!(at(until), Ok(()));
+        assert_eq!(at(Timestamp(until.0 + 1)), Err(TokenError::KeyRetired(1)));
+        assert_eq!(at(until.plus_secs(86400)), Err(TokenError::KeyRetired(1)));
+        // The current key has no such limit.
+        let fresh = issue(&rotated, &claims());
+        assert_eq!(
+            check(
+                &rotated,
+                &fresh,
+                "alice@example.test",
+                "bob@sender.test",
+                NOW
+            ),
+            Ok(())
+        );
+        assert_eq!(rotated.find(1).map(|k| k.id), Some(1));
     }
 
     #[test]

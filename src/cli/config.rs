@@ -1,15 +1,19 @@
 //! `boxtrap check-config` (never opens the database) and `boxtrap migrate`.
 
 use super::load_config;
-use crate::app::{open_store, redact};
+use crate::app::{check_database_url, file_warnings, open_store, redact};
 use crate::config::Config;
 use anyhow::Context;
 use std::path::Path;
 
 /// Loads `path` (or the embedded defaults) and prints the effective
-/// settings, secrets hidden.
+/// settings, secrets hidden (the database password in every form the URL
+/// can carry it), then a warning for each setting worth a second look and
+/// each data file or directory other users can open.
 pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let mut config = load_config(path)?;
+    check_database_url(&config.database.url)?;
+    let files = file_warnings(&config);
     let shown = match path {
         Some(p) => p.display().to_string(),
         None => "(embedded defaults)".into(),
@@ -24,7 +28,7 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<()> {
     }
     let text = toml::to_string(&config).context("cannot print the configuration")?;
     say!("{}", text.trim_end());
-    for w in config.warnings() {
+    for w in config.warnings().iter().chain(&files) {
         say!("# warning: {w}");
     }
     Ok(())

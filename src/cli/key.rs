@@ -1,40 +1,45 @@
-//! `boxtrap key`: the keys challenge tokens are signed with, by id (never
-//! the secrets).
+//! `boxtrap key`: the keys challenge tokens are signed with, by id and
+//! state (never the secrets): list, rotate, retire.
 
 use super::Admin;
-use crate::challenge::token::TokenKey;
-use anyhow::{Context, bail};
+use crate::challenge::issue::{revoke_key, rotate_key};
+use crate::store::settings::StoredKey;
+use anyhow::bail;
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCmd {
-    /// List the challenge token keys by id, marking the current one (never the secrets).
+    /// List the challenge token keys by id with their state (current,
+    /// retired and until when it verifies, expired, revoked), never the secrets.
     List,
-    /// Make a new key current; older keys keep verifying their tokens until they expire.
+    /// Make a new key current; the old one verifies the tokens it signed until the last expires.
     Rotate,
+    /// Revoke a retired key at once: no token it signed is accepted any more.
+    Retire {
+        /// The key's id, as `key list` shows it.
+        id: u32,
+    },
 }
 
 pub async fn run(admin: &Admin, cmd: KeyCmd) -> anyhow::Result<()> {
     let store = &admin.store;
     let configured = !admin.config.challenge.secret.is_empty();
+    let now = admin.now();
     match cmd {
         KeyCmd::List => {
-            // Without a configured secret there is always a current key:
-            // opening the admin context made the first, as `serve` does.
-            let (keys, current) = store.token_keys().await?;
+            // Opening the admin context loaded the keys as `serve` does:
+            // without a configured secret there is a current key, and
+            // every other key has its retirement recorded.
+            let keys = store.token_keys().await?;
             if configured {
                 say!("0  current  (the [challenge] secret in the configuration)");
             }
-            for (id, _) in keys {
-                if configured && id == 0 {
+            for k in &keys.keys {
+                if configured && k.id == 0 {
                     continue;
                 }
-                let mark = if !configured && Some(id) == current {
-                    "  current"
-                } else {
-                    ""
-                };
-                say!("{id}{mark}");
+                let current = !configured && Some(k.id) == keys.current;
+                say!("{}", describe(k, current, now));
             }
         }
         KeyCmd::Rotate => {
@@ -45,19 +50,59 @@ pub async fn run(admin: &Admin, cmd: KeyCmd) -> anyhow::Result<()> {
                      `key rotate` manages), remove the secret from the configuration"
                 );
             }
-            let (keys, _) = store.token_keys().await?;
-            let max = keys.iter().map(|(id, _)| *id).max().unwrap_or(0);
-            let id = max
-                .checked_add(1)
-                .context("no token key id is left (the largest is in use)")?;
-            let key = TokenKey::generate(id);
-            store.add_token_key(id, &key.to_hex(), true).await?;
+            let (id, retired) = rotate_key(store, &admin.config.challenge, now).await?;
+            say!("token key {id} is now current");
+            if let Some((old, until)) = retired {
+                say!(
+                    "token key {old} is retired: it verifies the tokens it signed until {} \
+                     UTC, when the last of them expires (`boxtrap key retire {old}` ends \
+                     that now)",
+                    until.log_format()
+                );
+            }
             say!(
-                "token key {id} is now current; older keys still verify the tokens they \
-                 signed until those expire"
+                "running `boxtrap serve` processes sign with the new key from their next \
+                 sweep (challenge.sweep_interval)"
             );
-            say!("restart running `boxtrap serve` processes so they sign new challenges with it");
+        }
+        KeyCmd::Retire { id } => {
+            if configured && id == 0 {
+                bail!(
+                    "token key 0 is the [challenge] secret in the configuration: to stop \
+                     using it, change or remove the secret and restart `boxtrap serve`"
+                );
+            }
+            if revoke_key(store, id, now).await? {
+                say!(
+                    "token key {id} is revoked: no token it signed is accepted any more, \
+                     by link or by reply"
+                );
+            } else {
+                say!("token key {id} was already revoked");
+            }
         }
     }
     Ok(())
+}
+
+/// One line of `key list`: the id, the state, and its times (UTC).
+fn describe(k: &StoredKey, current: bool, now: crate::clock::Timestamp) -> String {
+    let id = k.id;
+    if let Some(at) = k.revoked_at {
+        return format!("{id}  revoked  {}", at.log_format());
+    }
+    match k.retired {
+        _ if current => format!("{id}  current"),
+        Some((at, until)) if now <= until => format!(
+            "{id}  retired  {}, verifies its tokens until {}",
+            at.log_format(),
+            until.log_format()
+        ),
+        Some((at, until)) => format!(
+            "{id}  expired  retired {}, verified its tokens until {}",
+            at.log_format(),
+            until.log_format()
+        ),
+        None => format!("{id}  retired"),
+    }
 }

@@ -12,12 +12,18 @@
 //! unique because queue ids are, and the same on every attempt, so a retry
 //! after a crash can see that the delivery already happened.
 //!
+//! Modes are what Dovecot creates and expects of a Maildir it reads as the
+//! mail user: every directory boxtrap makes (the root, a domain, a
+//! mailbox, `tmp/`, `new/`, `cur/`) is 0700 and every message file 0600,
+//! whatever the umask, so run boxtrap as the user Dovecot reads mail as
+//! (its `mail_uid`, e.g. `vmail`). Directories that exist keep their mode.
+//!
 //! These functions block; callers run them on tokio's blocking pool.
 
+use crate::filemode;
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -78,7 +84,7 @@ impl Maildirs {
             return Ok(d.clone());
         }
         for sub in ["tmp", "new", "cur"] {
-            fs::create_dir_all(maildir.join(sub))?;
+            filemode::create_dir_all(&maildir.join(sub))?;
         }
         // Make the Maildir's own directory entries durable once.
         for dir in [maildir, maildir.parent().unwrap_or(maildir), &self.root] {
@@ -225,11 +231,7 @@ fn maildir_content(m: &MaildirMessage<'_>) -> Vec<u8> {
 }
 
 fn write_synced(path: &Path, content: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = filemode::create_new(path)?;
     f.write_all(content)?;
     f.sync_all()
 }
@@ -283,6 +285,26 @@ mod tests {
                 .is_none()
         );
         assert!(dir.path().join("example.test/alice/cur").is_dir());
+    }
+
+    #[test]
+    fn the_maildir_tree_is_the_mail_users_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mail");
+        let m = Maildirs::new(root.clone(), "mx");
+        let path = m
+            .deliver(&msg("alice@example.test", "Q1_0", b"x\r\n"))
+            .unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&path), 0o600);
+        for d in ["", "example.test", "example.test/alice"]
+            .into_iter()
+            .map(|d| root.join(d))
+            .chain(["tmp", "new", "cur"].map(|s| root.join("example.test/alice").join(s)))
+        {
+            assert_eq!(mode(&d) & 0o077, 0, "{}: {:o}", d.display(), mode(&d));
+        }
     }
 
     #[test]

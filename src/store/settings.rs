@@ -251,34 +251,71 @@ impl Store {
         Ok(())
     }
 
-    /// Token keys as (id, hex secret), and the id of the current one.
-    pub async fn token_keys(&self) -> Result<(Vec<(u32, String)>, Option<u32>), StoreError> {
+    /// Every challenge token key with its state, and the id of the one
+    /// that signs, in one read.
+    pub async fn token_keys(&self) -> Result<TokenKeys, StoreError> {
         let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT name, value FROM settings WHERE name LIKE 'token_key.%'")
+            sqlx::query_as("SELECT name, value FROM settings WHERE name LIKE 'token_key%'")
                 .fetch_all(self.pool())
                 .await?;
-        let mut keys = Vec::new();
+        let mut keys: Vec<StoredKey> = Vec::new();
+        let mut retired = std::collections::HashMap::new();
+        let mut revoked = std::collections::HashMap::new();
+        let mut current = None;
         for (name, value) in rows {
-            if let Some(id) = name.strip_prefix("token_key.").and_then(|i| i.parse().ok()) {
-                keys.push((id, value));
+            let id = |prefix: &str| {
+                name.strip_prefix(prefix)
+                    .and_then(|i| i.parse::<u32>().ok())
+            };
+            if name == "token_key_current" {
+                current = value.parse().ok();
+            } else if let Some(id) = id("token_key.") {
+                keys.push(StoredKey {
+                    id,
+                    hex: value,
+                    retired: None,
+                    revoked_at: None,
+                });
+            } else if let Some(id) = id("token_key_retired.") {
+                let mut times = value
+                    .split(' ')
+                    .filter_map(|t| t.parse().ok())
+                    .map(Timestamp);
+                if let (Some(at), Some(until)) = (times.next(), times.next()) {
+                    retired.insert(id, (at, until));
+                }
+            } else if let Some(id) = id("token_key_revoked.")
+                && let Ok(at) = value.parse()
+            {
+                revoked.insert(id, Timestamp(at));
             }
         }
-        keys.sort();
-        let current = self
-            .setting("token_key_current")
-            .await?
-            .and_then(|v| v.parse().ok());
-        Ok((keys, current))
+        for k in &mut keys {
+            k.retired = retired.get(&k.id).copied();
+            k.revoked_at = revoked.get(&k.id).copied();
+        }
+        keys.sort_by_key(|k| k.id);
+        Ok(TokenKeys { keys, current })
     }
 
-    /// Stores a new key and makes it current.
+    /// Stores a new key and makes it current, in one transaction. The key
+    /// that was current (if another) is retired at `now`, verifying the
+    /// tokens it signed until `valid_until`; its id is returned.
     pub async fn add_token_key(
         &self,
         id: u32,
         hex: &str,
-        make_current: bool,
-    ) -> Result<(), StoreError> {
+        now: Timestamp,
+        valid_until: Timestamp,
+    ) -> Result<Option<u32>, StoreError> {
         let mut tx = self.begin_write().await?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'token_key_current'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let previous = previous
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|p| *p != id);
         sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2)")
             .bind(format!("token_key.{id}"))
             .bind(hex)
@@ -291,17 +328,109 @@ impl Store {
                     e.into()
                 }
             })?;
-        if make_current {
-            sqlx::query("DELETE FROM settings WHERE name = 'token_key_current'")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO settings (name, value) VALUES ('token_key_current', $1)")
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
+        sqlx::query("DELETE FROM settings WHERE name = 'token_key_current'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO settings (name, value) VALUES ('token_key_current', $1)")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if let Some(p) = previous {
+            insert_retired(&mut tx, p, now, valid_until).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(previous)
+    }
+
+    /// Records that key `id` stopped signing at `at` and verifies until
+    /// `valid_until`; a record made earlier stands.
+    pub async fn retire_token_key(
+        &self,
+        id: u32,
+        at: Timestamp,
+        valid_until: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.writer().acquire().await?;
+        insert_retired(&mut conn, id, at, valid_until).await
+    }
+
+    /// Revokes key `id` at `at`: it verifies nothing from then on. Returns
+    /// false when it was revoked already (the first time stands).
+    pub async fn revoke_token_key(&self, id: u32, at: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(format!("token_key_revoked.{id}"))
+        .bind(at.0.to_string())
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// When the last token signed so far, or about to be signed by a key
+    /// retired `now`, expires: the latest expiry of an open challenge, or
+    /// `now` plus the longest keep-days of any mailbox, whichever is later.
+    pub async fn latest_token_expiry(&self, now: Timestamp) -> Result<Timestamp, StoreError> {
+        let (keep_days, open): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT MAX(keep_days) FROM mailboxes),
+                    (SELECT MAX(expires_at) FROM challenges WHERE state = 'open')",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        let by_keep_days = now.plus_secs(keep_days.unwrap_or(0).max(0) * 86400);
+        Ok(by_keep_days.max(Timestamp(open.unwrap_or(i64::MIN))))
+    }
+}
+
+/// Inserts `token_key_retired.<id>` unless it exists.
+async fn insert_retired(
+    conn: &mut AnyConnection,
+    id: u32,
+    at: Timestamp,
+    valid_until: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(format!("token_key_retired.{id}"))
+        .bind(format!("{} {}", at.0, valid_until.0))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// One challenge token key as stored: settings rows `token_key.<id>` (the
+/// secret), `token_key_retired.<id>` and `token_key_revoked.<id>`. No
+/// `Debug`: the secret is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub id: u32,
+    /// The secret, 64 hex digits.
+    pub hex: String,
+    /// When it stopped signing, and until when it verifies the tokens it
+    /// signed (the last of them expires then).
+    pub retired: Option<(Timestamp, Timestamp)>,
+    /// When `boxtrap key retire` revoked it: it verifies nothing.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Every token key, by id, and the id of the current one (which signs).
+#[derive(Clone)]
+pub struct TokenKeys {
+    pub keys: Vec<StoredKey>,
+    pub current: Option<u32>,
+}
+
+impl TokenKeys {
+    /// The key with this id.
+    pub fn get(&self, id: u32) -> Option<&StoredKey> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+
+    /// The id a new key takes: one more than any stored, or 1.
+    pub fn next_id(&self) -> Option<u32> {
+        match self.keys.iter().map(|k| k.id).max() {
+            Some(max) => max.checked_add(1),
+            None => Some(1),
+        }
     }
 }
 
@@ -335,6 +464,90 @@ mod tests {
     use super::*;
     use crate::address::{Domain, EmailAddress};
     use crate::both_backends;
+
+    both_backends!(
+        token_keys_keep_their_retirement_and_revocation,
+        |store: Store| async move {
+            let t = |s| Timestamp::from_secs(s);
+            assert!(store.token_keys().await.unwrap().keys.is_empty());
+            assert_eq!(store.token_keys().await.unwrap().next_id(), Some(1));
+            let hex = |c: char| c.to_string().repeat(64);
+            assert_eq!(
+                store
+                    .add_token_key(1, &hex('a'), t(10), t(20))
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .add_token_key(2, &hex('b'), t(100), t(200))
+                    .await
+                    .unwrap(),
+                Some(1),
+                "the key that signed is retired in the same transaction"
+            );
+            assert!(matches!(
+                store.add_token_key(2, &hex('c'), t(1), t(2)).await,
+                Err(StoreError::Conflict(_))
+            ));
+            // A retirement already recorded stands.
+            store.retire_token_key(1, t(500), t(600)).await.unwrap();
+            assert!(store.revoke_token_key(1, t(300)).await.unwrap());
+            assert!(!store.revoke_token_key(1, t(400)).await.unwrap());
+            let keys = store.token_keys().await.unwrap();
+            assert_eq!(keys.current, Some(2));
+            assert_eq!(keys.next_id(), Some(3));
+            let one = keys.get(1).unwrap();
+            assert_eq!(one.hex, hex('a'));
+            assert_eq!(one.retired, Some((t(100), t(200))));
+            assert_eq!(one.revoked_at, Some(t(300)));
+            let two = keys.get(2).unwrap();
+            assert_eq!((two.retired, two.revoked_at), (None, None));
+        }
+    );
+
+    both_backends!(
+        the_latest_token_expiry_covers_keep_days_and_open_challenges,
+        |store: Store| async move {
+            let now = Timestamp::from_secs(1_000_000);
+            assert_eq!(store.latest_token_expiry(now).await.unwrap(), now);
+            store
+                .add_domain(&Domain::parse("example.test").unwrap(), now)
+                .await
+                .unwrap();
+            for m in ["alice@example.test", "bob@example.test"] {
+                store
+                    .add_mailbox(&EmailAddress::parse(m).unwrap(), "", now)
+                    .await
+                    .unwrap();
+            }
+            let mut bob = store
+                .mailbox_settings_by_address("bob@example.test")
+                .await
+                .unwrap();
+            bob.keep_days = 40;
+            store.update_mailbox_settings(&bob).await.unwrap();
+            assert_eq!(
+                store.latest_token_expiry(now).await.unwrap(),
+                now.plus_secs(40 * 86400),
+                "the longest keep-days"
+            );
+            // An open challenge made when bob kept mail for 90 days.
+            let late = now.plus_secs(90 * 86400);
+            sqlx::query(
+                "INSERT INTO challenges (mailbox_id, sender, sender_domain, state, created_at, expires_at)
+                 VALUES ($1, 'x@y.example', 'y.example', 'open', $2, $3)",
+            )
+            .bind(bob.id)
+            .bind(now.0)
+            .bind(late.0)
+            .execute(store.writer())
+            .await
+            .unwrap();
+            assert_eq!(store.latest_token_expiry(now).await.unwrap(), late);
+        }
+    );
 
     both_backends!(
         a_refused_address_change_leaves_the_settings_as_they_were,

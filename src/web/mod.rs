@@ -4,7 +4,10 @@
 //! button on it `POST`s to the same URL, and only that releases. Link
 //! scanners that open every URL in a mail therefore cannot verify a forged
 //! sender. Every bad token gets a page that says what is wrong, with a
-//! fitting status code, and changes nothing.
+//! fitting status code, and changes nothing; a token for a challenge id
+//! that does not exist and a tampered token for one that does get the same
+//! page (404, "This link is not valid"), so the page tells nobody which ids
+//! exist.
 //!
 //! [`listener`] serves these routes with every connection and request
 //! bounded; [`open_files`] keeps the process's descriptors enough for both
@@ -82,13 +85,11 @@ fn token_error_page(e: &VerifyError) -> Response {
             StatusCode::BAD_REQUEST,
             "This link is not a valid confirmation link. Check that it was copied completely.",
         ),
-        VerifyError::BadSignature => (
-            StatusCode::FORBIDDEN,
-            "This link has been altered and cannot be used. Use the link from the message exactly as it arrived.",
-        ),
-        VerifyError::Unknown => (
+        // One answer for both: which challenge ids exist is not the
+        // visitor's business (see `Challenges::verify`).
+        VerifyError::BadSignature | VerifyError::Unknown => (
             StatusCode::NOT_FOUND,
-            "This link does not belong to any waiting message. The messages may have been deleted.",
+            "This link is not valid: it may have been altered or copied incompletely, or the messages it was for are no longer kept. Use the link from the message exactly as it arrived.",
         ),
         VerifyError::Expired => (
             StatusCode::GONE,
@@ -97,6 +98,10 @@ fn token_error_page(e: &VerifyError) -> Response {
         VerifyError::AlreadyUsed => (
             StatusCode::GONE,
             "This link has already been used: your messages were delivered. Nothing more to do.",
+        ),
+        VerifyError::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This link cannot be checked right now. Please try again in a few minutes.",
         ),
     };
     let title = match e {

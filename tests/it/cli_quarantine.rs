@@ -671,9 +671,13 @@ fn key_rotation_adds_a_current_key_and_keeps_the_old_ones() {
     assert!(out.starts_with("token key 2 is now current"), "{out}");
     admin.ok(&["key", "rotate"]);
     let listed = admin.ok(&["key", "list"]);
-    assert_eq!(lines(&listed), ["1", "2", "3  current"]);
-    // Never a secret: ids only.
-    assert!(listed.lines().all(|l| l.len() < 20), "{listed}");
+    let keys = lines(&listed);
+    assert_eq!(keys.len(), 3, "{listed}");
+    assert!(keys[0].starts_with("1  retired  "), "{listed}");
+    assert!(keys[1].starts_with("2  retired  "), "{listed}");
+    assert_eq!(keys[2], "3  current");
+    // Never a secret: ids, states and times only.
+    assert!(listed.lines().all(|l| l.len() < 100), "{listed}");
 
     // With a configured secret there is nothing to rotate.
     let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";

@@ -13,6 +13,7 @@ mod corpus;
 mod crash;
 mod delivery;
 mod growth;
+mod hardening;
 mod limits;
 mod lists;
 mod load;

@@ -1,6 +1,7 @@
 //! The development outbox: `.eml` files instead of sending.
 
 use super::SendError;
+use crate::filemode;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -38,13 +39,14 @@ impl FileOutbox {
 
 /// Writes under a hidden temporary name, fsyncs, then renames: the `.eml`
 /// never appears half-written, and it survives a crash once we return.
+/// The file (its link releases held mail) is 0600 in a 0700 directory.
 fn write_eml(dir: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+    filemode::create_dir_all(dir)?;
     let id = format!("{:032x}", rand::random::<u128>());
     let tmp = dir.join(format!(".{id}.tmp"));
     let path = dir.join(format!("{id}.eml"));
     let result = (|| {
-        let mut file = std::fs::File::create_new(&tmp)?;
+        let mut file = filemode::create_new(&tmp)?;
         file.write_all(data)?;
         file.sync_all()?;
         std::fs::rename(&tmp, &path)?;
@@ -54,4 +56,20 @@ fn write_eml(dir: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map(|()| path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn outbox_files_carrying_live_links_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox");
+        let path = write_eml(&outbox, b"Subject: verify#x\r\n\r\nlink\r\n").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&outbox) & 0o077, 0);
+    }
 }
