@@ -43,7 +43,8 @@ pub enum VerifyError {
     Unknown,
     #[error("this link has already been used")]
     AlreadyUsed,
-    /// The database could not be read: nothing is known about the link.
+    /// The database could not be read: nothing is known about the link
+    /// (503, try again).
     #[error("the link cannot be checked right now")]
     Unavailable,
 }
@@ -79,10 +80,13 @@ pub struct Verified {
 /// Why the token keys could not be loaded or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The keys could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored or configured secret is not 64 hex digits.
     #[error("token key {id} is unusable: {error}")]
     Unusable { id: u32, error: TokenError },
+    /// Every id up to `u32::MAX` is taken.
     #[error("no token key id is left (the largest is in use)")]
     NoIdLeft,
 }

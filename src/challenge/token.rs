@@ -154,6 +154,7 @@ fn hex_digit(c: u8) -> Result<u8, TokenError> {
 /// A key that no longer signs new tokens.
 #[derive(Debug, Clone)]
 pub struct RetiredKey {
+    /// The key itself, still needed to check what it signed.
     pub key: TokenKey,
     /// When the last token it signed expires: after this it verifies
     /// nothing, so a copy of it (an old backup, a leaked database) forges

@@ -402,6 +402,7 @@ async fn insert_retired(
 /// `Debug`: the secret is never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredKey {
+    /// What tokens carry to name it.
     pub id: u32,
     /// The secret, 64 hex digits.
     pub hex: String,
@@ -415,7 +416,10 @@ pub struct StoredKey {
 /// Every token key, by id, and the id of the current one (which signs).
 #[derive(Clone)]
 pub struct TokenKeys {
+    /// Every stored key, by id, revoked ones included.
     pub keys: Vec<StoredKey>,
+    /// The id in `token_key_current`; with a configured secret, the key
+    /// that signed before it (now retired).
     pub current: Option<u32>,
 }
 
