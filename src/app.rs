@@ -529,10 +529,7 @@ impl App {
     /// commands with 421, lets messages in transfer finish, and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let limits = ConnectionLimits::new(
-            self.config.smtp.max_connections,
-            self.config.smtp.max_connections_per_ip,
-        );
+        let limits = ConnectionLimits::new(&self.config.smtp);
         for w in self.config.warnings() {
             tracing::warn!("{w}");
         }

@@ -38,6 +38,13 @@ pub struct SmtpConfig {
     /// Largest message accepted, in bytes (a number, or "25M", "512K").
     /// Advertised with the SIZE extension and enforced on the data itself.
     pub max_message_size: ByteSize,
+    /// Message data all sessions together may hold in memory, in bytes:
+    /// messages being received and messages being stored. When it is
+    /// spent, MAIL with a larger `SIZE=` and DATA get `452 4.3.1` (RFC 1870
+    /// §6.1) and a transfer that would go over it gets `421 4.3.1`. At
+    /// least `max_message_size`. Default: a sixteenth of the machine's
+    /// memory (or of the cgroup's memory limit), between 128M and 512M.
+    pub max_inflight_data: ByteSize,
     /// Recipients accepted per transaction; further RCPTs get 452 4.5.3.
     pub max_recipients: usize,
     /// Longest command line accepted, including CRLF (RFC 5321 §4.5.3.1.4
@@ -50,12 +57,26 @@ pub struct SmtpConfig {
     pub max_errors: u32,
     /// Concurrent SMTP sessions in total.
     pub max_connections: usize,
-    /// Concurrent SMTP sessions from one client IP address.
+    /// Concurrent SMTP sessions from one client: one IPv4 address, or one
+    /// IPv6 network of `ipv6_prefix_length` bits.
     pub max_connections_per_ip: usize,
+    /// Prefix length, in bits (32 to 128), of the IPv6 network that counts
+    /// as one client for `max_connections_per_ip`: 64 counts a /64 (one
+    /// site's LAN, RFC 4291 §2.5.1) once; 128 counts each address.
+    /// IPv4-mapped IPv6 addresses count as their IPv4 address.
+    pub ipv6_prefix_length: u8,
     /// How long to wait for the next command (RFC 5321 §4.5.3.2.7: at least 5 minutes).
     pub command_timeout: HumanDuration,
     /// How long to wait for each block of message data (RFC 5321 §4.5.3.2.5: 3 minutes).
     pub data_timeout: HumanDuration,
+    /// Time for one whole command line, from when the server is ready for
+    /// it to its CRLF, however the bytes trickle in (as Exim's
+    /// `smtp_receive_timeout` bounds a line). Over it: `421 4.4.2`.
+    pub command_time_limit: HumanDuration,
+    /// Time for one whole message, from the 354 reply to the final
+    /// `CRLF.CRLF` (RFC 5321 §4.1.1.4), however the bytes trickle in.
+    /// Over it: `421 4.4.2`, and the message is abandoned.
+    pub message_time_limit: HumanDuration,
     /// Subaddress separator: mail to `alice+tag@` reaches `alice@`. Empty turns it off.
     pub recipient_delimiter: String,
     /// Local mailbox that receives mail for `postmaster@` of every local
@@ -394,17 +415,43 @@ impl Default for SmtpConfig {
         SmtpConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
             max_message_size: ByteSize(25 * 1024 * 1024),
+            max_inflight_data: default_inflight_data(),
             max_recipients: 100,
             max_line_length: 2048,
             max_errors: 20,
             max_connections: 500,
             max_connections_per_ip: 50,
+            ipv6_prefix_length: 64,
             command_timeout: HumanDuration(Duration::from_secs(300)),
             data_timeout: HumanDuration(Duration::from_secs(180)),
+            command_time_limit: HumanDuration(Duration::from_secs(300)),
+            message_time_limit: HumanDuration(Duration::from_secs(3600)),
             recipient_delimiter: "+".into(),
             postmaster: String::new(),
         }
     }
+}
+
+/// The default `smtp.max_inflight_data`: a sixteenth of the memory this
+/// process may use (the machine's `MemTotal`, or the cgroup v2
+/// `memory.max` when lower), in whole MiB, between 128M and 512M; 256M
+/// when neither can be read.
+fn default_inflight_data() -> ByteSize {
+    const MIB: u64 = 1024 * 1024;
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let memory = match (total, cgroup) {
+        (Some(t), Some(c)) => t.min(c),
+        (Some(m), None) | (None, Some(m)) => m,
+        (None, None) => return ByteSize(256 * MIB),
+    };
+    ByteSize((memory / 16 / MIB).clamp(128, 512) * MIB)
 }
 
 impl Default for WebConfig {
@@ -597,6 +644,28 @@ impl Config {
         }
         if self.smtp.max_message_size.0 < 1024 {
             return bad("smtp.max_message_size: must be at least 1K".into());
+        }
+        if self.smtp.max_inflight_data.0 < self.smtp.max_message_size.0 {
+            return bad(format!(
+                "smtp.max_inflight_data: {} is less than smtp.max_message_size ({}), so a \
+                 message of that size could never be received",
+                self.smtp.max_inflight_data, self.smtp.max_message_size
+            ));
+        }
+        if !(32..=128).contains(&self.smtp.ipv6_prefix_length) {
+            return bad(format!(
+                "smtp.ipv6_prefix_length: {} is not between 32 and 128 (64 counts each /64 \
+                 as one client, 128 each address)",
+                self.smtp.ipv6_prefix_length
+            ));
+        }
+        for (key, limit) in [
+            ("command_time_limit", self.smtp.command_time_limit),
+            ("message_time_limit", self.smtp.message_time_limit),
+        ] {
+            if limit.0 < Duration::from_secs(1) {
+                return bad(format!("smtp.{key}: {limit} is less than 1s"));
+            }
         }
         if !self.smtp.postmaster.is_empty()
             && crate::address::EmailAddress::parse(&self.smtp.postmaster).is_err()
@@ -1117,6 +1186,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn smtp_resource_limits_are_read_and_bad_ones_refused_by_name() {
+        let c = load_str(
+            "[smtp]\nmax_inflight_data = \"1G\"\nipv6_prefix_length = 56\n\
+             command_time_limit = \"2m\"\nmessage_time_limit = \"30m\"\n",
+            &[("BOXTRAP_SMTP_IPV6_PREFIX_LENGTH", "48")],
+        )
+        .unwrap();
+        assert_eq!(c.smtp.max_inflight_data, ByteSize(1 << 30));
+        assert_eq!(c.smtp.ipv6_prefix_length, 48);
+        assert_eq!(c.smtp.command_time_limit.0, Duration::from_secs(120));
+        assert_eq!(c.smtp.message_time_limit.0, Duration::from_secs(1800));
+        for (text, key) in [
+            (
+                "max_inflight_data = \"10M\"",
+                "smtp.max_inflight_data: 10M is less than smtp.max_message_size (25M)",
+            ),
+            (
+                "ipv6_prefix_length = 0",
+                "smtp.ipv6_prefix_length: 0 is not between 32 and 128",
+            ),
+            (
+                "ipv6_prefix_length = 6",
+                "smtp.ipv6_prefix_length: 6 is not",
+            ),
+            (
+                "ipv6_prefix_length = 129",
+                "smtp.ipv6_prefix_length: 129 is not",
+            ),
+            ("ipv6_prefix_length = 300", "ipv6_prefix_length"),
+            (
+                "command_time_limit = 0",
+                "smtp.command_time_limit: 0s is less than 1s",
+            ),
+            (
+                "message_time_limit = \"500ms\"",
+                "smtp.message_time_limit: 500ms is less than 1s",
+            ),
+            ("message_time_limit = \"forever\"", "message_time_limit"),
+            ("max_inflight_data = \"lots\"", "max_inflight_data"),
+        ] {
+            let e = load_str(&format!("[smtp]\n{text}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_default_data_budget_is_sized_to_the_machine() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        let budget = c.smtp.max_inflight_data.0;
+        assert!(budget >= 128 << 20, "{budget}");
+        assert!(budget.is_multiple_of(1 << 20), "{budget}");
+        assert!(budget >= c.smtp.max_message_size.0);
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        assert!(budget <= 512 << 20, "{budget}");
+        assert!(
+            budget <= (kib * 1024 / 16).max(128 << 20),
+            "{budget} for {kib} KiB"
+        );
     }
 
     #[test]

@@ -191,6 +191,33 @@ pub mod codes {
             format!("{host} Timeout waiting for input, closing"),
         )
     }
+    /// RFC 5321 §4.5.3.2 / RFC 3463 4.4.2: a whole command line (`what`
+    /// = "command") or message ("message") did not arrive within `limit`
+    /// (`smtp.command_time_limit`, `smtp.message_time_limit`), however
+    /// steadily its bytes trickled in.
+    pub fn time_limit(host: &str, what: &str, limit: crate::config::HumanDuration) -> Reply {
+        Reply::text(
+            421,
+            "4.4.2",
+            format!("{host} Timeout: {what} not complete within {limit}, closing"),
+        )
+    }
+    /// RFC 1870 §6.1 / RFC 3463 4.3.1: no room for message data right now
+    /// (`smtp.max_inflight_data` is in use), at MAIL with `SIZE=` or at
+    /// DATA; the client tries again later.
+    pub fn insufficient_storage() -> Reply {
+        Reply::text(452, "4.3.1", "Insufficient system storage, try again later")
+    }
+    /// RFC 5321 §3.8 / RFC 3463 4.3.1: message data in transfer would go
+    /// over `smtp.max_inflight_data`; the session is closed and the
+    /// client tries again later.
+    pub fn storage_exhausted(host: &str) -> Reply {
+        Reply::text(
+            421,
+            "4.3.1",
+            format!("{host} Insufficient system storage, closing; try again later"),
+        )
+    }
     pub fn too_many_errors(host: &str) -> Reply {
         Reply::text(421, "4.7.0", format!("{host} Too many errors, closing"))
     }

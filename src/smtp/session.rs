@@ -5,14 +5,24 @@
 //! input, so a pipelining client (RFC 2920) gets a whole group of replies in
 //! one write. Parsing is done by [`Command::parse`] and [`DataDecoder`];
 //! this file owns only the order of things and the limits.
+//!
+//! Limits on time: each read waits at most `command_timeout` (or
+//! `data_timeout` in DATA) for a byte, and besides a whole command line
+//! must arrive within `command_time_limit` and a whole message within
+//! `message_time_limit`, so a client that trickles bytes cannot hold a
+//! session. Limits on memory: the message in transfer is charged, byte for
+//! byte, to the server-wide [`DataBudget`] until it is stored; reads go
+//! through one fixed buffer per session, and writes wait at most
+//! `command_timeout` for a client that does not read its replies.
 
 use super::accept::{Accepted, MailHandler};
 use super::command::{Command, ForwardPath, MailParams};
 use super::data::{DataDecoder, DataOutcome};
 use super::reply::{Reply, codes};
+use super::server::{Charge, DataBudget};
 use crate::address::EmailAddress;
 use crate::clock::Clock;
-use crate::config::SmtpConfig;
+use crate::config::{ByteSize, SmtpConfig};
 use crate::delivery::router::Route;
 use crate::envelope::{ClientInfo, Envelope, Recipient};
 use crate::mainlog::MainLog;
@@ -22,6 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What every session shares.
 pub struct SmtpContext {
@@ -66,13 +77,30 @@ struct Session<'a> {
     tx: Option<Transaction>,
     errors: u32,
     out: Vec<u8>,
+    /// This session's part of the data budget: the bytes of the message
+    /// being received or stored, nothing between messages.
+    charge: Charge,
+    /// When the command line being read (in DATA: the message) must be
+    /// complete.
+    deadline: Instant,
 }
 
-/// Runs a session on `stream` until QUIT, an error, a timeout, or shutdown.
+/// How long a read may wait, and what it means when it ends unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// `command_timeout` / `data_timeout` without a byte.
+    Idle,
+    /// `command_time_limit` / `message_time_limit` reached.
+    Whole,
+}
+
+/// Runs a session on `stream` until QUIT, an error, a timeout, or shutdown;
+/// message data it holds is charged to `budget`.
 pub async fn run_session<S>(
     ctx: &SmtpContext,
     mut stream: S,
     peer: SocketAddr,
+    budget: &Arc<DataBudget>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -85,6 +113,8 @@ pub async fn run_session<S>(
         tx: None,
         errors: 0,
         out: Vec::with_capacity(512),
+        charge: budget.charge(),
+        deadline: Instant::now() + ctx.config.command_time_limit.0,
     };
     // RFC 5321 §4.2: the greeting; RFC 2034 gives it no enhanced code.
     s.reply(Reply::text(
@@ -98,24 +128,37 @@ pub async fn run_session<S>(
     loop {
         // Work through whatever is buffered.
         let flow = s.process(&mut buf, &mut mode).await;
-        if !s.out.is_empty() {
-            if stream.write_all(&s.out).await.is_err() {
-                return;
-            }
-            s.out.clear();
+        if !s.flush(&mut stream).await {
+            return;
         }
         if let Flow::Close = flow {
             let _ = stream.shutdown().await;
             return;
         }
-        // Wait for more input.
+        // Wait for more input: for a byte at most the idle timeout, and
+        // never past the deadline of the whole command or message.
         let in_data = matches!(mode, Mode::Data(_));
-        let timeout = if in_data {
+        let idle = if in_data {
             ctx.config.data_timeout.0
         } else {
             ctx.config.command_timeout.0
         };
-        let read = tokio::time::timeout(timeout, stream.read(&mut chunk));
+        let now = Instant::now();
+        let (until, wait) = if s.deadline <= now + idle {
+            (s.deadline, Wait::Whole)
+        } else {
+            (now + idle, Wait::Idle)
+        };
+        // Checked before reading too: a client that always has bytes ready
+        // (an endless line, data past the size limit) is still cut off.
+        let read = async {
+            if now >= until {
+                return Err(());
+            }
+            tokio::time::timeout_at(until, stream.read(&mut chunk))
+                .await
+                .map_err(|_| ())
+        };
         let n = if in_data {
             // A message in transfer is allowed to finish during shutdown.
             read.await
@@ -124,18 +167,16 @@ pub async fn run_session<S>(
                 r = read => r,
                 _ = wait_shutdown(&mut shutdown) => {
                     s.reply(codes::shutting_down(&ctx.hostname));
-                    let _ = stream.write_all(&s.out).await;
+                    s.flush(&mut stream).await;
                     let _ = stream.shutdown().await;
                     return;
                 }
             }
         };
         match n {
-            Err(_) => {
-                tracing::info!(peer = %peer, "SMTP timeout");
-                s.ctx.log.timeout(peer.ip());
-                s.reply(codes::timeout(&ctx.hostname));
-                let _ = stream.write_all(&s.out).await;
+            Err(()) => {
+                s.timed_out(in_data, wait);
+                s.flush(&mut stream).await;
                 let _ = stream.shutdown().await;
                 return;
             }
@@ -145,7 +186,7 @@ pub async fn run_session<S>(
         if *shutdown.borrow() && !in_data && matches!(mode, Mode::Command) {
             // Shutdown began while we were reading: new commands get 421.
             s.reply(codes::shutting_down(&ctx.hostname));
-            let _ = stream.write_all(&s.out).await;
+            s.flush(&mut stream).await;
             let _ = stream.shutdown().await;
             return;
         }
@@ -161,6 +202,82 @@ async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
 impl Session<'_> {
     fn reply(&mut self, r: Reply) {
         r.write_to(&mut self.out);
+    }
+
+    /// Writes the collected replies; false when the client is gone or has
+    /// not read them within `command_timeout` (a client that never reads
+    /// must not hold the session once the socket's buffer is full).
+    async fn flush<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let write = stream.write_all(&self.out);
+        let done = tokio::time::timeout(self.ctx.config.command_timeout.0, write).await;
+        self.out.clear();
+        matches!(done, Ok(Ok(())))
+    }
+
+    /// The next command line may take `command_time_limit` from now.
+    fn next_command(&mut self) {
+        self.deadline = Instant::now() + self.ctx.config.command_time_limit.0;
+    }
+
+    /// The client took too long: `421 4.4.2`, a main-log line worded as
+    /// Exim's (`SMTP command timeout` / `SMTP data timeout (message
+    /// abandoned)`, saying which limit when it was a whole-command or
+    /// whole-message one), and the session ends.
+    fn timed_out(&mut self, in_data: bool, wait: Wait) {
+        let c = &self.ctx.config;
+        let host = &self.ctx.hostname;
+        let ip = self.peer.ip();
+        let from = || {
+            let f = self.tx.as_ref().and_then(|t| t.from.as_ref());
+            f.map(|f| f.to_string()).unwrap_or_default()
+        };
+        tracing::info!(peer = %self.peer, in_data, ?wait, "SMTP timeout");
+        let (line, reply) = match (in_data, wait) {
+            (false, Wait::Idle) => {
+                self.ctx.log.timeout(ip);
+                self.reply(codes::timeout(host));
+                return;
+            }
+            (false, Wait::Whole) => (
+                format!(
+                    "SMTP command timeout (command not complete within smtp.command_time_limit \
+                     {}) on connection from [{ip}]",
+                    c.command_time_limit
+                ),
+                codes::time_limit(host, "command", c.command_time_limit),
+            ),
+            (true, Wait::Idle) => (
+                format!(
+                    "SMTP data timeout (message abandoned) on connection from [{ip}] F=<{}>",
+                    from()
+                ),
+                codes::timeout(host),
+            ),
+            (true, Wait::Whole) => (
+                format!(
+                    "SMTP data timeout (message abandoned: not complete within \
+                     smtp.message_time_limit {}) on connection from [{ip}] F=<{}>",
+                    c.message_time_limit,
+                    from()
+                ),
+                codes::time_limit(host, "message", c.message_time_limit),
+            ),
+        };
+        self.ctx.log.main(&line);
+        self.reply(reply);
+    }
+
+    /// Why there is no room for message data, for the reject log.
+    fn no_storage(&self) -> String {
+        let budget = self.charge.budget();
+        format!(
+            "insufficient system storage: smtp.max_inflight_data ({}) in use, {} free",
+            ByteSize(budget.limit()),
+            budget.available()
+        )
     }
 
     /// Answers a client mistake and counts it; too many end the session.
@@ -188,7 +305,26 @@ impl Session<'_> {
         loop {
             match mode {
                 Mode::Data(decoder) => {
-                    let Some(used) = decoder.feed(buf) else {
+                    let end = decoder.feed(buf);
+                    // What the decoder keeps is charged to the budget as it
+                    // arrives; over the budget (or out of memory), the
+                    // transfer ends here.
+                    let no_memory = decoder.out_of_memory();
+                    if !self.charge.set(decoder.kept() as u64) || no_memory {
+                        *mode = Mode::Command;
+                        let why = if no_memory {
+                            NO_MEMORY.to_owned()
+                        } else {
+                            self.no_storage()
+                        };
+                        let from = self.tx.take().and_then(|t| t.from);
+                        self.charge.set(0);
+                        tracing::warn!(peer = %self.peer, "{why}: transfer ended");
+                        self.log_reject(from.as_ref(), "during DATA", &why);
+                        self.reply(codes::storage_exhausted(&self.ctx.hostname));
+                        return Flow::Close;
+                    }
+                    let Some(used) = end else {
                         buf.clear();
                         return Flow::Continue;
                     };
@@ -197,11 +333,14 @@ impl Session<'_> {
                         unreachable!()
                     };
                     self.end_of_data(decoder.finish()).await;
+                    self.charge.set(0);
+                    self.next_command();
                 }
                 Mode::Discard => match buf.iter().position(|&b| b == b'\n') {
                     Some(i) => {
                         buf.drain(..=i);
                         *mode = Mode::Command;
+                        self.next_command();
                     }
                     None => {
                         buf.clear();
@@ -224,20 +363,23 @@ impl Session<'_> {
                         if let Flow::Close = self.error(codes::line_too_long()) {
                             return Flow::Close;
                         }
+                        self.next_command();
                         continue;
                     }
                     match self.command(line) {
                         Step::Flow(Flow::Close) => return Flow::Close,
-                        Step::Flow(Flow::Continue) => {}
+                        Step::Flow(Flow::Continue) => self.next_command(),
                         Step::StartData => {
                             *mode = Mode::Data(DataDecoder::new(
                                 self.ctx.config.max_message_size.0 as usize,
                             ));
+                            self.deadline = Instant::now() + self.ctx.config.message_time_limit.0;
                         }
                         Step::Rcpt(to) => {
                             if let Flow::Close = self.rcpt(to).await {
                                 return Flow::Close;
                             }
+                            self.next_command();
                         }
                     }
                 }
@@ -295,6 +437,16 @@ impl Session<'_> {
                     self.log_reject(from.as_ref(), "MAIL", "message too big (SIZE)");
                     return Step::Flow(self.error(codes::message_too_big()));
                 }
+                // RFC 1870 §6.1: no room for the declared size right now.
+                if params
+                    .size
+                    .is_some_and(|n| n > self.charge.budget().available())
+                {
+                    let why = self.no_storage();
+                    self.log_reject(from.as_ref(), "MAIL", &why);
+                    self.reply(codes::insufficient_storage());
+                    return Step::Flow(Flow::Continue);
+                }
                 self.tx = Some(Transaction {
                     from,
                     params,
@@ -324,6 +476,19 @@ impl Session<'_> {
                 };
                 if tx.recipients.is_empty() {
                     return Step::Flow(self.error(codes::no_valid_recipients()));
+                }
+                // Room for the declared size, or for a small message.
+                let need = tx
+                    .params
+                    .size
+                    .unwrap_or(ROOM_WITHOUT_SIZE)
+                    .min(self.ctx.config.max_message_size.0);
+                if need > self.charge.budget().available() {
+                    let from = tx.from.clone();
+                    let why = self.no_storage();
+                    self.log_reject(from.as_ref(), "DATA", &why);
+                    self.reply(codes::insufficient_storage());
+                    return Step::Flow(Flow::Continue);
                 }
                 self.reply(codes::start_data());
                 return Step::StartData;
@@ -545,30 +710,32 @@ impl Session<'_> {
                 self.reply(codes::bare_newline());
                 return;
             }
+            DataOutcome::NoMemory => {
+                self.log_reject(tx.from.as_ref(), "after DATA", NO_MEMORY);
+                self.reply(codes::insufficient_storage());
+                return;
+            }
             DataOutcome::Message(body) => body,
         };
         let now = self.ctx.clock.now();
         let queue_id = new_queue_id(now);
         let (with, protocol) = self.protocol(&tx);
         let helo = self.helo.clone().unwrap_or_default();
-        let mut data = Vec::with_capacity(body.len() + 256);
         // RFC 5321 §4.4: the trace header, prepended.
         let for_clause = match (&tx.first_rcpt, tx.accepted) {
             (Some(r), 1) => format!("\r\n\tfor <{r}>"),
             _ => String::new(),
         };
-        data.extend_from_slice(
-            format!(
-                "Received: from {} ({})\r\n\tby {} (boxtrap) with {with} id {queue_id}{for_clause};\r\n\t{}\r\n",
-                sanitize_helo(&helo),
-                address_literal(self.peer.ip()),
-                self.ctx.hostname,
-                now.rfc5322()
-            )
-            .as_bytes(),
+        let received = format!(
+            "Received: from {} ({})\r\n\tby {} (boxtrap) with {with} id {queue_id}{for_clause};\r\n\t{}\r\n",
+            sanitize_helo(&helo),
+            address_literal(self.peer.ip()),
+            self.ctx.hostname,
+            now.rfc5322()
         );
-        data.extend_from_slice(&body);
-        drop(body);
+        // The header goes in front, in the buffer the message is in; the
+        // charge for the message stays until the handler has stored it.
+        let data = body.into_vec(received.as_bytes());
         let from = tx.from.clone();
         let env = Envelope {
             queue_id: queue_id.clone(),
@@ -607,6 +774,13 @@ impl Session<'_> {
         self.reply(codes::local_error());
     }
 }
+
+/// Why a message could not be kept when the system had no memory for it.
+const NO_MEMORY: &str = "insufficient system storage: no memory could be reserved for the message";
+
+/// Free budget a DATA without a declared `SIZE=` needs to go ahead: room
+/// for a small message (64K, or `max_message_size` when that is smaller).
+const ROOM_WITHOUT_SIZE: u64 = 64 * 1024;
 
 enum Step {
     Flow(Flow),
@@ -741,6 +915,20 @@ mod tests {
         answer: Accepted,
         tweak: impl FnOnce(&mut SmtpConfig),
     ) -> Client {
+        let mut config = SmtpConfig::default();
+        tweak(&mut config);
+        let budget = DataBudget::new(config.max_inflight_data.0);
+        session_with(hostname, answer, &budget, config).await
+    }
+
+    /// A session whose message data is charged to `budget`, which other
+    /// sessions may share.
+    async fn session_with(
+        hostname: &str,
+        answer: Accepted,
+        budget: &Arc<DataBudget>,
+        config: SmtpConfig,
+    ) -> Client {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_795_788_353)));
         let log = MainLog::open(
@@ -749,8 +937,6 @@ mod tests {
             clock.clone(),
         )
         .unwrap();
-        let mut config = SmtpConfig::default();
-        tweak(&mut config);
         let handler = Arc::new(Fake {
             answer,
             taken: Mutex::new(Vec::new()),
@@ -764,9 +950,11 @@ mod tests {
         });
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (_stop, stopped) = watch::channel(false);
+        let budget = budget.clone();
         tokio::spawn(async move {
             let _keep = _stop;
-            run_session(&ctx, server, "192.0.2.7:40312".parse().unwrap(), stopped).await;
+            let peer = "192.0.2.7:40312".parse().unwrap();
+            run_session(&ctx, server, peer, &budget, stopped).await;
         });
         let (read, write) = tokio::io::split(client);
         let mut c = Client {
@@ -976,5 +1164,268 @@ mod tests {
         let r = c.reply().await;
         assert!(r.starts_with("421 4.4.2"), "{r}");
         assert!(c.handler.taken.lock().unwrap().is_empty());
+    }
+
+    /// Sends `bytes` one at a time, `every` apart, until the server
+    /// answers; returns the answer, how long it took and how many bytes
+    /// went out.
+    async fn trickle(c: &mut Client, bytes: &[u8], every: Duration) -> (String, Duration, usize) {
+        let started = tokio::time::Instant::now();
+        for (i, b) in bytes.iter().enumerate() {
+            if c.write.write_all(&[*b]).await.is_err() {
+                return (c.reply().await, started.elapsed(), i);
+            }
+            if let Ok(r) = tokio::time::timeout(every, c.reply()).await {
+                return (r, started.elapsed(), i + 1);
+            }
+        }
+        (c.reply().await, started.elapsed(), bytes.len())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_trickling_a_command_one_byte_a_minute_is_cut_off_by_the_command_time_limit() {
+        // The defaults: 5m without a byte, and 5m for the whole line.
+        let mut c = session(Accepted::Stored, |_| {}).await;
+        c.cmd("EHLO client.example.org", "250").await;
+        let endless = "MAIL FROM:<".to_owned() + &"b".repeat(500);
+        let (r, took, sent) = trickle(&mut c, endless.as_bytes(), Duration::from_secs(60)).await;
+        assert_eq!(
+            r,
+            "421 4.4.2 mx.example.test Timeout: command not complete within 5m, closing\r\n"
+        );
+        assert!(
+            took >= Duration::from_secs(300) && took < Duration::from_secs(301),
+            "{took:?}"
+        );
+        assert!(sent >= 5, "a byte a minute all along: {sent}");
+        assert!(
+            mainlog(&c).contains(
+                "SMTP command timeout (command not complete within smtp.command_time_limit 5m) \
+                 on connection from [192.0.2.7]"
+            ),
+            "{}",
+            mainlog(&c)
+        );
+        assert_eq!(c.reply().await, "", "closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_trickling_a_message_one_byte_a_minute_is_cut_off_by_the_message_time_limit() {
+        let mut c = session(Accepted::Stored, |_| {}).await;
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        c.cmd("RCPT TO:<alice@example.test>", "250").await;
+        c.cmd("DATA", "354").await;
+        let body = "x".repeat(200);
+        let (r, took, sent) = trickle(&mut c, body.as_bytes(), Duration::from_secs(60)).await;
+        assert_eq!(
+            r,
+            "421 4.4.2 mx.example.test Timeout: message not complete within 1h, closing\r\n"
+        );
+        assert_eq!(took, Duration::from_secs(3600), "{took:?}");
+        assert!(sent >= 60, "a byte a minute all along: {sent}");
+        assert!(c.handler.taken.lock().unwrap().is_empty());
+        assert!(
+            mainlog(&c).contains(
+                "SMTP data timeout (message abandoned: not complete within \
+                 smtp.message_time_limit 1h) on connection from [192.0.2.7] F=<bob@example.org>"
+            ),
+            "{}",
+            mainlog(&c)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_line_is_cut_off_by_the_command_time_limit_however_fast_it_comes() {
+        let mut c = session(Accepted::Stored, |s| {
+            s.command_time_limit = HumanDuration(Duration::from_secs(60));
+        })
+        .await;
+        c.cmd("EHLO client.example.org", "250").await;
+        let started = tokio::time::Instant::now();
+        let piece = vec![b'x'; 4096];
+        let mut answers = String::new();
+        // 4 KiB every second: never idle, never a line end.
+        for _ in 0..120 {
+            if c.write.write_all(&piece).await.is_err() {
+                break;
+            }
+            if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), c.reply()).await {
+                answers.push_str(&r);
+                if r.starts_with("421") || r.is_empty() {
+                    break;
+                }
+            }
+        }
+        assert!(
+            answers.starts_with("500 5.5.2 Line too long\r\n421 4.4.2 "),
+            "{answers}"
+        );
+        assert!(
+            answers.contains("command not complete within 1m"),
+            "{answers}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(60) && took <= Duration::from_secs(62),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_time_limits_run_per_command_and_per_message_not_per_session() {
+        let mut c = session(Accepted::Stored, |s| {
+            s.command_time_limit = HumanDuration(Duration::from_secs(300));
+            s.message_time_limit = HumanDuration(Duration::from_secs(1800));
+        })
+        .await;
+        // Each command takes 4 of its 5 minutes; 20 minutes in all.
+        for _ in 0..5 {
+            c.write.write_all(b"NO").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(240)).await;
+            c.cmd("OP", "250 2.0.0").await;
+        }
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        c.cmd("RCPT TO:<alice@example.test>", "250").await;
+        c.cmd("DATA", "354").await;
+        // 29 minutes of a message, a line every 2 minutes.
+        for i in 0..14 {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            c.write
+                .write_all(format!("line {i}\r\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        c.cmd(".", "250 2.0.0").await;
+        // The next command has its own five minutes again.
+        tokio::time::sleep(Duration::from_secs(290)).await;
+        c.cmd("QUIT", "221").await;
+    }
+
+    /// EHLO, MAIL (with `SIZE=` when given), RCPT and DATA; returns the
+    /// reply to the last command sent.
+    async fn start_data(c: &mut Client, size: Option<u64>) -> String {
+        c.cmd("EHLO client.example.org", "250").await;
+        let size = size.map(|n| format!(" SIZE={n}")).unwrap_or_default();
+        let r = c
+            .cmd(&format!("MAIL FROM:<bob@example.org>{size}"), "")
+            .await;
+        if !r.starts_with("250") {
+            return r;
+        }
+        c.cmd("RCPT TO:<alice@example.test>", "250").await;
+        c.cmd("DATA", "").await
+    }
+
+    async fn settle(budget: &DataBudget, bytes: u64) {
+        for _ in 0..10_000 {
+            if budget.in_use() == bytes {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("budget in use {} never became {bytes}", budget.in_use());
+    }
+
+    #[tokio::test]
+    async fn with_the_data_budget_spent_new_messages_get_452_and_a_transfer_over_it_421() {
+        let budget = DataBudget::new(200_000);
+        let open = |budget: &Arc<DataBudget>| {
+            let budget = budget.clone();
+            async move {
+                session_with(
+                    "mx.example.test",
+                    Accepted::Stored,
+                    &budget,
+                    SmtpConfig::default(),
+                )
+                .await
+            }
+        };
+        let line = format!("{}\r\n", "y".repeat(998));
+        // A holds 150,000 bytes of an unfinished message.
+        let mut a = open(&budget).await;
+        assert!(start_data(&mut a, None).await.starts_with("354"));
+        a.write
+            .write_all(line.repeat(150).as_bytes())
+            .await
+            .unwrap();
+        settle(&budget, 150_000).await;
+
+        // 50,000 free: a larger SIZE= is refused at MAIL (RFC 1870 §6.1),
+        // and DATA without SIZE= needs room for a first 64K chunk.
+        let mut b = open(&budget).await;
+        let r = start_data(&mut b, Some(60_000)).await;
+        assert_eq!(
+            r,
+            "452 4.3.1 Insufficient system storage, try again later\r\n"
+        );
+        let r = b.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        assert!(r.starts_with("250 2.1.0"));
+        b.cmd("RCPT TO:<alice@example.test>", "250").await;
+        b.cmd("DATA", "452 4.3.1").await;
+        b.cmd("QUIT", "221").await;
+
+        // A transfer that would go over the budget is ended, and what it
+        // held is given back.
+        let mut c = open(&budget).await;
+        assert!(start_data(&mut c, Some(40_000)).await.starts_with("354"));
+        let _ = c.write.write_all(line.repeat(60).as_bytes()).await;
+        let r = c.reply().await;
+        assert_eq!(
+            r,
+            "421 4.3.1 mx.example.test Insufficient system storage, closing; try again later\r\n"
+        );
+        assert_eq!(c.reply().await, "", "closed");
+        settle(&budget, 150_000).await;
+        let rejects = rejectlog(&c);
+        assert!(
+            rejects.contains(
+                "F=<bob@example.org> rejected during DATA: insufficient system storage: \
+                 smtp.max_inflight_data (200000) in use"
+            ),
+            "{rejects}"
+        );
+        assert!(c.handler.taken.lock().unwrap().is_empty());
+
+        // A's message completes and is taken; then the budget is free.
+        a.write.write_all(b".\r\n").await.unwrap();
+        let r = a.reply().await;
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+        assert!(
+            a.handler.taken.lock().unwrap()[0]
+                .1
+                .ends_with(line.as_bytes())
+        );
+        settle(&budget, 0).await;
+        let mut d = open(&budget).await;
+        assert!(start_data(&mut d, Some(190_000)).await.starts_with("354"));
+        d.write
+            .write_all(line.repeat(190).as_bytes())
+            .await
+            .unwrap();
+        d.cmd(".", "250 2.0.0").await;
+        settle(&budget, 0).await;
+    }
+
+    #[tokio::test]
+    async fn an_oversize_message_holds_none_of_the_budget() {
+        let budget = DataBudget::new(100_000);
+        let config = SmtpConfig {
+            max_message_size: ByteSize(50_000),
+            ..SmtpConfig::default()
+        };
+        let mut c = session_with("mx.example.test", Accepted::Stored, &budget, config).await;
+        assert!(start_data(&mut c, None).await.starts_with("354"));
+        let line = format!("{}\r\n", "z".repeat(998));
+        // Twice the budget, but over the size limit: counted, not kept.
+        c.write
+            .write_all(line.repeat(200).as_bytes())
+            .await
+            .unwrap();
+        settle(&budget, 0).await;
+        c.cmd(".", "552 5.3.4").await;
     }
 }

@@ -1,9 +1,12 @@
 //! Every limit, with its reply: size, recipients, line length, errors,
-//! connections, timeouts; and graceful shutdown.
+//! connections, timeouts, the budget for message data in memory; and
+//! graceful shutdown.
 
 use crate::support::*;
 use boxtrap::config::{ByteSize, HumanDuration};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn oversize_messages_are_refused_by_declared_and_actual_size() {
@@ -175,4 +178,288 @@ async fn shutdown_lets_a_message_in_transfer_finish_and_turns_new_commands_away(
     let msgs = app.messages("alice@example.test");
     assert_eq!(msgs.len(), 1);
     assert!(String::from_utf8_lossy(&msgs[0].1).contains("first half\nsecond half\n"));
+}
+
+/// EHLO, MAIL (with `SIZE=` when given), RCPT; then DATA unless MAIL was
+/// refused. Returns the last reply.
+async fn up_to_data(s: &mut Smtp, size: Option<u64>) -> String {
+    s.cmd("EHLO client.example.org", "250").await;
+    let size = size.map(|n| format!(" SIZE={n}")).unwrap_or_default();
+    let r = s
+        .cmd(&format!("MAIL FROM:<bob@example.org>{size}"), "")
+        .await;
+    if !r.starts_with("250") {
+        return r;
+    }
+    s.cmd("RCPT TO:<alice@example.test>", "250").await;
+    s.cmd("DATA", "").await
+}
+
+/// `n` lines of 1,000 bytes (with CRLF).
+fn lines(n: usize) -> Vec<u8> {
+    format!("{}\r\n", "m".repeat(998)).repeat(n).into_bytes()
+}
+
+#[tokio::test]
+async fn with_the_data_budget_spent_new_messages_get_452_and_a_transfer_over_it_421() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.smtp.max_message_size = ByteSize(512 * 1024);
+        c.smtp.max_inflight_data = ByteSize(1024 * 1024);
+    })
+    .await;
+    // Two sessions hold 500,000 bytes each of unfinished DATA.
+    let mut a = app.smtp().await;
+    let mut b = app.smtp().await;
+    for s in [&mut a, &mut b] {
+        assert!(up_to_data(s, None).await.starts_with("354"));
+        s.send_raw(&lines(500)).await;
+    }
+    // Once the server has read them, 48,576 bytes are free: a larger
+    // SIZE= is refused at MAIL FROM (RFC 1870 §6.1).
+    let mut c = app.smtp().await;
+    c.cmd("EHLO client.example.org", "250").await;
+    let mut refused = String::new();
+    for _ in 0..500 {
+        let r = c.cmd("MAIL FROM:<bob@example.org> SIZE=100000", "").await;
+        if r.starts_with("452") {
+            refused = r;
+            break;
+        }
+        c.cmd("RSET", "250").await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        refused,
+        "452 4.3.1 Insufficient system storage, try again later\r\n"
+    );
+    // Without SIZE=, DATA needs room for a small message (64K).
+    c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+    c.cmd("RCPT TO:<alice@example.test>", "250").await;
+    c.cmd("DATA", "452 4.3.1").await;
+    c.cmd("QUIT", "221").await;
+
+    // A transfer that would go over the budget is cut off with 421.
+    let mut d = app.smtp().await;
+    assert!(up_to_data(&mut d, Some(40_000)).await.starts_with("354"));
+    d.send_raw(&lines(60)).await;
+    let r = d.reply().await;
+    // The reply, unless the close overtook it (a reset).
+    assert!(r.is_empty() || r.starts_with("421 4.3.1"), "{r}");
+    assert!(d.closed().await);
+    let rejects = app.rejectlog();
+    assert!(
+        rejects.contains(
+            "F=<bob@example.org> rejected MAIL: insufficient system storage: \
+             smtp.max_inflight_data (1M) in use"
+        ),
+        "{rejects}"
+    );
+    assert!(
+        rejects.contains("F=<bob@example.org> rejected DATA: insufficient system storage"),
+        "{rejects}"
+    );
+    assert!(
+        rejects.contains("F=<bob@example.org> rejected during DATA: insufficient system storage"),
+        "{rejects}"
+    );
+
+    // The messages in transfer finish and are delivered; the budget is
+    // then free for a message as large as the size limit.
+    for s in [&mut a, &mut b] {
+        s.send_raw(b".\r\n").await;
+        let r = s.reply().await;
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+    }
+    let mut e = app.smtp().await;
+    assert!(up_to_data(&mut e, Some(500_000)).await.starts_with("354"));
+    e.send_raw(&lines(500)).await;
+    e.cmd(".", "250 2.0.0").await;
+    let msgs = app.messages("alice@example.test");
+    assert_eq!(msgs.len(), 3);
+    // 500 lines of 998 bytes and LF, and the headers.
+    assert!(msgs.iter().all(|(_, m)| m.len() > 499_000));
+}
+
+/// VmRSS and VmHWM (peak) of a process, in bytes.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The attack from the issue, on the real binary: 40 sessions each send
+/// 24 MB of DATA and never finish it. Before the budget, the server's RSS
+/// went from 12.5 MB to 956 MB and stayed there. Now its peak stays within
+/// the budget (plus a small amount per connection), the sessions over it
+/// are refused, and the memory is given back once they close. The
+/// reference is the same process's RSS before the attack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_sessions_holding_24_mb_of_unfinished_data_stay_within_the_data_budget() {
+    const SESSIONS: usize = 40;
+    const MB_EACH: usize = 24;
+    let budget = 64 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("boxtrap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nhostname = \"mx.example.test\"\n\
+             [smtp]\nlisten = [\"127.0.0.1:0\"]\nmax_inflight_data = \"64M\"\n\
+             [database]\nmax_connections = 4\n[web]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["domain", "add", "example.test"][..],
+        &["mailbox", "add", "alice@example.test", "--no-password"],
+    ] {
+        let out = run_boxtrap(&config, args, None);
+        assert!(out.success, "{args:?}: {out:#?}");
+    }
+    let mut server = ServerProcess::start(&config);
+    let pid = server.pid();
+    // Warm up with one ordinary message, then take the reference.
+    let mut s = Smtp::connect(server.addr).await;
+    assert!(up_to_data(&mut s, None).await.starts_with("354"));
+    assert!(
+        s.data("Subject: hi\r\n\r\nhello\r\n")
+            .await
+            .starts_with("250")
+    );
+    drop(s);
+    let (reference, _) = memory_of(pid);
+
+    let megabyte = Arc::new(lines(1024));
+    let mut tasks = Vec::new();
+    for _ in 0..SESSIONS {
+        let addr = server.addr;
+        let megabyte = megabyte.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // Pipelined (RFC 2920): the four replies end with 354 (or 452).
+            s.write_all(
+                b"EHLO client.example.org\r\nMAIL FROM:<bob@example.org>\r\n\
+                  RCPT TO:<alice@example.test>\r\nDATA\r\n",
+            )
+            .await
+            .unwrap();
+            let mut replies = Vec::new();
+            while !replies.ends_with(b"\r\n")
+                || !(replies.windows(4).any(|w| w == b"354 " || w == b"452 "))
+            {
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&replies));
+                replies.extend_from_slice(&buf[..n]);
+            }
+            if replies.windows(4).any(|w| w == b"354 ") {
+                for _ in 0..MB_EACH {
+                    if s.write_all(&megabyte).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            (s, ())
+        }));
+    }
+    let mut sessions = Vec::new();
+    for t in tasks {
+        let (s, _) = t.await.unwrap();
+        sessions.push(s);
+    }
+    // Two sessions' 24 MB fit in the budget; every other one is cut off
+    // (the server may still be reading what is in the sockets: wait for
+    // it), and then the peak stops moving.
+    let rejectlog = dir.path().join("log/rejectlog");
+    let refused = || {
+        std::fs::read_to_string(&rejectlog)
+            .unwrap_or_default()
+            .matches("insufficient system storage")
+            .count()
+    };
+    for _ in 0..600 {
+        if refused() >= SESSIONS - 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut peak = 0;
+    let mut still = 0;
+    while still < 10 {
+        let (_, hwm) = memory_of(pid);
+        still = if hwm == peak { still + 1 } else { 0 };
+        peak = hwm;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = peak.saturating_sub(reference);
+    let sent = (SESSIONS * MB_EACH) as u64 * 1_024_000;
+    eprintln!(
+        "RSS {} MiB before, peak {} MiB with {SESSIONS} x {MB_EACH} MB unfinished DATA \
+         (budget {} MiB; {} sessions cut off): grew {} MiB, {:.2}x the budget, {:.3}x the \
+         data the clients tried to send",
+        reference / MIB,
+        peak / MIB,
+        budget / MIB,
+        refused(),
+        grown / MIB,
+        grown as f64 / budget as f64,
+        grown as f64 / sent as f64
+    );
+    assert_eq!(
+        refused(),
+        SESSIONS - 2,
+        "{}",
+        std::fs::read_to_string(&rejectlog).unwrap()
+    );
+    // The budget, plus at most 1 MiB per connection (read buffer, a small
+    // message's buffer, the task) and the runtime's own growth.
+    assert!(
+        grown <= budget + SESSIONS as u64 * MIB,
+        "peak grew {} MiB for a budget of {} MiB",
+        grown / MIB,
+        budget / MIB
+    );
+
+    // Closing the sessions gives the memory back (the server notices each
+    // close in turn: wait until it has).
+    drop(sessions);
+    let given_back = reference + 24 * MIB;
+    let mut now = u64::MAX;
+    for _ in 0..200 {
+        now = memory_of(pid).0;
+        if now <= given_back {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "RSS {} MiB after the sessions closed ({:.2}x the reference)",
+        now / MIB,
+        now as f64 / reference as f64
+    );
+    assert!(
+        now <= given_back,
+        "RSS stayed at {} MiB after the sessions closed (reference {} MiB)",
+        now / MIB,
+        reference / MIB
+    );
+    // And the server still takes mail.
+    let mut s = Smtp::connect(server.addr).await;
+    assert!(up_to_data(&mut s, None).await.starts_with("354"));
+    assert!(
+        s.data("Subject: after\r\n\r\nok\r\n")
+            .await
+            .starts_with("250")
+    );
+    server.terminate();
 }
