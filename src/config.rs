@@ -372,7 +372,36 @@ pub struct OutboundConfig {
     pub dns_servers: Vec<SocketAddr>,
     /// Port used for direct delivery to an MX (25; tests use another).
     pub mx_port: u16,
-    /// Time limit for one SMTP conversation with a remote server.
+    /// Deliveries in progress at once, over all destinations; in "direct"
+    /// mode never more than one at a time to one recipient domain, so a
+    /// domain whose servers stall holds up only its own mail.
+    pub max_concurrent: usize,
+    /// Most addresses tried in one delivery attempt in "direct" mode,
+    /// over all the domain's mail exchangers in preference order, and
+    /// most exchanger names looked up (Postfix's `smtp_mx_address_limit`).
+    pub mx_address_limit: usize,
+    /// Lets "direct" mode connect to addresses that are not on the public
+    /// internet: loopback, private (RFC 1918, RFC 4193), link-local,
+    /// shared (100.64.0.0/10), documentation, multicast and reserved
+    /// ranges, IPv4-mapped or not. Off: such an MX or address literal is a
+    /// permanent failure, and nothing connects to it.
+    pub allow_private_destinations: bool,
+    /// Time limit for the TCP connection to one address (Postfix's
+    /// `smtp_connect_timeout`).
+    pub connect_timeout: HumanDuration,
+    /// Time limit for the server's 220 greeting and its reply to EHLO
+    /// (RFC 5321 §4.5.3.2.1; Postfix's `smtp_helo_timeout`).
+    pub greeting_timeout: HumanDuration,
+    /// Time limit for the reply to each of STARTTLS (with the TLS
+    /// handshake), AUTH, MAIL, RCPT, DATA and QUIT (RFC 5321 §4.5.3.2.2-4;
+    /// Postfix's `smtp_mail_timeout`, `smtp_rcpt_timeout`).
+    pub command_timeout: HumanDuration,
+    /// Time limit for sending the message and the reply to its final dot
+    /// (RFC 5321 §4.5.3.2.5-6; Postfix's `smtp_data_done_timeout`).
+    pub data_timeout: HumanDuration,
+    /// Most time one delivery attempt may take, all exchangers and
+    /// addresses together (the limits above are per step), so a server that
+    /// answers each command just in time cannot hold a delivery for hours.
     pub timeout: HumanDuration,
     /// First wait before retrying a message that failed temporarily; each
     /// further attempt waits twice as long, up to `retry_max_interval`.
@@ -520,7 +549,14 @@ impl Default for OutboundConfig {
             helo_name: String::new(),
             dns_servers: Vec::new(),
             mx_port: 25,
-            timeout: HumanDuration(Duration::from_secs(120)),
+            max_concurrent: 20,
+            mx_address_limit: 5,
+            allow_private_destinations: false,
+            connect_timeout: HumanDuration(Duration::from_secs(30)),
+            greeting_timeout: HumanDuration(Duration::from_secs(300)),
+            command_timeout: HumanDuration(Duration::from_secs(300)),
+            data_timeout: HumanDuration(Duration::from_secs(600)),
+            timeout: HumanDuration(Duration::from_secs(1800)),
             retry_interval: HumanDuration(Duration::from_secs(300)),
             retry_max_interval: HumanDuration(Duration::from_secs(3 * 3600)),
             retry_for: HumanDuration(Duration::from_secs(2 * 86400)),
@@ -721,6 +757,26 @@ impl Config {
                  set outbound.smarthost_tls to \"required\""
                     .into(),
             );
+        }
+        if o.max_concurrent == 0 {
+            return bad("outbound.max_concurrent: must be at least 1".into());
+        }
+        if o.mx_address_limit == 0 {
+            return bad("outbound.mx_address_limit: must be at least 1".into());
+        }
+        for (key, limit) in [
+            ("outbound.connect_timeout", o.connect_timeout),
+            ("outbound.greeting_timeout", o.greeting_timeout),
+            ("outbound.command_timeout", o.command_timeout),
+            ("outbound.data_timeout", o.data_timeout),
+            ("outbound.timeout", o.timeout),
+        ] {
+            if limit.0.is_zero() {
+                return bad(format!("{key}: must be more than 0"));
+            }
+        }
+        if o.retry_interval.0 < Duration::from_secs(1) {
+            return bad("outbound.retry_interval: must be at least 1s".into());
         }
         self.web.validate().map_err(ConfigError::Invalid)?;
         let base = &self.web.base_url;

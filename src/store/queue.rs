@@ -3,6 +3,7 @@
 //! client got its 250, and the retry worker delivers them later.
 
 use super::column::text_enum;
+use super::held::OutboundRow;
 use super::{Backend, Store, StoreError};
 use crate::clock::Timestamp;
 
@@ -252,11 +253,171 @@ impl Store {
     }
 }
 
+const DUE_OUTBOUND_PAGE: &str =
+    "SELECT id, kind, mailbox_id, challenge_id, env_from, rcpt, state, attempts, last_error, created_at
+     FROM outbound_messages WHERE state = 'queued' AND next_attempt_at <= $1
+     ORDER BY next_attempt_at, id LIMIT $2 OFFSET $3";
+
+/// Claims on the outbound queue (`outbound_messages`, written by
+/// [`super::held`]) for a worker that sends to several destinations at
+/// once but one message at a time per destination domain: it reads what
+/// is due, picks, and claims only what it starts now, so nothing it
+/// claimed waits in memory for its turn.
+impl Store {
+    /// Outbound messages due at `now`, oldest first: up to `limit` of them
+    /// after the first `offset`. Nothing is claimed.
+    pub async fn due_outbound(
+        &self,
+        now: Timestamp,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboundRow>, StoreError> {
+        Ok(sqlx::query_as(DUE_OUTBOUND_PAGE)
+            .bind(now.0)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Claims those of the outbound messages `ids` that are still queued
+    /// and due at `now`, leasing each until `lease_until`: not due again
+    /// before then, so a claim that a crash leaves behind lapses and the
+    /// message is sent later. Returns the ids claimed. The update checks
+    /// each row again, so of two workers (on one node or several sharing
+    /// PostgreSQL) only one claims a message.
+    pub async fn claim_outbound(
+        &self,
+        ids: &[i64],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "UPDATE outbound_messages SET next_attempt_at = $1
+             WHERE state = 'queued' AND next_attempt_at <= $2 AND id IN ({})
+             RETURNING id",
+            list.join(", ")
+        );
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(lease_until.0)
+            .bind(now.0);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        Ok(query.fetch_all(self.writer()).await?)
+    }
+
+    /// Gives back a claim made with [`Store::claim_outbound`] before the
+    /// message was tried (a worker stopping): due again at `at`, attempts
+    /// and last error unchanged. Only a claim still held, leased until
+    /// `lease_until`, is given back; returns whether it was.
+    pub async fn release_outbound(
+        &self,
+        id: i64,
+        lease_until: Timestamp,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbound_messages SET next_attempt_at = $1
+             WHERE id = $2 AND state = 'queued' AND next_attempt_at = $3",
+        )
+        .bind(at.0)
+        .bind(id)
+        .bind(lease_until.0)
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::address::{Domain, EmailAddress};
     use crate::both_backends;
+    use crate::store::held::{NewOutbound, insert_outbound};
+
+    async fn queue_outbound(store: &Store, rcpt: &'static str, now: Timestamp) -> i64 {
+        store
+            .write(move |c| {
+                Box::pin(async move {
+                    let o = NewOutbound {
+                        kind: "verify",
+                        mailbox_id: None,
+                        challenge_id: None,
+                        env_from: "",
+                        rcpt,
+                        data: b"Subject: x\r\n\r\nx\r\n",
+                        now,
+                    };
+                    insert_outbound(c, &o).await
+                })
+            })
+            .await
+            .unwrap()
+    }
+
+    both_backends!(
+        outbound_claims_are_taken_once_lapse_and_are_given_back,
+        |store: Store| async move {
+            let t0 = Timestamp::from_secs(1000);
+            let a = queue_outbound(&store, "a@one.example", t0).await;
+            let b = queue_outbound(&store, "b@two.example", t0.plus_secs(1)).await;
+            let c = queue_outbound(&store, "c@three.example", t0.plus_secs(60)).await;
+            let now = t0.plus_secs(10);
+            let ids = |rows: Vec<OutboundRow>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+            // Due, oldest first, in pages; c is not due yet.
+            assert_eq!(ids(store.due_outbound(now, 0, 10).await.unwrap()), [a, b]);
+            assert_eq!(ids(store.due_outbound(now, 1, 10).await.unwrap()), [b]);
+            assert_eq!(ids(store.due_outbound(now, 0, 1).await.unwrap()), [a]);
+
+            let lease = now.plus_secs(600);
+            // c is not due: not claimed.
+            assert_eq!(
+                store.claim_outbound(&[a, c], now, lease).await.unwrap(),
+                [a]
+            );
+            // Claimed once only: a second worker gets nothing.
+            assert!(
+                store
+                    .claim_outbound(&[a], now, lease)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(ids(store.due_outbound(now, 0, 10).await.unwrap()), [b]);
+
+            // Only the holder of the claim can give it back.
+            assert!(
+                !store
+                    .release_outbound(a, lease.plus_secs(1), now)
+                    .await
+                    .unwrap()
+            );
+            assert!(store.release_outbound(a, lease, now).await.unwrap());
+            assert_eq!(ids(store.due_outbound(now, 0, 10).await.unwrap()), [b, a]);
+
+            // A claim a crash left behind lapses at the end of its lease.
+            assert_eq!(store.claim_outbound(&[a], now, lease).await.unwrap(), [a]);
+            assert!(
+                !ids(store
+                    .due_outbound(lease.plus_secs(-1), 0, 10)
+                    .await
+                    .unwrap())
+                .contains(&a)
+            );
+            assert_eq!(
+                ids(store.due_outbound(lease, 0, 10).await.unwrap()),
+                [b, c, a]
+            );
+            let listed = store.list_outbound().await.unwrap();
+            assert!(listed.iter().all(|r| r.attempts == 0), "no attempt counted");
+        }
+    );
 
     both_backends!(
         queued_deliveries_are_claimed_deferred_and_completed,

@@ -17,6 +17,7 @@ mod hardening;
 mod limits;
 mod lists;
 mod load;
+mod outbound;
 mod peers;
 mod real_mail;
 mod smtp_dialogue;

@@ -1,7 +1,8 @@
 //! Direct delivery to the recipient domain's mail exchangers.
 
-use super::conversation::{connect, converse, helo_name, start_tls, transaction};
-use super::{SendError, TransportError};
+use super::conversation::{Timeouts, connect, converse, helo_name, start_tls, transaction};
+use super::public::non_public;
+use super::{SendError, TransportError, within_attempt};
 use crate::config::Config;
 use crate::dns::{DnsError, HickoryResolver, Resolver, parse_resolv_conf};
 use lettre::address::{Address, Envelope};
@@ -11,12 +12,18 @@ use lettre::transport::smtp::extension::ClientId;
 use rand::seq::SliceRandom;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Delivers straight to the recipient domain's mail exchangers (RFC 5321
 /// §5.1), found with its own DNS resolver (`outbound.dns_servers`, else the
 /// `nameserver` lines of /etc/resolv.conf; /etc/hosts is never read).
+///
+/// One attempt tries at most `outbound.mx_address_limit` addresses, in MX
+/// preference order, one at a time, each step within its
+/// `outbound.*_timeout` and all of them within `outbound.timeout`.
+/// Addresses that are not on the public internet are refused unless
+/// `outbound.allow_private_destinations` is set (see [`non_public`]).
 ///
 /// STARTTLS is opportunistic and unauthenticated, as between MTAs: used
 /// when offered, certificates not checked, and if the upgrade fails the
@@ -27,7 +34,13 @@ pub struct DirectMx {
     /// `outbound.mx_port`: 25, except in tests.
     port: u16,
     helo: ClientId,
-    timeout: Duration,
+    timeouts: Timeouts,
+    /// `outbound.timeout`: the whole attempt.
+    attempt_limit: Duration,
+    /// `outbound.mx_address_limit`.
+    address_limit: usize,
+    /// `outbound.allow_private_destinations`.
+    allow_private: bool,
     /// Our own SMTP listeners: an exchanger that is one of them would
     /// loop the mail back to us.
     own: Vec<SocketAddr>,
@@ -43,10 +56,22 @@ enum Exchangers {
     Literal(IpAddr),
 }
 
+/// What became of the addresses of one attempt, for its verdict.
+#[derive(Default)]
+struct Progress {
+    /// The last temporary failure (a DNS lookup or a conversation).
+    last_temporary: Option<String>,
+    /// Exchangers the DNS says have no address.
+    unresolvable: Vec<String>,
+    /// Non-public addresses not connected to: "host [ip] (kind)".
+    refused: Vec<String>,
+}
+
 impl DirectMx {
     /// Reads `outbound.dns_servers` (or /etc/resolv.conf), `mx_port`,
-    /// `helo_name` and `timeout`; `resolver`, when given, replaces the DNS
-    /// servers.
+    /// `helo_name`, the time limits, `mx_address_limit` and
+    /// `allow_private_destinations`; `resolver`, when given, replaces the
+    /// DNS servers.
     pub fn from_config(
         config: &Config,
         resolver: Option<Arc<dyn Resolver>>,
@@ -88,7 +113,10 @@ impl DirectMx {
             resolver,
             port: o.mx_port,
             helo: helo_name(config),
-            timeout: o.timeout.0,
+            timeouts: Timeouts::from_config(o),
+            attempt_limit: o.timeout.0,
+            address_limit: o.mx_address_limit.max(1),
+            allow_private: o.allow_private_destinations,
             own: config.smtp.listen.clone(),
         })
     }
@@ -101,55 +129,111 @@ impl DirectMx {
         })
     }
 
+    /// Why `ip` may not be connected to, if it may not. The unspecified
+    /// address is never a destination (connecting to it reaches this
+    /// machine), whatever `allow_private_destinations` says.
+    fn refuse(&self, ip: IpAddr) -> Option<String> {
+        if self.allow_private && !ip.is_unspecified() {
+            return None;
+        }
+        non_public(ip)
+    }
+
     pub(super) async fn send(&self, envelope: &Envelope, data: &[u8]) -> Result<String, SendError> {
         let domain = envelope
             .to()
             .first()
             .map(Address::domain)
             .unwrap_or_default();
+        let progress = Mutex::new(Progress::default());
+        let context = || {
+            let last = lock(&progress).last_temporary.take();
+            match last {
+                Some(e) => format!("mail for {domain}; last failure: {e}"),
+                None => format!("mail for {domain}"),
+            }
+        };
+        within_attempt(
+            self.attempt_limit,
+            context,
+            self.attempt_all(domain, envelope, data, &progress),
+        )
+        .await
+    }
+
+    /// One delivery attempt: the addresses of the exchangers of `domain`,
+    /// best first, until one takes the message or refuses it for good. At
+    /// most `address_limit` addresses count (non-public ones included,
+    /// though not connected to), and at most `address_limit` exchanger
+    /// names are looked up, each only when its turn comes.
+    async fn attempt_all(
+        &self,
+        domain: &str,
+        envelope: &Envelope,
+        data: &[u8],
+        progress: &Mutex<Progress>,
+    ) -> Result<String, SendError> {
         let hosts: Vec<(String, Option<IpAddr>)> = match self.exchangers(domain).await? {
             Exchangers::Literal(ip) => vec![(format!("[{ip}]"), Some(ip))],
             Exchangers::Implicit(name) => vec![(name, None)],
             Exchangers::Mx(names) => names.into_iter().map(|n| (n, None)).collect(),
         };
-        let mut last_temporary: Option<String> = None;
-        let mut unresolvable = Vec::new();
-        for (host, literal) in hosts {
-            let host = host.as_str();
+        let mut tried = 0;
+        'hosts: for (host, literal) in hosts.into_iter().take(self.address_limit) {
             let ips = match literal {
                 Some(ip) => vec![ip],
-                None => match self.addresses(host).await {
+                None => match self.addresses(&host).await {
                     Ok(ips) if !ips.is_empty() => ips,
                     Ok(_) => {
-                        unresolvable.push(host.to_owned());
+                        lock(progress).unresolvable.push(host);
                         continue;
                     }
                     Err(e) => {
-                        last_temporary = Some(e);
+                        lock(progress).last_temporary = Some(e);
                         continue;
                     }
                 },
             };
             for ip in ips {
+                if tried == self.address_limit {
+                    break 'hosts;
+                }
+                tried += 1;
+                if let Some(kind) = self.refuse(ip) {
+                    lock(progress)
+                        .refused
+                        .push(format!("{host} [{ip}] ({kind})"));
+                    continue;
+                }
                 // Postfix's "mail for X loops back to myself".
                 if self.is_own(ip) {
                     return Err(SendError::Permanent(format!(
                         "mail for {domain} loops back to myself ({host} [{ip}])"
                     )));
                 }
-                match self.attempt(host, ip, envelope, data).await {
+                match self.attempt(&host, ip, envelope, data).await {
                     Ok(done) => return Ok(done),
-                    Err(SendError::Temporary(e)) => last_temporary = Some(e),
+                    Err(SendError::Temporary(e)) => lock(progress).last_temporary = Some(e),
                     Err(permanent) => return Err(permanent),
                 }
             }
         }
-        Err(match last_temporary {
-            Some(e) => SendError::Temporary(e),
+        let p = lock(progress);
+        let refused = (!p.refused.is_empty()).then(|| {
+            format!(
+                "not connecting to non-public addresses: {} (outbound.allow_private_destinations \
+                 is off)",
+                p.refused.join(", ")
+            )
+        });
+        Err(match (&p.last_temporary, refused) {
+            (Some(e), None) => SendError::Temporary(e.clone()),
+            (Some(e), Some(refused)) => SendError::Temporary(format!("{e}; {refused}")),
+            (None, Some(refused)) => SendError::Permanent(format!("mail for {domain}: {refused}")),
             // Every exchanger definitively has no address: a broken domain.
-            None => SendError::Permanent(format!(
+            (None, None) => SendError::Permanent(format!(
                 "no mail exchanger of {domain} has an address: {}",
-                unresolvable.join(", ")
+                p.unresolvable.join(", ")
             )),
         })
     }
@@ -223,29 +307,36 @@ impl DirectMx {
     ) -> Result<String, SendError> {
         let addr = SocketAddr::new(ip, self.port);
         let peer = format!("{host} [{ip}]:{}", self.port);
+        let t = &self.timeouts;
         let conversation = async {
-            let mut conn = connect(addr, &self.helo, self.timeout).await?;
+            let mut conn = connect(addr, &self.helo, t).await?;
             if conn.can_starttls() {
                 let upgraded = match mx_tls_parameters(host) {
-                    Ok(params) => start_tls(conn, params, &self.helo).await,
+                    Ok(params) => start_tls(conn, params, &self.helo, t).await,
                     Err(e) => {
                         conn.abort().await;
-                        Err(e)
+                        Err(e.into())
                     }
                 };
                 conn = match upgraded {
                     Ok(conn) => conn,
                     Err(e) => {
-                        tracing::info!(%peer, error = %e, "STARTTLS failed; retrying in plain text");
-                        connect(addr, &self.helo, self.timeout).await?
+                        tracing::info!(%peer, error = ?e, "STARTTLS failed; retrying in plain text");
+                        connect(addr, &self.helo, t).await?
                     }
                 };
             }
-            let result = transaction(&mut conn, envelope, data).await;
+            let result = transaction(&mut conn, envelope, data, t).await;
             Ok((conn, result))
         };
-        converse(&peer, self.timeout, conversation).await
+        converse(&peer, t, conversation).await
     }
+}
+
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// TLS towards an MX: encryption without authentication (RFC 7435), since

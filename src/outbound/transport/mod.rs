@@ -4,7 +4,8 @@
 //! This module owns the last hop: the `.eml` outbox ([`FileOutbox`]), the
 //! SMTP client conversation with a relay ([`Smarthost`]) or with the
 //! recipient domain's mail exchangers ([`DirectMx`], including the MX
-//! lookup), the STARTTLS policy, AUTH, the time limit, and the verdict on a
+//! lookup, the limit on addresses tried and the refusal of non-public
+//! ones), the STARTTLS policy, AUTH, the time limits, and the verdict on a
 //! failure: [`SendError::Temporary`] (retry later) or
 //! [`SendError::Permanent`] (give up). It does not queue, retry, compose or
 //! sign messages; the outbound queue and the challenge composer do.
@@ -15,19 +16,23 @@
 mod conversation;
 mod direct_mx;
 mod outbox;
+mod public;
 mod recording;
 mod smarthost;
 
 pub use direct_mx::DirectMx;
 pub use outbox::FileOutbox;
+pub use public::non_public;
 pub use recording::{Recording, Sent};
 pub use smarthost::Smarthost;
 
 use crate::address::{AddressError, EmailAddress};
-use crate::config::{Config, OutboundMode};
+use crate::config::{Config, HumanDuration, OutboundMode};
 use crate::dns::Resolver;
 use lettre::address::{Address, Envelope};
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How a message leaves. Enum dispatch, no async traits.
 pub enum Transport {
@@ -116,6 +121,23 @@ impl Transport {
             Transport::Direct(_) => "direct MX".to_owned(),
             Transport::Recording(_) => "recording".to_owned(),
         }
+    }
+}
+
+/// Runs one delivery attempt within `outbound.timeout`; `context` says
+/// what was being tried when it ran out.
+async fn within_attempt(
+    limit: Duration,
+    context: impl FnOnce() -> String,
+    attempt: impl Future<Output = Result<String, SendError>>,
+) -> Result<String, SendError> {
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(done) => done,
+        Err(_) => Err(SendError::Temporary(format!(
+            "{}: the delivery attempt took longer than {} (outbound.timeout)",
+            context(),
+            HumanDuration(limit)
+        ))),
     }
 }
 

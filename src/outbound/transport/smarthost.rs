@@ -1,10 +1,10 @@
 //! Relaying through one configured SMTP server.
 
-use super::conversation::{connect, converse, helo_name, start_tls, transaction};
-use super::{SendError, TransportError};
+use super::conversation::{Timeouts, auth, connect, converse, helo_name, start_tls, transaction};
+use super::{SendError, TransportError, within_attempt};
 use crate::config::{Config, TlsPolicy};
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::TlsParameters;
 use lettre::transport::smtp::extension::ClientId;
 use std::net::IpAddr;
@@ -23,7 +23,8 @@ enum StartTls {
 /// Relays every message through one configured SMTP server
 /// (`outbound.smarthost`), with the STARTTLS policy of
 /// `outbound.smarthost_tls` (certificates verified against the Web PKI
-/// roots) and AUTH when `outbound.smarthost_user` is set.
+/// roots) and AUTH when `outbound.smarthost_user` is set, each step within
+/// its `outbound.*_timeout` and the whole attempt within `outbound.timeout`.
 pub struct Smarthost {
     /// Host name or IP address, without brackets.
     host: String,
@@ -31,7 +32,9 @@ pub struct Smarthost {
     starttls: StartTls,
     credentials: Option<Credentials>,
     helo: ClientId,
-    timeout: Duration,
+    timeouts: Timeouts,
+    /// `outbound.timeout`: the whole attempt.
+    attempt_limit: Duration,
 }
 
 impl Smarthost {
@@ -79,7 +82,8 @@ impl Smarthost {
             starttls,
             credentials,
             helo: helo_name(config),
-            timeout: o.timeout.0,
+            timeouts: Timeouts::from_config(o),
+            attempt_limit: o.timeout.0,
         })
     }
 
@@ -92,25 +96,32 @@ impl Smarthost {
 
     pub(super) async fn send(&self, envelope: &Envelope, data: &[u8]) -> Result<String, SendError> {
         let peer = format!("smarthost {}", self.peer());
+        let t = &self.timeouts;
         let conversation = async {
-            let mut conn =
-                connect((self.host.as_str(), self.port), &self.helo, self.timeout).await?;
+            let mut conn = connect((self.host.as_str(), self.port), &self.helo, t).await?;
             conn = match &self.starttls {
                 StartTls::Opportunistic(params) if conn.can_starttls() => {
-                    start_tls(conn, params.clone(), &self.helo).await?
+                    start_tls(conn, params.clone(), &self.helo, t).await?
                 }
-                StartTls::Required(params) => start_tls(conn, params.clone(), &self.helo).await?,
+                StartTls::Required(params) => {
+                    start_tls(conn, params.clone(), &self.helo, t).await?
+                }
                 StartTls::Off | StartTls::Opportunistic(_) => conn,
             };
             let result = async {
                 if let Some(credentials) = &self.credentials {
-                    conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+                    auth(&mut conn, credentials, t).await?;
                 }
-                transaction(&mut conn, envelope, data).await
+                transaction(&mut conn, envelope, data, t).await
             }
             .await;
             Ok((conn, result))
         };
-        converse(&peer, self.timeout, conversation).await
+        within_attempt(
+            self.attempt_limit,
+            || peer.clone(),
+            converse(&peer, t, conversation),
+        )
+        .await
     }
 }

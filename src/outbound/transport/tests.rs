@@ -6,13 +6,13 @@ use super::*;
 use crate::config::HumanDuration;
 use crate::config::{OutboundMode, TlsPolicy};
 use crate::dns::StaticResolver;
+use crate::outbound::test_smtp::{
+    Behaviour, TestSmtp, closed_port, full_listener, listeners_on_one_port,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
 
 /// A message whose lines start with dots, to prove dot-stuffing both ways.
 const MESSAGE: &[u8] = b"From: alice@example.test\r\n\
@@ -25,159 +25,23 @@ const MESSAGE: &[u8] = b"From: alice@example.test\r\n\
     .\r\n\
     last line\r\n";
 
-// ---- a tiny ESMTP server on loopback ----
-
-#[derive(Clone, Default)]
-struct Behaviour {
-    /// Reply to every RCPT (e.g. "550 5.1.1 no such user"); None accepts.
-    rcpt_reply: Option<&'static str>,
-    /// Advertise STARTTLS, answer 220, then send garbage instead of TLS.
-    broken_starttls: bool,
-    /// Accept connections and never say anything.
-    silent: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Received {
-    ehlo: String,
-    mail_from: String,
-    rcpt_to: Vec<String>,
-    data: Vec<u8>,
-}
-
-struct TestSmtp {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
-    connections: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TestSmtp {
-    async fn start(behaviour: Behaviour) -> TestSmtp {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let (out, count) = (received.clone(), connections.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream, behaviour.clone(), out.clone()));
-            }
-        });
-        TestSmtp {
-            addr,
-            received,
-            connections,
-            task,
-        }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for TestSmtp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(
-    stream: TcpStream,
-    b: Behaviour,
-    out: Arc<Mutex<Vec<Received>>>,
-) -> std::io::Result<()> {
-    if b.silent {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        return Ok(());
-    }
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    w.write_all(b"220 test.example ESMTP\r\n").await?;
-    let mut tx = Received::default();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if r.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(());
-        }
-        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-        let upper = text.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO ") {
-            tx.ehlo = text[5..].to_owned();
-            let tls = if b.broken_starttls {
-                "250-STARTTLS\r\n"
-            } else {
-                ""
-            };
-            format!("250-test.example\r\n{tls}250-8BITMIME\r\n250 SIZE 10000000")
-        } else if upper == "STARTTLS" && b.broken_starttls {
-            w.write_all(b"220 2.0.0 go ahead\r\nthis is not a TLS record\r\n")
-                .await?;
-            return Ok(());
-        } else if upper.starts_with("MAIL FROM:") {
-            tx.mail_from = text[10..].to_owned();
-            "250 2.1.0 ok".into()
-        } else if upper.starts_with("RCPT TO:") {
-            match b.rcpt_reply {
-                Some(reply) => reply.into(),
-                None => {
-                    tx.rcpt_to.push(text[8..].to_owned());
-                    "250 2.1.5 ok".into()
-                }
-            }
-        } else if upper == "DATA" {
-            w.write_all(b"354 go ahead\r\n").await?;
-            let mut data = Vec::new();
-            loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line).await? == 0 {
-                    return Ok(());
-                }
-                if line == b".\r\n" {
-                    break;
-                }
-                // RFC 5321 §4.5.2: remove one leading dot.
-                let unstuffed = line.strip_prefix(b".").unwrap_or(&line);
-                data.extend_from_slice(unstuffed);
-            }
-            tx.data = data;
-            out.lock().unwrap().push(tx.clone());
-            tx = Received {
-                ehlo: tx.ehlo.clone(),
-                ..Received::default()
-            };
-            "250 2.0.0 queued as T1".into()
-        } else if upper == "RSET" || upper == "NOOP" {
-            "250 2.0.0 ok".into()
-        } else if upper == "QUIT" {
-            w.write_all(b"221 2.0.0 bye\r\n").await?;
-            return Ok(());
-        } else {
-            "502 5.5.2 not implemented here".into()
-        };
-        w.write_all(format!("{reply}\r\n").as_bytes()).await?;
-    }
-}
-
-/// A loopback port with nothing listening on it.
-async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
-}
-
+/// Test servers live on loopback: the tests allow non-public
+/// destinations, except those about refusing them.
 fn config() -> Config {
     let mut config = Config {
         hostname: "boxtrap.example.test".into(),
         ..Config::default()
     };
-    config.outbound.timeout = HumanDuration(Duration::from_secs(10));
+    let o = &mut config.outbound;
+    o.allow_private_destinations = true;
+    for t in [
+        &mut o.connect_timeout,
+        &mut o.greeting_timeout,
+        &mut o.command_timeout,
+        &mut o.data_timeout,
+    ] {
+        *t = HumanDuration(Duration::from_secs(10));
+    }
     config
 }
 
@@ -386,19 +250,20 @@ async fn a_failed_tls_handshake_with_the_smarthost_is_temporary() {
 }
 
 #[tokio::test]
-async fn a_silent_server_times_out_as_temporary() {
+async fn a_silent_server_times_out_at_the_greeting_as_temporary() {
     let server = TestSmtp::start(Behaviour {
         silent: true,
         ..Behaviour::default()
     })
     .await;
     let mut c = smarthost_config(server.addr, TlsPolicy::Off);
-    c.outbound.timeout = HumanDuration(Duration::from_millis(300));
+    c.outbound.greeting_timeout = HumanDuration(Duration::from_millis(300));
     let t = Transport::from_config(&c, None).unwrap();
-    let started = std::time::Instant::now();
     let e = temporary(t.send(None, "bob@example.org", MESSAGE).await);
-    assert!(e.contains("outbound.timeout"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        e.ends_with("no greeting within 300ms (outbound.greeting_timeout)"),
+        "{e}"
+    );
 }
 
 // ---- direct MX, against dnsmasq on loopback ----
@@ -739,4 +604,311 @@ async fn direct_mx_rules_as_a_table() {
         }
     }
     assert_eq!(server.received().len(), 3);
+}
+
+// ---- time limits, address limits, non-public destinations ----
+
+/// Direct delivery to address literals at `port`, with `tweak` applied.
+fn direct_to_port(port: u16, tweak: impl FnOnce(&mut Config)) -> Transport {
+    let mut c = config();
+    c.outbound.mode = OutboundMode::Direct;
+    c.outbound.mx_port = port;
+    tweak(&mut c);
+    Transport::from_config(&c, Some(Arc::new(StaticResolver::new()))).unwrap()
+}
+
+fn ms(n: u64) -> HumanDuration {
+    HumanDuration(Duration::from_millis(n))
+}
+
+#[tokio::test]
+async fn each_step_has_its_own_time_limit_and_the_error_names_it() {
+    // Each limit differs, so the message shows which one ran out.
+    let limits = |c: &mut Config| {
+        c.outbound.connect_timeout = ms(400);
+        c.outbound.greeting_timeout = ms(300);
+        c.outbound.command_timeout = ms(200);
+        c.outbound.data_timeout = ms(250);
+    };
+    let stalled = |stall_at| Behaviour {
+        stall_at: Some(stall_at),
+        ..Behaviour::default()
+    };
+    let cases = [
+        (
+            Behaviour {
+                silent: true,
+                ..Behaviour::default()
+            },
+            "no greeting within 300ms (outbound.greeting_timeout)",
+        ),
+        (
+            stalled("EHLO"),
+            "no greeting within 300ms (outbound.greeting_timeout)",
+        ),
+        (
+            stalled("MAIL"),
+            "no reply to MAIL within 200ms (outbound.command_timeout)",
+        ),
+        (
+            stalled("RCPT"),
+            "no reply to RCPT within 200ms (outbound.command_timeout)",
+        ),
+        (
+            stalled("DATA"),
+            "no reply to DATA within 200ms (outbound.command_timeout)",
+        ),
+        (
+            stalled("."),
+            "no reply to the end of the data within 250ms (outbound.data_timeout)",
+        ),
+    ];
+    for (behaviour, want) in cases {
+        let server = TestSmtp::start(behaviour).await;
+        let t = direct_to_port(server.addr.port(), limits);
+        let e = temporary(t.send(None, "bob@[127.0.0.1]", MESSAGE).await);
+        assert!(e.ends_with(want), "want …{want}, got {e}");
+        assert!(server.received().is_empty(), "{e}");
+    }
+
+    // A server whose backlog is full never completes the connection.
+    let (addr, _listener, _fillers) = full_listener();
+    let t = direct_to_port(addr.port(), limits);
+    let e = temporary(t.send(None, "bob@[127.0.0.1]", MESSAGE).await);
+    assert!(
+        e.ends_with("no connection within 400ms (outbound.connect_timeout)"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_answers_each_step_just_in_time_meets_the_attempt_limit() {
+    // Every reply comes within its step's limit, but the whole attempt
+    // (greeting, EHLO, MAIL, RCPT, DATA, end of data: six waits of 150 ms)
+    // is longer than outbound.timeout.
+    let server = TestSmtp::start(Behaviour {
+        reply_delay: Duration::from_millis(150),
+        ..Behaviour::default()
+    })
+    .await;
+    let t = direct_to_port(server.addr.port(), |c| c.outbound.timeout = ms(500));
+    let e = temporary(t.send(None, "bob@[127.0.0.1]", MESSAGE).await);
+    assert!(
+        e.contains("the delivery attempt took longer than 500ms (outbound.timeout)"),
+        "{e}"
+    );
+    assert!(e.starts_with("mail for [127.0.0.1]"), "{e}");
+}
+
+/// A resolver that counts address lookups.
+struct Counting {
+    zone: StaticResolver,
+    address_lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl Resolver for Counting {
+    fn mx<'a>(&'a self, domain: &'a str) -> crate::dns::Lookup<'a, Vec<crate::dns::Mx>> {
+        self.zone.mx(domain)
+    }
+
+    fn ips<'a>(&'a self, host: &'a str) -> crate::dns::Lookup<'a, Vec<std::net::IpAddr>> {
+        self.address_lookups
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.zone.ips(host)
+    }
+
+    fn txt<'a>(&'a self, name: &'a str) -> crate::dns::Lookup<'a, Vec<String>> {
+        self.zone.txt(name)
+    }
+}
+
+#[tokio::test]
+async fn at_most_mx_address_limit_addresses_are_tried_per_attempt() {
+    // tarpit.test: ten MX hosts, each on its own loopback address, all of
+    // which accept and never greet. multi.test: one MX host with the same
+    // ten addresses.
+    let (port, listeners) = listeners_on_one_port(10).await;
+    let silent = Behaviour {
+        silent: true,
+        ..Behaviour::default()
+    };
+    let sinks: Vec<TestSmtp> = listeners
+        .into_iter()
+        .map(|l| TestSmtp::serve_on(l, silent.clone()))
+        .collect();
+    let mut zone = StaticResolver::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let host = format!("mx{i}.tarpit.test");
+        zone = zone
+            .with_mx("tarpit.test", 10 + i as u16, &host)
+            .with_ip(&host, sink.addr.ip())
+            .with_ip("mx.multi.test", sink.addr.ip());
+    }
+    let zone = zone.with_mx("multi.test", 10, "mx.multi.test");
+    let connections = || sinks.iter().map(TestSmtp::connections).sum::<usize>();
+    for (limit, rcpt, lookups) in [
+        (None, "bob@tarpit.test", 5),
+        (Some(3), "bob@tarpit.test", 3),
+        (None, "bob@multi.test", 1),
+    ] {
+        let before = connections();
+        let resolver = Arc::new(Counting {
+            zone: zone.clone(),
+            address_lookups: Default::default(),
+        });
+        let mut c = config();
+        c.outbound.mode = OutboundMode::Direct;
+        c.outbound.mx_port = port;
+        c.outbound.greeting_timeout = ms(100);
+        if let Some(limit) = limit {
+            c.outbound.mx_address_limit = limit;
+        }
+        let want = c.outbound.mx_address_limit;
+        let t = Transport::from_config(&c, Some(resolver.clone())).unwrap();
+        let e = temporary(t.send(None, rcpt, MESSAGE).await);
+        assert!(e.ends_with("(outbound.greeting_timeout)"), "{e}");
+        // Each connection is counted when accepted; wait for the last one.
+        sinks[0]
+            .wait_until("the connections counted", |_| {
+                connections() - before >= want
+            })
+            .await;
+        assert_eq!(connections() - before, want, "{rcpt}, limit {want}");
+        let looked_up = resolver
+            .address_lookups
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(looked_up, lookups, "{rcpt}: address lookups");
+    }
+}
+
+#[tokio::test]
+async fn non_public_destinations_are_refused_without_a_connection_unless_allowed() {
+    let server = TestSmtp::start(Behaviour::default()).await;
+    let zone = StaticResolver::new()
+        .with_mx("loopback.test", 10, "mx.loopback.test")
+        .with_ip("mx.loopback.test", "127.0.0.1".parse().unwrap())
+        .with_mx("private.test", 10, "mx.private.test")
+        .with_ip("mx.private.test", "10.0.0.1".parse().unwrap())
+        .with_mx("linklocal.test", 10, "mx.linklocal.test")
+        .with_ip("mx.linklocal.test", "fe80::1".parse().unwrap())
+        .with_mx("mapped.test", 10, "mx.mapped.test")
+        .with_ip("mx.mapped.test", "::ffff:192.168.1.1".parse().unwrap())
+        .with_ip("implicit.test", "100.64.0.1".parse().unwrap())
+        .with_mx("two.test", 5, "mx1.two.test")
+        .with_mx("two.test", 10, "mx2.two.test")
+        .with_ip("mx1.two.test", "172.16.0.1".parse().unwrap())
+        .with_ip("mx2.two.test", "127.0.0.1".parse().unwrap());
+    let zone = Arc::new(zone);
+    let mut c = config();
+    c.outbound.mode = OutboundMode::Direct;
+    c.outbound.mx_port = server.addr.port();
+    c.outbound.allow_private_destinations = false;
+    let t = Transport::from_config(&c, Some(zone.clone())).unwrap();
+    let cases = [
+        (
+            "bob@loopback.test",
+            "mx.loopback.test [127.0.0.1] (loopback (127.0.0.0/8, RFC 1122))",
+        ),
+        (
+            "bob@private.test",
+            "mx.private.test [10.0.0.1] (private (10.0.0.0/8, RFC 1918))",
+        ),
+        (
+            "bob@linklocal.test",
+            "mx.linklocal.test [fe80::1] (link-local (fe80::/10, RFC 4291))",
+        ),
+        ("bob@mapped.test", "IPv4-mapped private (192.168.0.0/16"),
+        ("bob@implicit.test", "implicit.test [100.64.0.1] (shared"),
+        ("bob@two.test", "mx1.two.test [172.16.0.1] (private"),
+        ("bob@two.test", "mx2.two.test [127.0.0.1] (loopback"),
+        ("bob@[127.0.0.1]", "[127.0.0.1] [127.0.0.1] (loopback"),
+        ("bob@[IPv6:::1]", "[::1] [::1] (loopback (::1/128"),
+    ];
+    for (rcpt, want) in cases {
+        let e = permanent(t.send(None, rcpt, MESSAGE).await);
+        assert!(e.contains(want), "{rcpt}: want {want}, got {e}");
+        assert!(
+            e.contains("not connecting to non-public addresses")
+                && e.contains("(outbound.allow_private_destinations is off)"),
+            "{rcpt}: {e}"
+        );
+    }
+    assert_eq!(server.connections(), 0, "nothing connected");
+
+    // The admin allows them: the same MX is used.
+    c.outbound.allow_private_destinations = true;
+    let t = Transport::from_config(&c, Some(zone)).unwrap();
+    let said = t.send(None, "bob@loopback.test", MESSAGE).await.unwrap();
+    assert!(said.starts_with("mx.loopback.test [127.0.0.1]"), "{said}");
+    assert_eq!(server.received().len(), 1);
+}
+
+#[test]
+fn non_public_addresses_are_told_from_public_ones() {
+    let non_public_ones = [
+        "0.0.0.0",
+        "0.1.2.3",
+        "10.0.0.1",
+        "100.64.0.1",
+        "100.127.255.254",
+        "127.0.0.1",
+        "127.5.6.7",
+        "169.254.169.254",
+        "172.16.0.1",
+        "172.31.255.255",
+        "192.0.0.8",
+        "192.0.2.1",
+        "192.168.1.1",
+        "198.18.0.1",
+        "198.51.100.7",
+        "203.0.113.9",
+        "224.0.0.1",
+        "239.255.255.250",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::",
+        "::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.1.2.3",
+        "::127.0.0.1",
+        "64:ff9b::a00:1",
+        "64:ff9b:1::1",
+        "100::1",
+        "2001:2::1",
+        "2001:db8::1",
+        "3fff::1",
+        "fc00::1",
+        "fd12:3456::1",
+        "fe80::1",
+        "febf::1",
+        "fec0::1",
+        "ff02::1",
+    ];
+    for ip in non_public_ones {
+        assert!(
+            non_public(ip.parse().unwrap()).is_some(),
+            "{ip} is not public"
+        );
+    }
+    let public_ones = [
+        "1.1.1.1",
+        "8.8.8.8",
+        "100.63.255.255",
+        "100.128.0.1",
+        "172.15.255.255",
+        "172.32.0.1",
+        "192.0.1.1",
+        "192.169.0.1",
+        "198.20.0.1",
+        "223.255.255.255",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",
+        "2001:4860:4860::8888",
+        "2606:4700:4700::1111",
+        "3fff:1000::1",
+        "2a00:1450::1",
+    ];
+    for ip in public_ones {
+        assert_eq!(non_public(ip.parse().unwrap()), None, "{ip} is public");
+    }
 }
