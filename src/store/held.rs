@@ -245,12 +245,7 @@ pub async fn send_cap_reached(
     rcpt: &str,
     now: Timestamp,
 ) -> Result<Option<&'static str>, StoreError> {
-    if conn.backend_name() == "PostgreSQL" {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(SEND_CAPS_LOCK)
-            .execute(&mut *conn)
-            .await?;
-    }
+    lock_challenges(conn).await?;
     let hour_ago = now.plus_secs(-3600).0;
     let day_ago = now.plus_secs(-86400).0;
     let counts: (i64, i64, i64, i64) = sqlx::query_as(
@@ -279,6 +274,19 @@ pub async fn send_cap_reached(
     } else {
         None
     })
+}
+
+/// On PostgreSQL, takes the transaction-scoped advisory lock that every
+/// transaction takes before it counts the caps or changes a challenge's
+/// state, so they never wait on each other in opposite orders (a deadlock).
+pub async fn lock_challenges(conn: &mut AnyConnection) -> Result<(), StoreError> {
+    if conn.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SEND_CAPS_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The PostgreSQL advisory lock key that serialises [`send_cap_reached`]
@@ -495,6 +503,7 @@ pub async fn claim_answered(
     now: Timestamp,
     linked: bool,
 ) -> Result<Vec<(i64, i64)>, StoreError> {
+    lock_challenges(conn).await?;
     sqlx::query(
         "UPDATE challenges SET state = $4, verified_at = $1
          WHERE mailbox_id = $2 AND sender = $3 AND state = 'open'",
