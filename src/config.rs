@@ -221,6 +221,14 @@ pub struct ChallengeConfig {
     /// Bytes one mailbox's quarantine may hold (a number, or "500M"), as
     /// for `quarantine_max_messages`. 0: no limit; otherwise at least 1M.
     pub quarantine_max_bytes: ByteSize,
+    /// Most `To:`/`Cc:` addresses one message from an allowed sender adds
+    /// to the allow list, for a mailbox with whitelist-by-association on;
+    /// the rest are left off and the activity log says so. 0 adds none.
+    pub max_associates_per_message: u32,
+    /// Most rules one sender list (allow, block or ignore) of one mailbox
+    /// holds: `list add`, `list import` and whitelist-by-association add
+    /// nothing beyond it (1 to 100,000).
+    pub max_rules_per_list: u32,
 }
 
 /// The shortest retention a `[challenge] keep_*` key takes: the sending
@@ -533,6 +541,8 @@ impl Default for ChallengeConfig {
             keep_activity: HumanDuration(Duration::from_secs(90 * 86400)),
             quarantine_max_messages: 10_000,
             quarantine_max_bytes: ByteSize(500 * 1024 * 1024),
+            max_associates_per_message: 10,
+            max_rules_per_list: 5000,
         }
     }
 }
@@ -598,6 +608,10 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// Highest `challenge.max_rules_per_list` accepted: screening a message
+/// stays fast up to it.
+const MAX_RULES_PER_LIST: u32 = 100_000;
 
 /// Environment variables with the `BOXTRAP_` prefix that are not config keys.
 const RESERVED_ENV: &[&str] = &["BOXTRAP_CONFIG", "BOXTRAP_LOG"];
@@ -736,6 +750,12 @@ impl Config {
         self.challenge
             .check_retention_and_quota()
             .map_err(ConfigError::Invalid)?;
+        if !(1..=MAX_RULES_PER_LIST).contains(&self.challenge.max_rules_per_list) {
+            return bad(format!(
+                "challenge.max_rules_per_list: {} is not between 1 and {MAX_RULES_PER_LIST}",
+                self.challenge.max_rules_per_list
+            ));
+        }
         let o = &self.outbound;
         if o.mode == OutboundMode::Smarthost && o.smarthost.is_empty() {
             return bad("outbound.mode: \"smarthost\" needs outbound.smarthost".into());

@@ -6,6 +6,7 @@ use super::{Admin, read_input};
 use crate::address::EmailAddress;
 use crate::policy::rules::{self, ListKind, ParsedList, ReadRule, SenderRule};
 use crate::store::StoreError;
+use crate::store::lists::{Imported, RuleAdded};
 use crate::store::settings::MailboxSettings;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -74,6 +75,11 @@ fn list_kind(s: &str) -> Result<ListKind, String> {
     s.parse::<ListKind>().map_err(|e| e.to_string())
 }
 
+/// The most rules one list may hold (`challenge.max_rules_per_list`).
+fn rules_limit(admin: &Admin) -> usize {
+    usize::try_from(admin.config.challenge.max_rules_per_list).unwrap_or(usize::MAX)
+}
+
 /// Largest list file `list import` reads.
 const MAX_LIST_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -129,18 +135,26 @@ pub async fn run(admin: &Admin, cmd: ListCmd) -> anyhow::Result<()> {
             let (ReadRule { rule, written }, s) = args.resolve(admin).await?;
             let list = args.of.list;
             let note = rewrite_note(written.as_deref());
-            if store.add_rule(s.id, list, &rule, admin.now()).await? {
-                say!(
+            match store
+                .add_rule_within(s.id, list, &rule, rules_limit(admin), admin.now())
+                .await?
+            {
+                RuleAdded::Added => say!(
                     "added to the {list} list of {}: {}{note}",
                     s.address,
                     rule.to_line()
-                );
-            } else {
-                say!(
+                ),
+                RuleAdded::AlreadyThere => say!(
                     "the {list} list of {} already has: {}{note}",
                     s.address,
                     rule.to_line()
-                );
+                ),
+                RuleAdded::ListFull { rules, limit } => bail!(
+                    "the {list} list of {} is full: it holds {rules} rules, and \
+                     challenge.max_rules_per_list is {limit}; remove rules first \
+                     (`boxtrap list remove`) or raise the limit; nothing was added",
+                    s.address
+                ),
             }
         }
         ListCmd::Remove(args) => {
@@ -182,9 +196,24 @@ pub async fn run(admin: &Admin, cmd: ListCmd) -> anyhow::Result<()> {
                     one_line(line.trim_end())
                 )
             })?;
-            let added = store
-                .import_rules(s.id, list, &parsed.rules, replace, admin.now())
-                .await?;
+            let added = match store
+                .import_rules(
+                    s.id,
+                    list,
+                    &parsed.rules,
+                    replace,
+                    rules_limit(admin),
+                    admin.now(),
+                )
+                .await?
+            {
+                Imported::Added(n) => n,
+                Imported::OverLimit { would_have, limit } => bail!(
+                    "{name}: the {list} list of {} would hold {would_have} rules, over \
+                     challenge.max_rules_per_list ({limit}); nothing was imported",
+                    s.address
+                ),
+            };
             let verb = if replace { "replaced" } else { "extended" };
             let skipped = match parsed.duplicates.len() {
                 0 => String::new(),

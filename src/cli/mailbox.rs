@@ -72,7 +72,10 @@ pub struct MailboxSetArgs {
     /// Spam score below which mail skips the challenge (e.g. 5.0), or off.
     #[arg(long, value_name = "SCORE|off", value_parser = spam_score)]
     spam_bypass_below: Option<SpamBypass>,
-    /// Mail from an allowed sender also allows the other addresses in its To/Cc.
+    /// Mail from an allowed sender also allows the other addresses in its
+    /// To/Cc (off by default): only when its From: is on the allow list and
+    /// its envelope sender has the same domain, at most
+    /// challenge.max_associates_per_message per message.
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     whitelist_by_association: Option<bool>,
     /// People the owner writes to are allowed automatically.

@@ -9,7 +9,7 @@ pub mod rules;
 
 use automated::role_sender;
 use facts::{MessageFacts, is_role_sender};
-use rules::SenderRule;
+use rules::{RuleMatch, SenderRule};
 
 /// What happens to the message for this mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,9 +143,11 @@ pub struct PolicyInput<'a> {
     /// Envelope sender; empty for `<>`.
     pub env_sender: &'a str,
     pub challenge_enabled: bool,
-    pub ignore: &'a [SenderRule],
-    pub block: &'a [SenderRule],
-    pub allow: &'a [SenderRule],
+    /// The sender lists: a [`rules::RuleList`] compiled once, or a plain
+    /// slice of rules.
+    pub ignore: &'a dyn RuleMatch,
+    pub block: &'a dyn RuleMatch,
+    pub allow: &'a dyn RuleMatch,
     /// The mailbox's address and its extra addresses, lower case.
     pub own_addresses: &'a [String],
     /// A challenge to this sender for this mailbox is open.
@@ -154,11 +156,10 @@ pub struct PolicyInput<'a> {
     pub rate_limited: Option<&'static str>,
 }
 
-fn first_match(rules: &[SenderRule], facts: &MessageFacts, env_sender: &str) -> Option<String> {
+fn first_match(rules: &dyn RuleMatch, facts: &MessageFacts, env_sender: &str) -> Option<String> {
     rules
-        .iter()
-        .find(|r| r.matches(facts, env_sender))
-        .map(|r| r.to_line())
+        .first_match(facts, env_sender)
+        .map(SenderRule::to_line)
 }
 
 /// The policy, in its documented order: ignore, then block, then allow;

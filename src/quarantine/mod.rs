@@ -27,7 +27,7 @@ use crate::delivery::Delivery;
 use crate::delivery::router::Router;
 use crate::envelope::Envelope;
 use crate::mainlog::{MainLog, Rcpt};
-use crate::policy::rules::{ListKind, SenderRule};
+use crate::policy::rules::{ListKind, RuleList};
 use crate::store::held::SendCaps;
 use crate::store::settings::MailboxSettings;
 use crate::store::{Store, StoreError};
@@ -70,11 +70,12 @@ pub struct Quarantine {
     lists: Mutex<HashMap<i64, (i64, Arc<Lists>)>>,
 }
 
-/// One mailbox's compiled sender lists.
+/// One mailbox's sender lists, each compiled once into one `RegexSet` per
+/// field ([`RuleList`]), so a message is matched in one pass per value.
 struct Lists {
-    ignore: Vec<SenderRule>,
-    block: Vec<SenderRule>,
-    allow: Vec<SenderRule>,
+    ignore: RuleList,
+    block: RuleList,
+    allow: RuleList,
 }
 
 const DAY: i64 = 86400;
@@ -123,9 +124,9 @@ impl Quarantine {
             return Ok(lists.clone());
         }
         let lists = Arc::new(Lists {
-            ignore: self.store.rules(s.id, ListKind::Ignore).await?,
-            block: self.store.rules(s.id, ListKind::Block).await?,
-            allow: self.store.rules(s.id, ListKind::Allow).await?,
+            ignore: RuleList::new(self.store.rules(s.id, ListKind::Ignore).await?),
+            block: RuleList::new(self.store.rules(s.id, ListKind::Block).await?),
+            allow: RuleList::new(self.store.rules(s.id, ListKind::Allow).await?),
         });
         if let Ok(mut cache) = self.lists.lock() {
             cache.insert(s.id, (s.rules_version, lists.clone()));

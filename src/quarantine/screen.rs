@@ -227,7 +227,10 @@ impl Quarantine {
                 if let Reason::Allowed(_) = d.reason
                     && s.whitelist_by_association
                 {
-                    self.allow_associates(s, facts, now).await?;
+                    // No SPF/DKIM/DMARC yet (the authentication issue):
+                    // nothing vouches for the From: address but alignment.
+                    let sender_authenticated = false;
+                    self.allow_associates(m, s, sender_authenticated).await?;
                 }
                 Ok(Outcome::Deliver)
             }
@@ -350,34 +353,105 @@ impl Quarantine {
         Ok(reason.detail())
     }
 
-    /// Mail from an allowed sender vouches for the other people it was sent to.
+    /// Whitelist by association: mail from an allowed sender vouches for
+    /// the other people it was sent to (`To:`, `Cc:`), who are put on the
+    /// allow list, each with an activity line naming the message.
+    ///
+    /// Only when the allowed sender is the `From:` address itself (a `from`
+    /// rule of the allow list matches it, not just the envelope) and the
+    /// message shows it came from there: `sender_authenticated` (SPF, DKIM
+    /// or DMARC passed for the `From:` domain; always false until the
+    /// authentication issue lands, and false is the safe value), or else an
+    /// envelope sender in the same domain as `From:`, the best evidence
+    /// there is without authentication. At most
+    /// `challenge.max_associates_per_message` are added per message, never
+    /// past `challenge.max_rules_per_list`; the rest are left off, and the
+    /// activity log says how many. An address that reaches this mailbox (an
+    /// alias, a subaddress) or is allowed already is skipped.
     async fn allow_associates(
         &self,
+        m: &Screening<'_>,
         s: &MailboxSettings,
-        facts: &MessageFacts,
-        now: Timestamp,
+        sender_authenticated: bool,
     ) -> Result<(), QuarantineError> {
+        use crate::store::lists::RuleAdded;
+        let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
+        let Some(from) = facts.from.as_deref() else {
+            return Ok(());
+        };
+        let lists = self.lists(s).await?;
+        let domain = |a: &str| {
+            a.rsplit_once('@')
+                .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        };
+        let aligned = !env_sender.is_empty() && domain(env_sender) == domain(from);
+        if lists.allow.first_from_match(from).is_none() || !(sender_authenticated || aligned) {
+            tracing::debug!(
+                queue_id = %m.env.queue_id, mailbox = %s.address, from, env_sender,
+                "whitelist by association: the From: address is not the allowed sender, \
+                 or the envelope sender's domain differs; nobody added"
+            );
+            return Ok(());
+        }
+        let message = match &facts.message_id {
+            Some(id) => format!("message {id} (queue id {})", m.env.queue_id),
+            None => format!("the message with queue id {}", m.env.queue_id),
+        };
+        let cap = usize::try_from(self.config.max_associates_per_message).unwrap_or(usize::MAX);
+        let limit = usize::try_from(self.config.max_rules_per_list).unwrap_or(usize::MAX);
         let own = |a: &str| a == s.address || s.extra_addresses.iter().any(|x| x == a);
-        for a in facts.to.iter().chain(&facts.cc) {
-            if own(a) || facts.from.as_deref() == Some(a.as_str()) {
+        let mut seen = std::collections::HashSet::new();
+        let mut added = 0;
+        let mut left_off = 0;
+        let mut full = None;
+        let to = facts.to.iter().map(|a| ("To", a));
+        for (header, a) in to.chain(facts.cc.iter().map(|a| ("Cc", a))) {
+            if own(a) || a == from || !seen.insert(a.as_str()) {
+                continue;
+            }
+            if added >= cap || full.is_some() {
+                left_off += 1;
+                continue;
+            }
+            if lists.allow.first_from_match(a).is_some() || self.reaches(a, s.id).await? {
                 continue;
             }
             let rule = SenderRule::exact_sender(a);
-            if self
+            match self
                 .store
-                .add_rule(s.id, ListKind::Allow, &rule, now)
+                .add_rule_within(s.id, ListKind::Allow, &rule, limit, now)
                 .await?
             {
-                self.store
-                    .log_activity(
-                        s.id,
-                        now,
-                        ActivityAction::Allowed,
-                        a,
-                        "whitelisted by association",
-                    )
-                    .await?;
+                RuleAdded::Added => {
+                    added += 1;
+                    let why = format!(
+                        "whitelisted by association: in the {header} of {message}, from {from}"
+                    );
+                    self.store
+                        .log_activity(s.id, now, ActivityAction::Allowed, a, &why)
+                        .await?;
+                }
+                RuleAdded::AlreadyThere => {}
+                RuleAdded::ListFull { rules, limit } => {
+                    left_off += 1;
+                    full = Some((rules, limit));
+                }
             }
+        }
+        if left_off > 0 {
+            let why = match full {
+                Some((rules, limit)) => format!(
+                    "the allow list is full ({rules} rules, challenge.max_rules_per_list is {limit})"
+                ),
+                None => format!("at most {cap} per message (challenge.max_associates_per_message)"),
+            };
+            let detail = format!(
+                "whitelist by association: {added} added, {left_off} more To/Cc address(es) of {message} left off: {why}"
+            );
+            tracing::warn!(queue_id = %m.env.queue_id, mailbox = %s.address, from, "{detail}");
+            self.store
+                .log_activity(s.id, now, ActivityAction::Allowed, from, &detail)
+                .await?;
         }
         Ok(())
     }

@@ -20,7 +20,10 @@ pub struct MailboxSettings {
     pub keep_days: i64,
     /// Spam score, in tenths, below which mail skips the challenge.
     pub spam_bypass_below: Option<i64>,
-    /// Mail from an allowed sender also allows the other addresses in its To/Cc.
+    /// Mail from an allowed sender also allows the other addresses in its
+    /// To/Cc (capped per message, see the quarantine). Off by default
+    /// (migration 0004 turned it off in every existing mailbox): until
+    /// SPF/DKIM/DMARC exist, the sender it trusts can be forged.
     #[sqlx(try_from = "IntFlag")]
     pub whitelist_by_association: bool,
     /// People the owner writes to are allowed (once submission exists).

@@ -624,6 +624,10 @@ async fn mail_from_an_allowed_sender_vouches_for_its_other_recipients() {
     let app = alice_challenging(Backend::Sqlite).await;
     app.add_rule(ALICE, ListKind::Allow, r"from ^bob@example\.org$")
         .await;
+    // Off by default (tests/it/association.rs): turned on here.
+    let mut s = app.store.mailbox_settings_by_address(ALICE).await.unwrap();
+    s.whitelist_by_association = true;
+    app.store.update_mailbox_settings(&s).await.unwrap();
     let group = "From: bob@example.org\r\nTo: alice@example.test, Carol <carol@example.org>\r\n\
                  Cc: dave@example.org\r\nSubject: team lunch\r\nMessage-ID: <g1@example.org>\r\n\r\nhi all\r\n";
     let r = send_raw(&app, "bob@example.org", ALICE, group).await;

@@ -174,7 +174,7 @@ fn mailbox_settings_round_trip_and_bad_values_change_nothing() {
             "display-name: ",
             "keep-days: 15",
             "spam-bypass-below: off",
-            "whitelist-by-association: on",
+            "whitelist-by-association: off",
             "auto-whitelist-sent: on",
             "notify-released: on",
             "notify-blocked: off",

@@ -4,6 +4,7 @@
 mod support;
 
 mod amplification;
+mod association;
 mod automated;
 mod browser;
 mod challenge;
