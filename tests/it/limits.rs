@@ -415,10 +415,12 @@ async fn forty_sessions_holding_24_mb_of_unfinished_data_stay_within_the_data_bu
         grown as f64 / budget as f64,
         grown as f64 / sent as f64
     );
-    assert_eq!(
-        refused(),
-        SESSIONS - 2,
-        "{}",
+    // Two 24 MB messages fit in the budget; a third, or a second while a
+    // cut-off session's bytes are still being given back, does not.
+    let cut = refused();
+    assert!(
+        (SESSIONS - 2..SESSIONS).contains(&cut),
+        "{cut} cut off: {}",
         std::fs::read_to_string(&rejectlog).unwrap()
     );
     // The budget, plus at most 1 MiB per connection (read buffer, a small
