@@ -397,11 +397,11 @@ async fn a_limit_out_of_range_is_refused_by_name() {
     for (value, named) in [
         (
             "0",
-            "challenge.max_rules_per_list: 0 is not between 1 and 100000",
+            "challenge.max_rules_per_list: 0 is not between 1 and 25000",
         ),
         (
-            "100001",
-            "challenge.max_rules_per_list: 100001 is not between 1 and 100000",
+            "25001",
+            "challenge.max_rules_per_list: 25001 is not between 1 and 25000",
         ),
     ] {
         let extra = format!("[challenge]\nmax_rules_per_list = {value}\n");
