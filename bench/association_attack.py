@@ -14,6 +14,7 @@ the mailbox first (`default` leaves the binary's default).
 
 import argparse
 import os
+import shutil
 import smtplib
 import socket
 import subprocess
@@ -129,6 +130,7 @@ def main():
     finally:
         server.terminate()
         server.wait()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
