@@ -13,7 +13,10 @@
 //! for mailboxes with challenge-response on: at its quota of messages or
 //! bytes, new mail is refused for now (452 4.2.2). Each time a quarantine
 //! fills up, and each time it has room again, one line goes into the
-//! mailbox's activity log.
+//! mailbox's activity log. The numbers come from `quarantine_usage`, a row
+//! per held message that came or went since the last fold; the sweeper
+//! folds each mailbox's rows into one, and so does the check once a busy
+//! mailbox has [`FOLD_USAGE_AT`] of them.
 
 use super::release::ReleasedBy;
 use super::{Quarantine, QuarantineError};
@@ -21,8 +24,18 @@ use crate::clock::Timestamp;
 use crate::config::{ByteSize, HumanDuration};
 use crate::store::StoreError;
 use crate::store::held::{ActivityAction, PURGE_BATCH, QuarantineUse};
+use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// The RCPT check folds a mailbox's `quarantine_usage` rows into one once
+/// there are this many, so it stays a sum of a few rows between sweeps
+/// however fast mail comes.
+pub const FOLD_USAGE_AT: i64 = 64;
+
+/// Mailboxes whose usage rows this process is folding: one fold at a time
+/// per mailbox, the other sessions do not wait for it.
+static FOLDING: Mutex<BTreeSet<i64>> = Mutex::new(BTreeSet::new());
 
 /// What one pass of the sweeper did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -133,6 +146,9 @@ impl Quarantine {
             .store
             .purge_activity(before(c.keep_activity), PURGE_BATCH)
             .await?;
+        for mailbox_id in self.store.scattered_quarantine_usage().await? {
+            self.store.compact_quarantine_usage(mailbox_id).await?;
+        }
         // Quarantines that filled up and lost mail since (expired here, or
         // deleted or released) have room again, even if no mail comes.
         for u in self.store.full_quarantines().await? {
@@ -164,8 +180,27 @@ impl Quarantine {
             if first.is_none() {
                 first = full;
             }
+            if u.usage_rows >= FOLD_USAGE_AT {
+                self.fold_usage(u.mailbox_id).await?;
+            }
         }
         Ok(first)
+    }
+
+    /// Folds a mailbox's usage rows, unless this process is doing it already.
+    async fn fold_usage(&self, mailbox_id: i64) -> Result<(), StoreError> {
+        let claimed = FOLDING
+            .lock()
+            .map(|mut f| f.insert(mailbox_id))
+            .unwrap_or(false);
+        if !claimed {
+            return Ok(());
+        }
+        let folded = self.store.compact_quarantine_usage(mailbox_id).await;
+        if let Ok(mut f) = FOLDING.lock() {
+            f.remove(&mailbox_id);
+        }
+        folded
     }
 
     /// The quota that applies to a mailbox: its own, else the server's, as
