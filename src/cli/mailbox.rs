@@ -69,9 +69,15 @@ pub struct MailboxSetArgs {
     /// Days held mail is kept before it is purged (1 to 365).
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(1..=365))]
     keep_days: Option<i64>,
-    /// Spam score below which mail skips the challenge (e.g. 5.0), or off.
+    /// Spam score below which mail is delivered without a challenge
+    /// (default -2.5), or off.
     #[arg(long, value_name = "SCORE|off", value_parser = spam_score)]
     spam_bypass_below: Option<SpamBypass>,
+    /// Spam score at or above which mail is held without a challenge
+    /// (default 5.0), or off. Mail at or above the server's
+    /// spam.reject_score is refused before it is held.
+    #[arg(long, value_name = "SCORE|off", value_parser = spam_score)]
+    spam_no_challenge_at: Option<SpamBypass>,
     /// Mail from an allowed sender also allows the other addresses in its
     /// To/Cc (off by default): only when its From: is on the allow list and
     /// its envelope sender has the same domain, at most
@@ -277,6 +283,7 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         display_name,
         keep_days,
         spam_bypass_below,
+        spam_no_challenge_at,
         whitelist_by_association,
         auto_whitelist_sent,
         notify_released,
@@ -290,6 +297,7 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         && display_name.is_none()
         && keep_days.is_none()
         && spam_bypass_below.is_none()
+        && spam_no_challenge_at.is_none()
         && whitelist_by_association.is_none()
         && auto_whitelist_sent.is_none()
         && notify_released.is_none()
@@ -355,6 +363,9 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
     if let Some(SpamBypass(v)) = spam_bypass_below {
         s.spam_bypass_below = v;
     }
+    if let Some(SpamBypass(v)) = spam_no_challenge_at {
+        s.spam_no_challenge_at = v;
+    }
     if let Some(v) = whitelist_by_association {
         s.whitelist_by_association = v;
     }
@@ -415,6 +426,7 @@ fn settings_lines(s: &MailboxSettings) -> Vec<(&'static str, String)> {
         ("display-name", s.display_name.clone()),
         ("keep-days", s.keep_days.to_string()),
         ("spam-bypass-below", spam_text(s.spam_bypass_below)),
+        ("spam-no-challenge-at", spam_text(s.spam_no_challenge_at)),
         (
             "whitelist-by-association",
             on(s.whitelist_by_association).into(),

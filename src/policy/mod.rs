@@ -1,6 +1,8 @@
 //! Policy: what happens to a message for a mailbox with challenge-response
-//! on. Inputs are facts about the message ([`facts`]), the mailbox's sender
-//! lists ([`rules`]) and its settings; the output is a verdict with a reason.
+//! on. Inputs are facts about the message ([`facts`]), the checks made at
+//! the end of DATA (whether the sender is authenticated, [`SenderAuth`];
+//! the spam score), the mailbox's sender lists ([`rules`]) and its
+//! settings; the output is a verdict with a reason.
 
 pub mod address_list;
 pub mod automated;
@@ -60,6 +62,20 @@ pub enum Reason {
     Automated(String),
     /// A challenge would exceed this rate limit; held silently.
     RateLimited(&'static str),
+    /// The spam score is below the mailbox's bypass score: delivered
+    /// without a challenge (BoxTrapper's "minimum spam score to bypass").
+    /// The text gives the score and the band.
+    SpamBypass(String),
+    /// The spam score is at or above the mailbox's no-challenge score:
+    /// held without a challenge. The text gives the score and the band.
+    Spam(String),
+    /// No SPF or DKIM pass for a domain aligned with the `From:` domain
+    /// (RFC 7489 §3.1): the address may be forged, so no challenge goes to
+    /// it. The text is the authentication results in plain words.
+    NotAuthenticated(String),
+    /// The authentication results could not be had (a DNS failure, RFC
+    /// 7208 §2.6.6 temperror): held without a challenge, never refused.
+    AuthTemporary(String),
     /// A challenge was due but its mail could not be built (why); held
     /// without one.
     ChallengeFailed(String),
@@ -83,6 +99,10 @@ impl Reason {
             Reason::OwnAddress(_) => "own-address",
             Reason::Automated(_) => "automated",
             Reason::RateLimited(_) => "rate-limited",
+            Reason::SpamBypass(_) => "spam-bypass",
+            Reason::Spam(_) => "spam",
+            Reason::NotAuthenticated(_) => "not-authenticated",
+            Reason::AuthTemporary(_) => "auth-temporary",
             Reason::ChallengeFailed(_) => "challenge-failed",
         }
     }
@@ -124,6 +144,16 @@ impl Reason {
             Reason::ChallengeFailed(why) => {
                 format!("the challenge could not be built ({why}); held without a challenge")
             }
+            Reason::SpamBypass(score) => {
+                format!("{score}; delivered without a challenge")
+            }
+            Reason::Spam(score) => format!("{score}; held without a challenge"),
+            Reason::NotAuthenticated(results) => {
+                format!("sender not authenticated ({results}); held without a challenge")
+            }
+            Reason::AuthTemporary(why) => format!(
+                "sender authentication could not be checked ({why}); held without a challenge"
+            ),
         }
     }
 }
@@ -154,6 +184,53 @@ pub struct PolicyInput<'a> {
     pub open_challenge: bool,
     /// The rate limit a new challenge would exceed, if any.
     pub rate_limited: Option<&'static str>,
+    /// Whether the `From:` address is authenticated.
+    pub auth: &'a SenderAuth,
+    /// Challenge senders who are not authenticated unless something
+    /// failed (the admin's relaxed mode for domains that publish nothing).
+    pub challenge_unauthenticated: bool,
+    /// The message's spam score (SpamAssassin points, GTUBE and DNS
+    /// blocklist scores added up); `None` when it was not scored.
+    pub spam_score: Option<f64>,
+    /// The mailbox's spam bands.
+    pub bands: SpamBands,
+}
+
+/// Whether the `From:` address proved itself, from SPF, DKIM and DMARC
+/// (RFC 7208, RFC 6376, RFC 7489) at the end of DATA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderAuth {
+    /// DKIM or SPF passed for a domain aligned with the `From:` domain
+    /// (in words: "DKIM example.org").
+    Authenticated(String),
+    /// Nothing aligned passed. `failed` names a failure (SPF fail, a
+    /// failing DKIM signature, DMARC fail) when there was one; `results`
+    /// are all the results in plain words.
+    Unauthenticated {
+        failed: Option<String>,
+        results: String,
+    },
+    /// A DNS failure kept the checks from a verdict (why).
+    Temporary(String),
+}
+
+/// A mailbox's spam bands, in SpamAssassin points. Below `bypass_below`
+/// mail is delivered without a challenge; at or above `no_challenge_at`
+/// it is held without one; `None` turns a band off. (Mail at or above the
+/// server's `spam.reject_score` is refused before the policy is asked.)
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SpamBands {
+    pub bypass_below: Option<f64>,
+    pub no_challenge_at: Option<f64>,
+}
+
+impl SpamBands {
+    /// The default bands: bypass below −2.5 (BoxTrapper's default minimum
+    /// spam score), no challenge at 5.0 (SpamAssassin's `required_score`).
+    pub const DEFAULT: SpamBands = SpamBands {
+        bypass_below: Some(-2.5),
+        no_challenge_at: Some(5.0),
+    };
 }
 
 fn first_match(rules: &dyn RuleMatch, facts: &MessageFacts, env_sender: &str) -> Option<String> {
@@ -163,7 +240,11 @@ fn first_match(rules: &dyn RuleMatch, facts: &MessageFacts, env_sender: &str) ->
 }
 
 /// The policy, in its documented order: ignore, then block, then allow;
-/// everything else is held, and challenged only when it is safe to.
+/// then the spam bands (deliver below the bypass score, hold silently at
+/// the no-challenge score); everything else is held, and challenged only
+/// when it is safe to: a person's mail (not a bounce, robot, list or
+/// auto-reply), not from the mailbox's own address, from an authenticated
+/// `From:` address, with no challenge open and within the rate limits.
 pub fn decide(input: &PolicyInput<'_>) -> Decision {
     let d = |verdict, reason, challenge| Decision {
         verdict,
@@ -182,6 +263,30 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
     }
     if let Some(rule) = first_match(input.allow, facts, input.env_sender) {
         return d(Verdict::Deliver, Reason::Allowed(rule), false);
+    }
+    if let Some(score) = input.spam_score {
+        if let Some(bypass) = input.bands.bypass_below
+            && score < bypass
+        {
+            return d(
+                Verdict::Deliver,
+                Reason::SpamBypass(format!(
+                    "spam score {score:.1} is below this mailbox's bypass score {bypass:.1}"
+                )),
+                false,
+            );
+        }
+        if let Some(at) = input.bands.no_challenge_at
+            && score >= at
+        {
+            return d(
+                Verdict::Hold,
+                Reason::Spam(format!(
+                    "spam score {score:.1} is at or above this mailbox's no-challenge score {at:.1}"
+                )),
+                false,
+            );
+        }
     }
     let hold = |reason| d(Verdict::Hold, reason, false);
     if input.env_sender.is_empty() {
@@ -203,6 +308,15 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
     }
     if let Some(a) = &facts.automated {
         return hold(Reason::Automated(a.to_string()));
+    }
+    match input.auth {
+        SenderAuth::Authenticated(_) => {}
+        SenderAuth::Temporary(why) => return hold(Reason::AuthTemporary(why.clone())),
+        SenderAuth::Unauthenticated { failed, results } => {
+            if failed.is_some() || !input.challenge_unauthenticated {
+                return hold(Reason::NotAuthenticated(results.clone()));
+            }
+        }
     }
     if input.open_challenge {
         return hold(Reason::ChallengeOpen);
@@ -252,6 +366,268 @@ mod tests {
             )
             .as_bytes(),
         )
+    }
+
+    fn authenticated() -> SenderAuth {
+        SenderAuth::Authenticated("DKIM example.org".into())
+    }
+
+    /// Authentication and the spam bands, in their place in the order:
+    /// lists first, then the bands, then the robot checks, then
+    /// authentication, then the open challenge.
+    #[test]
+    fn authentication_and_spam_bands_decide_who_is_challenged() {
+        let unauth = |failed: Option<&str>| SenderAuth::Unauthenticated {
+            failed: failed.map(str::to_owned),
+            results: "SPF none, DKIM none, DMARC none".into(),
+        };
+        let temp = SenderAuth::Temporary("DNS timeout for example.org".into());
+        let allow = rules(&["from friend@example.org"]);
+        // (what, env sender, auth, relaxed, score, bands, open, want)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            SenderAuth,
+            bool,
+            Option<f64>,
+            SpamBands,
+            bool,
+            (Verdict, &'a str, bool),
+        );
+        let bob = "bob@example.org";
+        let def = SpamBands::DEFAULT;
+        let off = SpamBands::default();
+        let cases: Vec<Case> = vec![
+            (
+                "authenticated is challenged",
+                bob,
+                authenticated(),
+                false,
+                None,
+                def,
+                false,
+                (Verdict::Hold, "unknown-sender", true),
+            ),
+            (
+                "not authenticated: held silently",
+                bob,
+                unauth(None),
+                false,
+                None,
+                def,
+                false,
+                (Verdict::Hold, "not-authenticated", false),
+            ),
+            (
+                "relaxed mode challenges when nothing failed",
+                bob,
+                unauth(None),
+                true,
+                None,
+                def,
+                false,
+                (Verdict::Hold, "unknown-sender", true),
+            ),
+            (
+                "relaxed mode: SPF fail is still silent",
+                bob,
+                unauth(Some("SPF fail")),
+                true,
+                None,
+                def,
+                false,
+                (Verdict::Hold, "not-authenticated", false),
+            ),
+            (
+                "DNS failure: held silently, never refused",
+                bob,
+                temp.clone(),
+                true,
+                None,
+                def,
+                false,
+                (Verdict::Hold, "auth-temporary", false),
+            ),
+            (
+                "allow list needs no authentication",
+                "friend@example.org",
+                unauth(Some("SPF fail")),
+                false,
+                None,
+                def,
+                false,
+                (Verdict::Deliver, "allowed", false),
+            ),
+            (
+                "score below bypass delivers",
+                bob,
+                unauth(None),
+                false,
+                Some(-3.0),
+                def,
+                false,
+                (Verdict::Deliver, "spam-bypass", false),
+            ),
+            (
+                "score at bypass does not bypass",
+                bob,
+                authenticated(),
+                false,
+                Some(-2.5),
+                def,
+                false,
+                (Verdict::Hold, "unknown-sender", true),
+            ),
+            (
+                "score at no-challenge holds silently",
+                bob,
+                authenticated(),
+                false,
+                Some(5.0),
+                def,
+                false,
+                (Verdict::Hold, "spam", false),
+            ),
+            (
+                "GTUBE holds silently",
+                bob,
+                authenticated(),
+                false,
+                Some(1000.0),
+                def,
+                false,
+                (Verdict::Hold, "spam", false),
+            ),
+            (
+                "bands off: score ignored",
+                bob,
+                authenticated(),
+                false,
+                Some(1000.0),
+                off,
+                false,
+                (Verdict::Hold, "unknown-sender", true),
+            ),
+            (
+                "not scored: bands not used",
+                bob,
+                authenticated(),
+                false,
+                None,
+                def,
+                false,
+                (Verdict::Hold, "unknown-sender", true),
+            ),
+            (
+                "robot checks come before authentication",
+                "",
+                unauth(None),
+                false,
+                None,
+                def,
+                false,
+                (Verdict::Hold, "null-sender", false),
+            ),
+            (
+                "authentication comes before the open challenge",
+                bob,
+                unauth(None),
+                false,
+                None,
+                def,
+                true,
+                (Verdict::Hold, "not-authenticated", false),
+            ),
+            (
+                "an open challenge for an authenticated sender",
+                bob,
+                authenticated(),
+                false,
+                None,
+                def,
+                true,
+                (Verdict::Hold, "challenge-open", false),
+            ),
+        ];
+        for (what, env, auth, relaxed, score, bands, open, want) in cases {
+            let f = facts(Some(if env.is_empty() { bob } else { env }), "");
+            let d = decide(&PolicyInput {
+                facts: &f,
+                env_sender: env,
+                challenge_enabled: true,
+                ignore: &[],
+                block: &[],
+                allow: &allow,
+                own_addresses: &[],
+                open_challenge: open,
+                rate_limited: None,
+                auth: &auth,
+                challenge_unauthenticated: relaxed,
+                spam_score: score,
+                bands,
+            });
+            assert_eq!(
+                (d.verdict, d.reason.code(), d.challenge),
+                want,
+                "{what}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_new_reasons_say_why_in_plain_words() {
+        let f = facts(Some("bob@example.org"), "");
+        let auth = SenderAuth::Unauthenticated {
+            failed: Some("SPF fail".into()),
+            results: "SPF fail (example.org), DKIM none, DMARC fail (p=none)".into(),
+        };
+        let d = decide(&PolicyInput {
+            facts: &f,
+            env_sender: "bob@example.org",
+            challenge_enabled: true,
+            ignore: &[],
+            block: &[],
+            allow: &[],
+            own_addresses: &[],
+            open_challenge: false,
+            rate_limited: None,
+            auth: &auth,
+            challenge_unauthenticated: false,
+            spam_score: Some(7.25),
+            bands: SpamBands {
+                bypass_below: Some(-2.5),
+                no_challenge_at: Some(10.0),
+            },
+        });
+        assert_eq!(
+            d.reason.detail(),
+            "sender not authenticated (SPF fail (example.org), DKIM none, DMARC fail (p=none)); \
+             held without a challenge"
+        );
+        let d = decide(&PolicyInput {
+            auth: &authenticated(),
+            spam_score: Some(12.0),
+            ..PolicyInput {
+                facts: &f,
+                env_sender: "bob@example.org",
+                challenge_enabled: true,
+                ignore: &[],
+                block: &[],
+                allow: &[],
+                own_addresses: &[],
+                open_challenge: false,
+                rate_limited: None,
+                auth: &auth,
+                challenge_unauthenticated: false,
+                spam_score: None,
+                bands: SpamBands::DEFAULT,
+            }
+        });
+        assert_eq!(
+            d.reason.detail(),
+            "spam score 12.0 is at or above this mailbox's no-challenge score 5.0; \
+             held without a challenge"
+        );
     }
 
     fn rules(lines: &[&str]) -> Vec<SenderRule> {
@@ -470,6 +846,10 @@ mod tests {
                 own_addresses: &own,
                 open_challenge: case.open,
                 rate_limited: case.limited,
+                auth: &authenticated(),
+                challenge_unauthenticated: false,
+                spam_score: None,
+                bands: SpamBands::DEFAULT,
             });
             assert_eq!(
                 (d.verdict, d.reason.code(), d.challenge),
@@ -671,6 +1051,10 @@ mod tests {
                 own_addresses: &[],
                 open_challenge: false,
                 rate_limited: None,
+                auth: &authenticated(),
+                challenge_unauthenticated: false,
+                spam_score: None,
+                bands: SpamBands::DEFAULT,
             })
             .reason
             .detail()

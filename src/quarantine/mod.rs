@@ -34,7 +34,7 @@ use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use screen::Outcome;
+pub use screen::{Checks, Outcome};
 pub use sweep::SweepReport;
 
 /// Why a quarantine operation failed. Composing a challenge or a notice
@@ -68,6 +68,11 @@ pub struct Quarantine {
     /// Compiled sender lists per mailbox, kept until the mailbox's
     /// `rules_version` changes (lists can hold hundreds of regexes).
     lists: Mutex<HashMap<i64, (i64, Arc<Lists>)>>,
+    /// `[auth] challenge_unauthenticated`: challenge senders who are not
+    /// authenticated unless a check failed, for every mailbox…
+    challenge_unauthenticated: bool,
+    /// …or for mailboxes in these domains (lower case).
+    challenge_unauthenticated_domains: Vec<String>,
 }
 
 /// One mailbox's sender lists, each compiled once into one `RegexSet` per
@@ -108,7 +113,20 @@ impl Quarantine {
                 &config.smtp.postmaster,
             ),
             lists: Mutex::new(HashMap::new()),
+            challenge_unauthenticated: false,
+            challenge_unauthenticated_domains: Vec::new(),
         })
+    }
+
+    /// Whether the admin's relaxed mode ("challenge unless SPF, DKIM or
+    /// DMARC fails") applies to the mailbox at `address`.
+    fn challenge_unauthenticated(&self, address: &str) -> bool {
+        self.challenge_unauthenticated
+            || address.rsplit_once('@').is_some_and(|(_, domain)| {
+                self.challenge_unauthenticated_domains
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(domain))
+            })
     }
 
     /// Issues and verifies challenges (the verification pages use it too).

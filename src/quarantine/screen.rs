@@ -15,7 +15,7 @@ use crate::delivery::router::Route;
 use crate::envelope::Envelope;
 use crate::policy::facts::{MessageFacts, reply_tokens};
 use crate::policy::rules::{ListKind, SenderRule};
-use crate::policy::{self, Decision, PolicyInput, Reason, Verdict};
+use crate::policy::{self, Decision, PolicyInput, Reason, SenderAuth, SpamBands, Verdict};
 use crate::store::StoreError;
 use crate::store::held::{self, ActivityAction, NewHeld, NewOutbound, SendCaps};
 use crate::store::settings::MailboxSettings;
@@ -37,9 +37,34 @@ pub enum Outcome {
     Reject(String),
 }
 
+/// What the checks at the end of DATA found about a message (SPF, DKIM,
+/// DMARC, the spam score), for the policy and for each held copy.
+#[derive(Debug, Clone)]
+pub struct Checks {
+    /// Whether the `From:` address is authenticated.
+    pub auth: SenderAuth,
+    /// The RFC 8601 `Authentication-Results:` value written on the message.
+    pub auth_results: String,
+    /// SpamAssassin points (GTUBE and DNS blocklist scores added); `None`
+    /// when the message was not scored.
+    pub spam_score: Option<f64>,
+    /// The score's parts, or why there is none, in words.
+    pub spam_report: String,
+}
+
+impl Checks {
+    /// Whether mail may go to the `From:` address: it is authenticated.
+    /// Challenges are decided by the policy; notices (`returnverify`,
+    /// `blacklist`) ask this.
+    pub fn sender_authenticated(&self) -> bool {
+        matches!(self.auth, SenderAuth::Authenticated(_))
+    }
+}
+
 /// One message being screened: what every recipient's decision reads.
 struct Screening<'a> {
     env: &'a Envelope,
+    checks: &'a Checks,
     /// The message as received, with our `Received:` header; shared, not
     /// copied, by every held copy.
     data: &'a Arc<Vec<u8>>,
@@ -57,6 +82,7 @@ impl Quarantine {
         &self,
         env: &Envelope,
         data: &Arc<Vec<u8>>,
+        checks: &Checks,
     ) -> Result<Vec<Outcome>, QuarantineError> {
         // The common case costs nothing: no mailbox here screens its mail.
         if env.recipients.iter().all(|r| !r.challenge) {
@@ -71,6 +97,7 @@ impl Quarantine {
         }
         let m = Screening {
             env,
+            checks,
             data,
             facts: MessageFacts::parse(data),
             env_sender: env
@@ -138,6 +165,10 @@ impl Quarantine {
                 own_addresses: &[],
                 open_challenge: false,
                 rate_limited: None,
+                auth: &m.checks.auth,
+                challenge_unauthenticated: false,
+                spam_score: m.checks.spam_score,
+                bands: SpamBands::default(),
             })));
         }
         // Only a token that verifies, issued by this mailbox to the sender
@@ -169,6 +200,13 @@ impl Quarantine {
             own_addresses: &own,
             open_challenge: false,
             rate_limited: None,
+            auth: &m.checks.auth,
+            challenge_unauthenticated: self.challenge_unauthenticated(&s.address),
+            spam_score: m.checks.spam_score,
+            bands: SpamBands {
+                bypass_below: s.spam_bypass_below.map(|t| t as f64 / 10.0),
+                no_challenge_at: s.spam_no_challenge_at.map(|t| t as f64 / 10.0),
+            },
         };
         // An open challenge comes last in the policy's order: it is read only
         // when a challenge would otherwise go out. The caps are counted when
@@ -227,10 +265,7 @@ impl Quarantine {
                 if let Reason::Allowed(_) = d.reason
                     && s.whitelist_by_association
                 {
-                    // No SPF/DKIM/DMARC yet (the authentication issue):
-                    // nothing vouches for the From: address but alignment.
-                    let sender_authenticated = false;
-                    self.allow_associates(m, s, sender_authenticated).await?;
+                    self.allow_associates(m, s).await?;
                 }
                 Ok(Outcome::Deliver)
             }
@@ -257,7 +292,11 @@ impl Quarantine {
                         &d.reason.detail(),
                     )
                     .await?;
-                if s.notify_blocked && !sender.is_empty() && d.reason != Reason::NullSender {
+                if s.notify_blocked
+                    && !sender.is_empty()
+                    && d.reason != Reason::NullSender
+                    && m.checks.sender_authenticated()
+                {
                     let mailed = &m.env.recipients[rcpt_index].original;
                     self.challenges
                         .queue_notice(
@@ -331,6 +370,9 @@ impl Quarantine {
             shared_challenge,
             caps: self.caps,
             data: m.data.clone(),
+            auth_results: m.checks.auth_results.clone(),
+            spam_score: m.checks.spam_score.map(|s| (s * 10.0).round() as i64),
+            spam_report: m.checks.spam_report.clone(),
             now,
         });
         let (reason, opened) = self
@@ -359,11 +401,9 @@ impl Quarantine {
     ///
     /// Only when the allowed sender is the `From:` address itself (a `from`
     /// rule of the allow list matches it, not just the envelope) and the
-    /// message shows it came from there: `sender_authenticated` (SPF, DKIM
-    /// or DMARC passed for the `From:` domain; always false until the
-    /// authentication issue lands, and false is the safe value), or else an
-    /// envelope sender in the same domain as `From:`, the best evidence
-    /// there is without authentication. At most
+    /// message proves it came from there: the `From:` address is
+    /// authenticated (DKIM or SPF passed for a domain aligned with it,
+    /// [`Checks::sender_authenticated`]). At most
     /// `challenge.max_associates_per_message` are added per message, never
     /// past `challenge.max_rules_per_list`; the rest are left off, and the
     /// activity log says how many. An address that reaches this mailbox (an
@@ -372,24 +412,18 @@ impl Quarantine {
         &self,
         m: &Screening<'_>,
         s: &MailboxSettings,
-        sender_authenticated: bool,
     ) -> Result<(), QuarantineError> {
         use crate::store::lists::RuleAdded;
-        let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
+        let (facts, now) = (&m.facts, m.now);
         let Some(from) = facts.from.as_deref() else {
             return Ok(());
         };
         let lists = self.lists(s).await?;
-        let domain = |a: &str| {
-            a.rsplit_once('@')
-                .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
-        };
-        let aligned = !env_sender.is_empty() && domain(env_sender) == domain(from);
-        if lists.allow.first_from_match(from).is_none() || !(sender_authenticated || aligned) {
+        if lists.allow.first_from_match(from).is_none() || !m.checks.sender_authenticated() {
             tracing::debug!(
-                queue_id = %m.env.queue_id, mailbox = %s.address, from, env_sender,
+                queue_id = %m.env.queue_id, mailbox = %s.address, from,
                 "whitelist by association: the From: address is not the allowed sender, \
-                 or the envelope sender's domain differs; nobody added"
+                 or it is not authenticated; nobody added"
             );
             return Ok(());
         }
@@ -498,7 +532,11 @@ impl Quarantine {
         let Some(from) = facts.from.as_deref() else {
             return Ok(());
         };
-        if env_sender.is_empty() || !policy::is_human_reply_from(facts, env_sender) {
+        // A sender who proved nothing is sent nothing.
+        if env_sender.is_empty()
+            || !policy::is_human_reply_from(facts, env_sender)
+            || !m.checks.sender_authenticated()
+        {
             return Ok(());
         }
         let Some(reply) = reply_tokens(facts)
@@ -575,6 +613,10 @@ struct HoldJob {
     shared_challenge: Option<i64>,
     caps: SendCaps,
     data: Arc<Vec<u8>>,
+    auth_results: String,
+    /// Tenths of a point.
+    spam_score: Option<i64>,
+    spam_report: String,
     now: Timestamp,
 }
 
@@ -652,6 +694,9 @@ impl HoldJob {
                 reason_detail: &reason.detail(),
                 challenge_id,
                 data: &self.data,
+                auth_results: &self.auth_results,
+                spam_score: self.spam_score,
+                spam_report: &self.spam_report,
             },
             now,
         )

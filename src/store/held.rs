@@ -104,6 +104,13 @@ pub struct NewHeld<'a> {
     pub reason_detail: &'a str,
     pub challenge_id: Option<i64>,
     pub data: &'a [u8],
+    /// The RFC 8601 `Authentication-Results:` value this server wrote
+    /// (`""` when the message was not checked).
+    pub auth_results: &'a str,
+    /// The spam score in tenths of a point; `None`: not scored.
+    pub spam_score: Option<i64>,
+    /// The score's parts or why there is none, in words.
+    pub spam_report: &'a str,
 }
 
 /// A held message as listed (without its body).
@@ -128,6 +135,12 @@ pub struct HeldSummary {
     pub reason_detail: String,
     pub challenge_id: Option<i64>,
     pub state: HeldState,
+    /// The `Authentication-Results:` value written at arrival (`""`: none).
+    pub auth_results: String,
+    /// The spam score in tenths of a point; `None`: not scored.
+    pub spam_score: Option<i64>,
+    /// The score's parts, or why it was not scored.
+    pub spam_report: String,
 }
 
 /// A challenge row.
@@ -193,7 +206,8 @@ const DUE_OUTBOUND: &str =
 
 const HELD_COLUMNS: &str = "h.id, h.mailbox_id, m.address AS mailbox, h.queue_id, h.rcpt_index, h.env_sender, \
      h.original_rcpt, h.sender, h.sender_name, h.subject, h.message_id, h.date_header, h.size, \
-     h.arrived_at, h.reason, h.reason_detail, h.challenge_id, h.state";
+     h.arrived_at, h.reason, h.reason_detail, h.challenge_id, h.state, h.auth_results, h.spam_score, \
+     h.spam_report";
 
 const CHALLENGE_COLUMNS: &str = "c.id, c.mailbox_id, m.address AS mailbox, c.addressed_to, c.sender, c.state, c.created_at, c.expires_at";
 
@@ -351,11 +365,11 @@ pub async fn remove_challenge(conn: &mut AnyConnection, id: i64) -> Result<(), S
 
 const INSERT_HELD: &str = "INSERT INTO held_messages (mailbox_id, queue_id, rcpt_index, env_sender, original_rcpt, sender,
             sender_name, subject, message_id, date_header, size, arrived_at, reason, reason_detail,
-            challenge_id, data)
+            challenge_id, data, auth_results, spam_score, spam_report)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
             COALESCE($15, (SELECT id FROM challenges
                            WHERE mailbox_id = $1 AND sender = $6 AND state = 'open' AND expires_at > $12)),
-            $16) RETURNING id";
+            $16, $17, $18, $19) RETURNING id";
 
 /// Holds a message. Without a `challenge_id` it joins the sender's open,
 /// unexpired challenge at `arrived_at`, if there is one (looked up in the
@@ -378,6 +392,9 @@ pub async fn insert_held(conn: &mut AnyConnection, h: &NewHeld<'_>) -> Result<i6
         .bind(h.reason_detail)
         .bind(h.challenge_id)
         .bind(h.data)
+        .bind(h.auth_results)
+        .bind(h.spam_score)
+        .bind(h.spam_report)
         .fetch_one(conn)
         .await?)
 }
@@ -419,6 +436,9 @@ pub async fn hold(
         .bind(h.reason_detail)
         .bind(h.challenge_id)
         .bind(h.data)
+        .bind(h.auth_results)
+        .bind(h.spam_score)
+        .bind(h.spam_report)
         .bind(at.0)
         .bind(ActivityAction::Held.as_str())
         .execute(conn)
@@ -430,7 +450,7 @@ pub async fn hold(
 static HOLD_WITH_ACTIVITY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH h AS ({INSERT_HELD})
-         INSERT INTO activity (mailbox_id, at, action, sender, detail) SELECT $1, $17, $18, $6, $14 FROM h"
+         INSERT INTO activity (mailbox_id, at, action, sender, detail) SELECT $1, $20, $21, $6, $14 FROM h"
     )
 });
 
@@ -1520,6 +1540,9 @@ mod tests {
                         None
                     },
                     data: b"Subject: hello\r\n\r\nhi\r\n",
+                    auth_results: "",
+                    spam_score: None,
+                    spam_report: "",
                 },
             )
             .await

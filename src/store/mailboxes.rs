@@ -64,8 +64,9 @@ impl Store {
             return Err(StoreError::Conflict(format!("{key} is already an alias")));
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO mailboxes (domain_id, address, password_hash, created_at)
-             VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO mailboxes (domain_id, address, password_hash, created_at,
+                spam_bypass_below, spam_no_challenge_at)
+             VALUES ($1, $2, $3, $4, -25, 50) RETURNING id",
         )
         .bind(domain_id)
         .bind(&key)

@@ -18,8 +18,12 @@ pub struct MailboxSettings {
     pub display_name: String,
     /// Days held mail (and its challenge) is kept before it is purged.
     pub keep_days: i64,
-    /// Spam score, in tenths, below which mail skips the challenge.
+    /// Spam score, in tenths of a point, below which mail is delivered
+    /// without a challenge; `None`: off. New mailboxes: −25 (−2.5).
     pub spam_bypass_below: Option<i64>,
+    /// Spam score, in tenths of a point, at or above which mail is held
+    /// without a challenge; `None`: off. New mailboxes: 50 (5.0).
+    pub spam_no_challenge_at: Option<i64>,
     /// Mail from an allowed sender also allows the other addresses in its
     /// To/Cc (capped per message, see the quarantine). Off by default
     /// (migration 0004 turned it off in every existing mailbox): until
@@ -71,7 +75,7 @@ struct WithExtra {
 }
 
 const COLUMNS: &str = "id, address, challenge_enabled, display_name, keep_days, spam_bypass_below, \
-     whitelist_by_association, auto_whitelist_sent, notify_released, notify_blocked, rules_version, \
+     spam_no_challenge_at, whitelist_by_association, auto_whitelist_sent, notify_released, notify_blocked, rules_version, \
      quarantine_max_messages, quarantine_max_bytes";
 
 impl Store {
@@ -447,7 +451,7 @@ async fn write_settings(conn: &mut AnyConnection, s: &MailboxSettings) -> Result
         "UPDATE mailboxes SET challenge_enabled = $1, display_name = $2, keep_days = $3,
             spam_bypass_below = $4, whitelist_by_association = $5, auto_whitelist_sent = $6,
             notify_released = $7, notify_blocked = $8, quarantine_max_messages = $10,
-            quarantine_max_bytes = $11
+            quarantine_max_bytes = $11, spam_no_challenge_at = $12
          WHERE id = $9",
     )
     .bind(i64::from(s.challenge_enabled))
@@ -461,6 +465,7 @@ async fn write_settings(conn: &mut AnyConnection, s: &MailboxSettings) -> Result
     .bind(s.id)
     .bind(s.quarantine_max_messages)
     .bind(s.quarantine_max_bytes)
+    .bind(s.spam_no_challenge_at)
     .execute(conn)
     .await?;
     Ok(())

@@ -124,6 +124,9 @@ impl Admin {
                 reason_detail: "unknown sender; a challenge was sent",
                 challenge_id,
                 data: data.as_bytes(),
+                auth_results: "",
+                spam_score: None,
+                spam_report: "",
             },
         )
         .await
@@ -173,7 +176,8 @@ fn mailbox_settings_round_trip_and_bad_values_change_nothing() {
             "challenge: off",
             "display-name: ",
             "keep-days: 15",
-            "spam-bypass-below: off",
+            "spam-bypass-below: -2.5",
+            "spam-no-challenge-at: 5.0",
             "whitelist-by-association: off",
             "auto-whitelist-sent: on",
             "notify-released: on",
@@ -201,7 +205,9 @@ fn mailbox_settings_round_trip_and_bad_values_change_nothing() {
         "--keep-days",
         "30",
         "--spam-bypass-below",
-        "5.0",
+        "-5.0",
+        "--spam-no-challenge-at",
+        "off",
         "--whitelist-by-association",
         "off",
         "--auto-whitelist-sent",
@@ -226,13 +232,14 @@ fn mailbox_settings_round_trip_and_bad_values_change_nothing() {
     );
     let shown = admin.ok(&["mailbox", "show", "alice@EXAMPLE.test"]);
     assert_eq!(
-        lines(&shown)[..10],
+        lines(&shown)[..11],
         [
             "address: alice@example.test",
             "challenge: on",
             "display-name: Alice Example",
             "keep-days: 30",
-            "spam-bypass-below: 5.0",
+            "spam-bypass-below: -5.0",
+            "spam-no-challenge-at: off",
             "whitelist-by-association: off",
             "auto-whitelist-sent: off",
             "notify-released: off",
