@@ -52,8 +52,9 @@ is_installed() {
 
 install_packages() {
     section "system packages"
-    # libnet-ssleay-perl lets swaks speak STARTTLS.
-    local pkgs=(swaks libnet-ssleay-perl postfix postgresql-15 time python3 dnsmasq-base chromium chromium-driver python3-selenium) missing=() p
+    # libnet-ssleay-perl lets swaks speak STARTTLS. python3-dkim (with
+    # python3-authres for ARC) signs the auth tests' mail independently.
+    local pkgs=(swaks libnet-ssleay-perl postfix postgresql-15 time python3 dnsmasq-base chromium chromium-driver python3-selenium python3-dkim python3-authres) missing=() p
     for p in "${pkgs[@]}"; do
         is_installed "$p" || missing+=("$p")
     done

@@ -26,6 +26,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub delivery: DeliveryConfig,
     pub challenge: ChallengeConfig,
+    /// Sender authentication of incoming mail: SPF, DKIM, DMARC, ARC.
+    pub auth: crate::auth::AuthConfig,
     pub outbound: OutboundConfig,
     pub log: LogConfig,
 }
@@ -441,6 +443,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             delivery: DeliveryConfig::default(),
             challenge: ChallengeConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
             outbound: OutboundConfig::default(),
             log: LogConfig::default(),
         }
@@ -800,6 +803,7 @@ impl Config {
             return bad("outbound.retry_interval: must be at least 1s".into());
         }
         self.web.validate().map_err(ConfigError::Invalid)?;
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         let base = &self.web.base_url;
         if !(base.is_empty() || base.starts_with("http://") || base.starts_with("https://")) {
             return bad(format!(

@@ -34,7 +34,8 @@
 //!    (`=>`), deferral (`==`) and failure (`**`), each from a typed event;
 //!    refusals go to the reject log.
 //!
-//! Around them: [`envelope`] (the envelope shared along the path),
+//! Around them: [`auth`] (SPF, DKIM, DMARC and ARC results for the
+//! policy), [`envelope`] (the envelope shared along the path),
 //! [`config`] (TOML + `BOXTRAP_*`), [`store`] (SQLite or PostgreSQL through
 //! sqlx, writes grouped and never failing for being concurrent), [`dns`]
 //! (the resolver seam), [`retry`] (backoff), [`app`] (wiring and shutdown),
@@ -44,6 +45,7 @@
 
 pub mod address;
 pub mod app;
+pub mod auth;
 pub mod challenge;
 pub mod cli;
 pub mod clock;
