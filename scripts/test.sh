@@ -54,7 +54,7 @@ install_packages() {
     section "system packages"
     # libnet-ssleay-perl lets swaks speak STARTTLS. python3-dkim (with
     # python3-authres for ARC) signs the auth tests' mail independently.
-    local pkgs=(swaks libnet-ssleay-perl postfix postgresql-15 time python3 dnsmasq-base chromium chromium-driver python3-selenium python3-dkim python3-authres) missing=() p
+    local pkgs=(swaks libnet-ssleay-perl postfix postgresql-15 time python3 dnsmasq-base chromium chromium-driver python3-selenium python3-dkim python3-authres spamd) missing=() p
     for p in "${pkgs[@]}"; do
         is_installed "$p" || missing+=("$p")
     done

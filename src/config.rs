@@ -25,6 +25,10 @@ pub struct Config {
     pub web: WebConfig,
     pub database: DatabaseConfig,
     pub delivery: DeliveryConfig,
+    /// What a spam score does, server-wide (`[spam]`, see [`crate::spam`]).
+    pub spam: crate::spam::SpamConfig,
+    /// SpamAssassin's spamd, asked for each message's score (`[spamd]`).
+    pub spamd: crate::spam::SpamdConfig,
     pub challenge: ChallengeConfig,
     /// Sender authentication of incoming mail: SPF, DKIM, DMARC, ARC.
     pub auth: crate::auth::AuthConfig,
@@ -442,6 +446,8 @@ impl Default for Config {
             web: WebConfig::default(),
             database: DatabaseConfig::default(),
             delivery: DeliveryConfig::default(),
+            spam: crate::spam::SpamConfig::default(),
+            spamd: crate::spam::SpamdConfig::default(),
             challenge: ChallengeConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             outbound: OutboundConfig::default(),
@@ -802,6 +808,8 @@ impl Config {
         if o.retry_interval.0 < Duration::from_secs(1) {
             return bad("outbound.retry_interval: must be at least 1s".into());
         }
+        self.spam.validate().map_err(ConfigError::Invalid)?;
+        self.spamd.validate().map_err(ConfigError::Invalid)?;
         self.web.validate().map_err(ConfigError::Invalid)?;
         self.auth.validate().map_err(ConfigError::Invalid)?;
         let base = &self.web.base_url;
@@ -871,6 +879,8 @@ const SECTIONS: &[&str] = &[
     "web",
     "database",
     "delivery",
+    "spam",
+    "spamd",
     "challenge",
     "outbound",
     "log",

@@ -34,6 +34,10 @@
 //!    (`=>`), deferral (`==`) and failure (`**`), each from a typed event;
 //!    refusals go to the reject log.
 //!
+//! [`spam`] scores a message at the end of DATA (the built-in GTUBE
+//! test, SpamAssassin's spamd) for the policy and the server's reject
+//! score.
+//!
 //! Around them: [`auth`] (SPF, DKIM, DMARC and ARC results for the
 //! policy), [`envelope`] (the envelope shared along the path),
 //! [`config`] (TOML + `BOXTRAP_*`), [`store`] (SQLite or PostgreSQL through
@@ -63,6 +67,7 @@ pub mod quarantine;
 pub mod queue_id;
 pub mod retry;
 pub mod smtp;
+pub mod spam;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;
