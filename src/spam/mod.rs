@@ -5,8 +5,9 @@
 //! Owns: the score ([`SpamVerdict`], with the rules that made it up so the
 //! owner can see why), the outcome of asking ([`SpamCheck`]: scored,
 //! skipped, or spamd unavailable), the `X-Spam-Score`/`X-Spam-Status`
-//! header lines, the one-line summary kept as the held message's reason,
-//! and the `[spam]` and `[spamd]` config sections.
+//! header lines (and removing those a sender put in the message:
+//! [`strip_spam_headers`]), the one-line summary kept as the held
+//! message's reason, and the `[spam]` and `[spamd]` config sections.
 //!
 //! Does not own: what a score does. The SMTP accept path refuses at
 //! [`SpamConfig::reject_score`], and the policy compares the score with the
@@ -22,6 +23,7 @@ mod tests;
 
 use crate::config::{ByteSize, HumanDuration};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -162,7 +164,8 @@ impl SpamVerdict {
     ///
     /// `tests=none` when no rule hit; a long rule list is folded after a
     /// comma onto lines starting with a tab, as SpamAssassin folds it.
-    /// The caller removes any `X-Spam-*` headers the sender put in first.
+    /// The caller first removes those the sender put in the message
+    /// ([`strip_spam_headers`]).
     pub fn header_lines(&self) -> String {
         let score = points(self.score);
         let mut status = format!(
@@ -218,6 +221,70 @@ impl SpamVerdict {
         out.push(')');
         out
     }
+}
+
+/// The header fields SpamAssassin adds, which [`strip_spam_headers`]
+/// removes from arriving mail (compared case-insensitively). Other
+/// `X-Spam-*` fields (`X-Spam-Arrest`, a challenge-response system's) are
+/// not ours and stay.
+pub const SPAM_HEADERS: &[&str] = &[
+    "X-Spam-Score",
+    "X-Spam-Status",
+    "X-Spam-Flag",
+    "X-Spam-Level",
+    "X-Spam-Report",
+    "X-Spam-Checker-Version",
+];
+
+/// The message without the [`SPAM_HEADERS`] fields it arrived with, each
+/// with its folded continuation lines: a sender must not be able to write
+/// `X-Spam-Status: No` into the mailbox next to ours. Only the header
+/// section is looked at; every other field, the blank line and the body
+/// are kept byte for byte (lines may end in CRLF or LF). Borrowed when
+/// nothing was removed.
+pub fn strip_spam_headers(message: &[u8]) -> Cow<'_, [u8]> {
+    let line_end = |from: usize| {
+        message[from..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(message.len(), |i| from + i + 1)
+    };
+    let ours = |field: &[u8]| {
+        let Some(colon) = field.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let name = field[..colon].trim_ascii_end();
+        SPAM_HEADERS
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+    };
+    let mut kept: Vec<u8> = Vec::new();
+    let mut removed = false;
+    let mut pos = 0;
+    while pos < message.len() {
+        let first = line_end(pos);
+        if matches!(&message[pos..first], b"\r\n" | b"\n") {
+            break;
+        }
+        let mut end = first;
+        while end < message.len() && matches!(message[end], b' ' | b'\t') {
+            end = line_end(end);
+        }
+        if ours(&message[pos..end]) {
+            if !removed {
+                kept.extend_from_slice(&message[..pos]);
+                removed = true;
+            }
+        } else if removed {
+            kept.extend_from_slice(&message[pos..end]);
+        }
+        pos = end;
+    }
+    if !removed {
+        return Cow::Borrowed(message);
+    }
+    kept.extend_from_slice(&message[pos..]);
+    Cow::Owned(kept)
 }
 
 /// Whether `message` (header and body, raw bytes) contains [`GTUBE`]

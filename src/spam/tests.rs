@@ -4,6 +4,7 @@
 
 use super::testing::{TestSpamd, free_port};
 use super::*;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -436,6 +437,39 @@ fn the_summary_names_the_rules_worth_most() {
         SpamCheck::Scored(SpamVerdict::gtube()).summary(),
         "spam score 1000.0 (GTUBE 1000.0)"
     );
+}
+
+#[test]
+fn spam_headers_that_arrive_with_the_message_are_removed() {
+    let message = b"Received: from a\r\n\
+        X-Spam-Status: No, score=-5.0 required=5.0\r\n\
+        \ttests=FORGED\r\n\
+        Subject: hi\r\n\
+        x-spam-flag: NO\r\n\
+        X-Spam-Arrest: challenge\r\n\
+        X-Spam-Score : -5\r\n\
+        \r\n\
+        X-Spam-Status: in the body stays\r\n";
+    let stripped = strip_spam_headers(message);
+    assert_eq!(
+        String::from_utf8_lossy(&stripped),
+        "Received: from a\r\n\
+         Subject: hi\r\n\
+         X-Spam-Arrest: challenge\r\n\
+         \r\n\
+         X-Spam-Status: in the body stays\r\n"
+    );
+    // LF line ends, a removed first field, a message without a body.
+    assert_eq!(
+        &*strip_spam_headers(b"X-Spam-Level: ***\n  more\nFrom: a\n"),
+        b"From: a\n"
+    );
+    assert!(matches!(strip_spam_headers(PLAIN), Cow::Borrowed(_)));
+    assert!(matches!(strip_spam_headers(b""), Cow::Borrowed(_)));
+    // Our own lines are removed too: strip first, then add them.
+    let mut ours = SpamVerdict::gtube().header_lines().into_bytes();
+    ours.extend_from_slice(PLAIN);
+    assert_eq!(&*strip_spam_headers(&ours), PLAIN);
 }
 
 // --- config -------------------------------------------------------------------
