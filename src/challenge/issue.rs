@@ -20,6 +20,7 @@
 //! the page nor its timing says which ids exist.
 
 use super::notice::{self, Built, Notice, NoticeError};
+use super::sign::{Signer, Signers};
 use super::templates::{self, TemplateName, TemplateVars};
 use super::token::{self, Claims, Keyring, RetiredKey, TokenError, TokenKey};
 use crate::clock::{Clock, Timestamp};
@@ -28,7 +29,8 @@ use crate::policy::facts::MessageFacts;
 use crate::store::held::{self, ActivityAction, ChallengeState, NewOutbound, SendCaps};
 use crate::store::settings::MailboxSettings;
 use crate::store::{Store, StoreError};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Why a token did not release anything; shown on the verification page.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -254,6 +256,9 @@ pub struct Challenges {
     /// Loaded at start; reloaded when a token names a key we do not know
     /// (another node or `boxtrap key rotate` made it), and by the sweeper.
     keyring: RwLock<Keyring>,
+    /// DKIM keys read so far, parsed, by domain, selector and creation
+    /// time; a domain's entries are dropped when its keys change.
+    dkim: Mutex<HashMap<(String, String, i64), Arc<Signer>>>,
 }
 
 const DAY: i64 = 86400;
@@ -272,6 +277,7 @@ impl Challenges {
             base_url: config.base_url(),
             hostname: config.hostname.clone(),
             keyring: RwLock::new(keyring),
+            dkim: Mutex::new(HashMap::new()),
         })
     }
 
@@ -318,8 +324,58 @@ impl Challenges {
         })
     }
 
+    /// The DKIM keys that sign mail from `from` (the address that was
+    /// mailed): those of its domain or, when it has none (an extra address
+    /// elsewhere), those of the mailbox's domain; none: sent unsigned. Read
+    /// for every mail, so a key `boxtrap dkim generate` made signs from
+    /// the next mail on, in every process; each key is parsed once. A
+    /// stored key that cannot be read is logged and left out.
+    pub async fn dkim_signers(&self, from: &str, mailbox: &str) -> Result<Signers, StoreError> {
+        let domain_of = |address: &str| {
+            let (_, domain) = address.rsplit_once('@')?;
+            crate::address::Domain::parse(domain).ok()
+        };
+        let mut keys = Vec::new();
+        for domain in [domain_of(from), domain_of(mailbox)].into_iter().flatten() {
+            keys = self.store.dkim_keys(domain.as_str()).await?;
+            if !keys.is_empty() {
+                break;
+            }
+        }
+        let mut cache = match self.dkim.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(domain) = keys.first().map(|k| k.domain.clone()) {
+            cache.retain(|(d, s, at), _| {
+                *d != domain
+                    || keys
+                        .iter()
+                        .any(|k| k.selector == *s && k.created_at.0 == *at)
+            });
+        }
+        let mut signers = Vec::new();
+        for k in &keys {
+            let id = (k.domain.clone(), k.selector.clone(), k.created_at.0);
+            if let Some(s) = cache.get(&id) {
+                signers.push(s.clone());
+                continue;
+            }
+            match Signer::new(k) {
+                Ok(s) => {
+                    let s = Arc::new(s);
+                    cache.insert(id, s.clone());
+                    signers.push(s);
+                }
+                Err(e) => tracing::warn!(error = %e, "DKIM key left out"),
+            }
+        }
+        Ok(Signers::new(signers))
+    }
+
     /// Gathers a notice mail from `from` (the address that was mailed, or
-    /// the mailbox) to `to`: the template text, its variables, the headers.
+    /// the mailbox) to `to`: the template text, its variables, the headers
+    /// and the DKIM keys that sign it.
     pub async fn notice(
         &self,
         s: &MailboxSettings,
@@ -367,6 +423,7 @@ impl Challenges {
             hostname: self.hostname.clone(),
             base_url: self.base_url.clone(),
             date: self.clock.now(),
+            dkim: self.dkim_signers(from, &s.address).await?,
         })
     }
 

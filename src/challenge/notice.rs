@@ -10,6 +10,7 @@
 //! its challenge, and the reason says why.
 
 use super::compose::{ComposeError, ComposeInput, compose};
+use super::sign::Signers;
 use super::templates::{self, TemplateError, TemplateName, TemplateVars};
 use crate::clock::Timestamp;
 use crate::policy::facts::challenge_message_id;
@@ -36,6 +37,8 @@ pub struct Notice {
     /// Where the verification pages are served, without a trailing `/`.
     pub base_url: String,
     pub date: Timestamp,
+    /// The DKIM keys of the sending domain; none: sent unsigned.
+    pub dkim: Signers,
 }
 
 /// Why a notice could not be built; nothing is sent.
@@ -55,7 +58,8 @@ pub fn link(base_url: &str, token: &str) -> String {
 /// A built notice.
 #[derive(Debug, Clone)]
 pub struct Built {
-    /// RFC 5322 message, CRLF line endings.
+    /// RFC 5322 message, CRLF line endings, DKIM-signed with every key in
+    /// [`Notice::dkim`]: the bytes that go out.
     pub data: Vec<u8>,
     /// Set when the original's Message-ID could not be used and the mail
     /// went out without `In-Reply-To` (the reply still matches by token).
@@ -63,8 +67,8 @@ pub struct Built {
 }
 
 impl Notice {
-    /// Renders the template and composes the mail; `token` is the
-    /// challenge's (`verify`) or `None`. Pure: no I/O.
+    /// Renders the template, composes the mail and DKIM-signs it; `token`
+    /// is the challenge's (`verify`) or `None`. Pure: no I/O.
     pub fn build(&self, token: Option<&str>) -> Result<Built, NoticeError> {
         let name = self.name;
         let link = token.map(|t| link(&self.base_url, t)).unwrap_or_default();
@@ -102,7 +106,7 @@ impl Notice {
         };
         match compose(&input) {
             Ok(c) => Ok(Built {
-                data: c.data,
+                data: self.sign(c.data),
                 dropped_in_reply_to: None,
             }),
             // RFC 5322 §3.6.4 makes In-Reply-To optional: an original id we
@@ -119,11 +123,24 @@ impl Notice {
                 })
                 .map_err(|e| NoticeError::Compose(name.as_str(), e))?;
                 Ok(Built {
-                    data: c.data,
+                    data: self.sign(c.data),
                     dropped_in_reply_to: Some(e),
                 })
             }
             Err(e) => Err(NoticeError::Compose(name.as_str(), e)),
+        }
+    }
+
+    /// The composed mail with its DKIM signatures; a signature that cannot
+    /// be made (never seen: the keys were checked when read) costs the
+    /// signatures, logged, not the mail.
+    fn sign(&self, data: Vec<u8>) -> Vec<u8> {
+        match self.dkim.sign(&data) {
+            Ok(signed) => signed,
+            Err(e) => {
+                tracing::warn!(mailbox = %self.marker, to = %self.to, error = %e, "mail sent without its DKIM signatures");
+                data
+            }
         }
     }
 }
@@ -145,6 +162,7 @@ mod tests {
             hostname: "mx.example.test".into(),
             base_url: "http://127.0.0.1:8080".into(),
             date: Timestamp(1_700_000_000_000_000),
+            dkim: Signers::default(),
         }
     }
 

@@ -12,6 +12,7 @@ mod output;
 
 mod alias;
 mod config;
+mod dkim;
 mod domain;
 mod key;
 mod list;
@@ -104,13 +105,18 @@ pub enum AdminCmd {
     /// Challenge mails and notices leaving boxtrap (the outbound queue).
     #[command(subcommand)]
     Outbound(outbound::OutboundCmd),
+    /// DKIM keys that sign a domain's challenges and notices, and the DNS
+    /// records to publish for them.
+    #[command(subcommand)]
+    Dkim(dkim::DkimCmd),
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(path, std::env::vars())?)
 }
 
-/// Runs the command line. `check-config` never opens the database.
+/// Runs the command line. `check-config` only reads a database that
+/// exists (for its DKIM warnings), never creates or migrates one.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let deps = AppDeps::default();
     match cli.command {
@@ -119,7 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = App::build(config, deps).await?;
             app.run(shutdown_signal()).await
         }
-        Cmd::CheckConfig { file } => config::check(file.or(cli.config).as_deref()),
+        Cmd::CheckConfig { file } => config::check(file.or(cli.config).as_deref()).await,
         Cmd::Migrate => config::migrate(&load_config(cli.config.as_deref())?).await,
         Cmd::Admin(cmd) => {
             let admin = Admin::open(load_config(cli.config.as_deref())?, &deps).await?;
@@ -173,6 +179,7 @@ impl Admin {
             AdminCmd::Template(c) => template::run(self, c).await,
             AdminCmd::Key(c) => key::run(self, c).await,
             AdminCmd::Outbound(c) => outbound::run(self, c).await,
+            AdminCmd::Dkim(c) => dkim::run(self, c).await,
         }
     }
 

@@ -6,8 +6,9 @@
 //! `BIGINT` times in microseconds, no backend-specific types) and grouped by
 //! aggregate: [`domains`], [`mailboxes`] (with aliases), [`queue`] (deferred
 //! local deliveries), [`held`] (held messages, challenges, the outbound queue
-//! and the activity log), [`lists`] (sender rules) and [`settings`]
-//! (per-mailbox settings, template overrides, token keys).
+//! and the activity log), [`lists`] (sender rules), [`settings`]
+//! (per-mailbox settings, template overrides, token keys) and [`dkim`]
+//! (the domains' DKIM signing keys).
 //! Migrations live in `migrations/sqlite` and `migrations/postgres`.
 //!
 //! # Writes never wait on each other
@@ -32,6 +33,7 @@
 //! single-statement writes and reads alike.
 
 pub mod column;
+pub mod dkim;
 pub mod domains;
 pub mod held;
 pub mod lists;

@@ -13,6 +13,7 @@ mod cli_quarantine;
 mod corpus;
 mod crash;
 mod delivery;
+mod dkim;
 mod growth;
 mod hardening;
 mod limits;
