@@ -119,7 +119,7 @@ impl SpamCheck {
     }
 
     /// One line for the stored reason or the log: the verdict's
-    /// [`SpamVerdict::summary`], else "spam score not checked: <why>".
+    /// [`SpamVerdict::summary`], else `spam score not checked: <why>`.
     pub fn summary(&self) -> String {
         match self {
             SpamCheck::Scored(v) => v.summary(),

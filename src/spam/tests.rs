@@ -552,3 +552,58 @@ fn the_example_config_sets_the_defaults() {
     let spam: SpamConfig = table["spam"].clone().try_into().unwrap();
     assert_eq!(spam, SpamConfig::default());
 }
+
+#[test]
+fn the_sections_load_from_the_file_and_the_environment() {
+    use crate::config::Config;
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let c = Config::load(
+        None,
+        env(&[
+            ("BOXTRAP_SPAMD_ADDRESS", "127.0.0.1:11783"),
+            ("BOXTRAP_SPAMD_TIMEOUT", "3s"),
+            ("BOXTRAP_SPAM_REJECT_SCORE", "20.5"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.spamd.address, "127.0.0.1:11783");
+    assert_eq!(c.spamd.timeout.0, Duration::from_secs(3));
+    assert_eq!(c.spam.reject_score, 20.5);
+
+    let e = Config::load(None, env(&[("BOXTRAP_SPAMD_TIMEOUT", "0s")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("spamd.timeout"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("boxtrap.toml");
+    std::fs::write(
+        &path,
+        "[spam]\nreject_score = 12.0\n[spamd]\naddress = \"[::1]\"\nmax_size = \"1M\"\n",
+    )
+    .unwrap();
+    let c = Config::load(Some(&path), Vec::new()).unwrap();
+    assert_eq!(c.spam.reject_score, 12.0);
+    let client = SpamScorer::new(&c.spamd).unwrap().spamd().cloned().unwrap();
+    assert_eq!(client.addr.to_string(), "[::1]:783");
+    assert_eq!(client.max_size, 1 << 20);
+
+    std::fs::write(&path, "[spamd]\naddress = \"localhost:783\"\n").unwrap();
+    let e = Config::load(Some(&path), Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("spamd.address") && e.contains("localhost:783"),
+        "{e}"
+    );
+    std::fs::write(&path, "[spam]\nreject_scor = 10.0\n").unwrap();
+    let e = Config::load(Some(&path), Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reject_scor"), "{e}");
+}
