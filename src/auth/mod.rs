@@ -85,9 +85,8 @@ impl Authenticator {
             auth: &self.inner,
             memo: HashMap::new(),
         };
-        let (spf_output, mut spf) = self.check_spf(client_ip, helo, mail_from).await;
-
         let Some(parsed) = AuthenticatedMessage::parse(message) else {
+            let (_, spf) = self.check_spf(client_ip, helo, mail_from).await;
             return AuthResults {
                 spf,
                 dkim: Vec::new(),
@@ -105,8 +104,12 @@ impl Authenticator {
             };
         };
 
-        let dkim_output = self.inner.verify_dkim(&parsed).await;
-        let arc_output = self.inner.verify_arc(&parsed).await;
+        // SPF, DKIM and ARC wait for different DNS answers: ask at once.
+        let ((spf_output, mut spf), dkim_output, arc_output) = tokio::join!(
+            self.check_spf(client_ip, helo, mail_from),
+            self.inner.verify_dkim(&parsed),
+            self.inner.verify_arc(&parsed),
+        );
         let spf_domain = spf.domain.clone();
         let dmarc_output = self
             .inner

@@ -292,10 +292,14 @@ impl AuthResults {
     /// DMARC failed and the From: domain's policy (`p=`, or `sp=`/`np=`
     /// for a subdomain, lowered by `t=y`) is `reject` or `quarantine`, and
     /// no trusted ARC sealer vouches for the message
-    /// ([`DmarcCheck::overridden_by_arc`]). `None` otherwise.
+    /// ([`DmarcCheck::overridden_by_arc`]). `None` otherwise, also when a
+    /// trusted sealer's chain could not be checked for a DNS failure (then
+    /// [`AuthResults::temporary_error`] says so): a DNS failure never refuses.
     pub fn dmarc_failure(&self) -> Option<DmarcPolicy> {
+        let undecided = self.arc.result == AuthResult::TempError && self.arc.sealer_trusted;
         (self.dmarc.result == AuthResult::Fail
             && self.dmarc.overridden_by_arc.is_none()
+            && !undecided
             && self.dmarc.policy != DmarcPolicy::None)
             .then_some(self.dmarc.policy)
     }
@@ -488,5 +492,128 @@ fn pvalue(value: &str) -> String {
         }
         q.push('"');
         q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results() -> AuthResults {
+        AuthResults {
+            client_ip: "192.0.2.1".parse().unwrap(),
+            dns_errors: Vec::new(),
+            spf: SpfCheck {
+                result: AuthResult::SoftFail,
+                identity: SpfIdentity::MailFrom,
+                sender: "a@example.org".into(),
+                domain: "example.org".into(),
+                aligned: Some(Alignment::Strict),
+                reason: None,
+            },
+            dkim: vec![DkimCheck {
+                result: AuthResult::Fail,
+                domain: "example.org".into(),
+                selector: "s".into(),
+                algorithm: "rsa-sha256".into(),
+                aligned: None,
+                reason: Some("body hash did not verify".into()),
+            }],
+            dmarc: DmarcCheck {
+                result: AuthResult::Fail,
+                from_domain: "example.org".into(),
+                policy: DmarcPolicy::Reject,
+                disposition: DmarcPolicy::Reject,
+                overridden_by_arc: None,
+                reason: None,
+            },
+            arc: ArcCheck {
+                result: AuthResult::None,
+                sets: 0,
+                sealer: None,
+                sealer_trusted: false,
+                sealed_results: Vec::new(),
+                reason: None,
+            },
+        }
+    }
+
+    #[test]
+    fn dmarc_failure_is_enforced_only_when_nothing_stands_in_or_is_undecided() {
+        let r = results();
+        assert_eq!(r.dmarc_failure(), Some(DmarcPolicy::Reject));
+
+        let mut q = results();
+        q.dmarc.policy = DmarcPolicy::Quarantine;
+        assert_eq!(q.dmarc_failure(), Some(DmarcPolicy::Quarantine));
+
+        let mut none = results();
+        none.dmarc.policy = DmarcPolicy::None;
+        assert_eq!(none.dmarc_failure(), None);
+
+        let mut vouched = results();
+        vouched.dmarc.overridden_by_arc = Some("lists.example.net".into());
+        assert_eq!(vouched.dmarc_failure(), None);
+
+        // A trusted sealer whose chain could not be checked: no refusal.
+        let mut undecided = results();
+        undecided.arc.result = AuthResult::TempError;
+        undecided.arc.sealer = Some("lists.example.net".into());
+        undecided.arc.sealer_trusted = true;
+        assert_eq!(undecided.dmarc_failure(), None);
+        assert!(
+            undecided
+                .temporary_error()
+                .unwrap()
+                .contains("ARC temperror")
+        );
+        // ... but an untrusted one changes nothing.
+        undecided.arc.sealer_trusted = false;
+        assert_eq!(undecided.dmarc_failure(), Some(DmarcPolicy::Reject));
+
+        let mut temp = results();
+        temp.dmarc.result = AuthResult::TempError;
+        assert_eq!(temp.dmarc_failure(), None);
+        assert!(temp.temporary_error().unwrap().contains("DMARC temperror"));
+    }
+
+    #[test]
+    fn any_failed_ignores_softfail_and_a_failing_signature_beside_a_passing_one() {
+        let mut r = results();
+        r.dmarc.result = AuthResult::None;
+        assert_eq!(
+            r.any_failed().as_deref(),
+            Some("DKIM fail (example.org: body hash did not verify)")
+        );
+        r.dkim.push(DkimCheck {
+            result: AuthResult::Pass,
+            domain: "esp.example.net".into(),
+            selector: "s".into(),
+            algorithm: "ed25519-sha256".into(),
+            aligned: None,
+            reason: None,
+        });
+        assert_eq!(r.any_failed(), None, "softfail and an outweighed DKIM fail");
+        // Passing but not aligned: not the sender.
+        assert_eq!(r.sender_authenticated(Alignment::Relaxed), None);
+        r.spf.result = AuthResult::Pass;
+        assert_eq!(
+            r.sender_authenticated(Alignment::Strict),
+            Some((Mechanism::Spf, "example.org".into()))
+        );
+    }
+
+    #[test]
+    fn pvalues_are_quoted_when_the_grammar_needs_it() {
+        assert_eq!(pvalue("a.b+c@example.org"), "a.b+c@example.org");
+        assert_eq!(pvalue("example.org"), "example.org");
+        assert_eq!(pvalue("a b@example.org"), "\"a b@example.org\"");
+        assert_eq!(pvalue("x;y"), "\"x;y\"");
+        assert_eq!(pvalue("q\"\\@x.test"), "\"q\\\"\\\\@x.test\"");
+        assert_eq!(pvalue("a\r\nb@x.test"), "ab@x.test");
+        assert_eq!(pvalue(""), "\"\"");
+        let mut c = String::new();
+        push_comment(&mut c, Some("bad (key)\r\n\\"));
+        assert_eq!(c, " (bad key)");
     }
 }

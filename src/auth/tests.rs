@@ -108,8 +108,12 @@ fn txt(name: &str, text: &str) -> String {
     format!("--txt-record={name},{}", strings.join(","))
 }
 
-/// A resolver asking only `server`, quickly giving up.
+/// A resolver asking only `server`, once, waiting 2 s for an answer.
 fn resolver(server: SocketAddr) -> TokioResolver {
+    resolver_with_timeout(server, Duration::from_secs(2))
+}
+
+fn resolver_with_timeout(server: SocketAddr, timeout: Duration) -> TokioResolver {
     let mut udp = ConnectionConfig::udp();
     udp.port = server.port();
     let mut tcp = ConnectionConfig::tcp();
@@ -120,7 +124,7 @@ fn resolver(server: SocketAddr) -> TokioResolver {
         TokioRuntimeProvider::default(),
     );
     let options = builder.options_mut();
-    options.timeout = Duration::from_secs(2);
+    options.timeout = timeout;
     options.attempts = 1;
     builder.build().unwrap()
 }
@@ -176,22 +180,42 @@ fn run(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
 }
 
 /// Keys made by `dknewkey` (python3-dkim): `rsa` (RSA-2048), `ed`
-/// (Ed25519), each with its DKIM TXT record text.
+/// (Ed25519), each with its DKIM TXT record text; made once per test run
+/// (RSA generation takes a while) and written into each test's directory.
 struct Keys {
     dir: tempfile::TempDir,
+}
+
+/// (name, private key file, DKIM record) of each key.
+fn key_material() -> &'static [(String, Vec<u8>, String)] {
+    static KEYS: std::sync::OnceLock<Vec<(String, Vec<u8>, String)>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        [("rsa", "rsa"), ("ed", "ed25519")]
+            .into_iter()
+            .map(|(name, kind)| {
+                run(
+                    Command::new(python())
+                        .arg("/usr/bin/dknewkey")
+                        .args(["--ktype", kind, name])
+                        .current_dir(dir.path()),
+                    b"",
+                );
+                let read =
+                    |ext: &str| std::fs::read(dir.path().join(format!("{name}.{ext}"))).unwrap();
+                let record = String::from_utf8(read("dns")).unwrap().trim().to_owned();
+                (name.to_owned(), read("key"), record)
+            })
+            .collect()
+    })
 }
 
 impl Keys {
     fn new() -> Keys {
         let dir = tempfile::tempdir().unwrap();
-        for (name, kind) in [("rsa", "rsa"), ("ed", "ed25519")] {
-            run(
-                Command::new(python())
-                    .arg("/usr/bin/dknewkey")
-                    .args(["--ktype", kind, name])
-                    .current_dir(dir.path()),
-                b"",
-            );
+        for (name, key, record) in key_material() {
+            std::fs::write(dir.path().join(format!("{name}.key")), key).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.dns")), record).unwrap();
         }
         Keys { dir }
     }
@@ -532,7 +556,11 @@ async fn a_dead_dns_server_gives_temperror_never_a_failure() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let auth = Authenticator::new(resolver(dead), HOST, &AuthConfig::default());
+    let auth = Authenticator::new(
+        resolver_with_timeout(dead, Duration::from_millis(300)),
+        HOST,
+        &AuthConfig::default(),
+    );
     let r = auth
         .verify(&signed, LOCALHOST, "client.test", Some("alice@example.org"))
         .await;
@@ -613,6 +641,19 @@ async fn a_trusted_arc_sealer_stands_in_for_a_dmarc_failure_an_untrusted_one_doe
         .await;
     assert_eq!(r.arc.result, AuthResult::Pass, "{r:#?}");
     assert_eq!(r.dmarc_failure(), Some(DmarcPolicy::Reject), "{r:#?}");
+
+    // An aligned DKIM or SPF pass recorded by the sealer vouches as well.
+    for recorded in [
+        "dkim=pass (good signature) header.i=@example.org header.s=rsa",
+        "spf=pass smtp.mailfrom=alice@example.org",
+    ] {
+        let msg = forwarded_through_a_list(&f, "lists.test", recorded);
+        let r = trusting
+            .verify(&msg, LOCALHOST, "client.test", Some("bounces@lists.test"))
+            .await;
+        assert_eq!(r.dmarc.result, AuthResult::Fail, "{recorded}: {r:#?}");
+        assert_eq!(r.dmarc_failure(), None, "{recorded}: {r:#?}");
+    }
 
     // A trusted sealer that recorded no pass for the author does not vouch.
     let failed = forwarded_through_a_list(
