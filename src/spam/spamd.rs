@@ -47,10 +47,13 @@ pub const MAX_ANSWER: usize = 256 * 1024;
 /// Why spamd gave no usable answer. Each names spamd's address.
 #[derive(Debug, thiserror::Error)]
 pub enum SpamdError {
+    /// The TCP connection failed (nothing listens: refused at once).
     #[error("cannot connect to spamd at {addr}: {source}")]
     Connect { addr: SocketAddr, source: io::Error },
+    /// Sending the request or reading the answer failed.
     #[error("talking to spamd at {addr}: {source}")]
     Io { addr: SocketAddr, source: io::Error },
+    /// The whole exchange took longer than `after` (the client's timeout).
     #[error("spamd at {addr} did not answer within {}", crate::config::HumanDuration(*after))]
     Timeout { addr: SocketAddr, after: Duration },
     /// spamd answered with a non-zero `sysexits.h` code, e.g. 76
