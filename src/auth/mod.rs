@@ -41,6 +41,10 @@ use mail_auth::{
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// DKIM signatures checked per message (RFC 6376 §6.1 lets a verifier
+/// limit them); further ones are recorded as `policy`, unchecked.
+pub const MAX_DKIM_SIGNATURES: usize = 10;
+
 /// Verifies incoming mail. Cheap to share (`Arc`); every check asks the
 /// DNS through the resolver it was built with (whose cache is the only one).
 pub struct Authenticator {
@@ -85,7 +89,7 @@ impl Authenticator {
             auth: &self.inner,
             memo: HashMap::new(),
         };
-        let Some(parsed) = AuthenticatedMessage::parse(message) else {
+        let Some(mut parsed) = AuthenticatedMessage::parse(message) else {
             let (_, spf) = self.check_spf(client_ip, helo, mail_from).await;
             return AuthResults {
                 spf,
@@ -104,6 +108,23 @@ impl Authenticator {
             };
         };
 
+        // RFC 6376 §6.1: verifiers may limit the signatures they check; each
+        // costs a DNS lookup, and a message may carry hundreds.
+        let unchecked: Vec<DkimCheck> = parsed
+            .dkim_headers
+            .split_off(parsed.dkim_headers.len().min(MAX_DKIM_SIGNATURES))
+            .into_iter()
+            .map(|h| DkimCheck {
+                result: AuthResult::Policy,
+                domain: h.header.d.trim_end_matches('.').to_ascii_lowercase(),
+                selector: h.header.s.clone(),
+                algorithm: algorithm_name(h.header.a).to_owned(),
+                aligned: None,
+                reason: Some(format!(
+                    "not checked: more than {MAX_DKIM_SIGNATURES} signatures"
+                )),
+            })
+            .collect();
         // SPF, DKIM and ARC wait for different DNS answers: ask at once.
         let ((spf_output, mut spf), dkim_output, arc_output) = tokio::join!(
             self.check_spf(client_ip, helo, mail_from),
@@ -153,6 +174,7 @@ impl Authenticator {
             });
         }
 
+        dkim.extend(unchecked);
         let mut arc = self.arc_check(&arc_output);
 
         let (result, reason) = match dmarc_output.result() {
@@ -243,7 +265,8 @@ impl Authenticator {
             ),
             None => (SpfIdentity::Helo, helo.to_owned(), helo),
         };
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let domain =
+            mail_auth::common::to_a_label(domain.trim_end_matches('.')).to_ascii_lowercase();
         let mut check = SpfCheck {
             result: AuthResult::None,
             identity,

@@ -688,6 +688,38 @@ async fn a_trusted_arc_sealer_stands_in_for_a_dmarc_failure_an_untrusted_one_doe
 }
 
 #[tokio::test]
+async fn at_most_ten_signatures_are_checked_and_the_rest_recorded() {
+    let f = Fixture::new();
+    let auth = f.authenticator(&[]);
+    let mut msg = message("alice@example.org", "Hi.\r\n");
+    for _ in 0..MAX_DKIM_SIGNATURES + 2 {
+        msg = f.keys.sign("ed", "example.org", &msg);
+    }
+    let r = auth.verify(&msg, OTHER_IP, "client.test", None).await;
+    assert_eq!(r.dkim.len(), MAX_DKIM_SIGNATURES + 2, "{r:#?}");
+    let (checked, rest) = r.dkim.split_at(MAX_DKIM_SIGNATURES);
+    assert!(
+        checked.iter().all(|d| d.result == AuthResult::Pass),
+        "{r:#?}"
+    );
+    for d in rest {
+        assert_eq!(d.result, AuthResult::Policy, "{r:#?}");
+        assert_eq!(d.domain, "example.org");
+        assert_eq!(
+            d.reason.as_deref(),
+            Some("not checked: more than 10 signatures")
+        );
+    }
+    assert_eq!(r.dmarc.result, AuthResult::Pass);
+    let queries = f
+        .dns
+        .log()
+        .matches("query[TXT] ed._domainkey.example.org")
+        .count();
+    assert_eq!(queries, MAX_DKIM_SIGNATURES, "{}", f.dns.log());
+}
+
+#[tokio::test]
 async fn the_header_and_the_summary_say_what_was_checked() {
     let f = Fixture::new();
     let auth = f.authenticator(&[]);
