@@ -247,6 +247,61 @@ impl Authenticator {
         }
     }
 
+    /// [`Authenticator::verify`] within `limit`: when the DNS is slower
+    /// (a check can take several lookups in turn, each up to the
+    /// resolver's timeout), the checks are given up and every one is a
+    /// `temperror` naming the limit, so the caller holds the message
+    /// without a challenge and never refuses it.
+    pub async fn verify_within(
+        &self,
+        limit: std::time::Duration,
+        message: &[u8],
+        client_ip: IpAddr,
+        helo: &str,
+        mail_from: Option<&str>,
+    ) -> AuthResults {
+        match tokio::time::timeout(limit, self.verify(message, client_ip, helo, mail_from)).await {
+            Ok(results) => results,
+            Err(_) => {
+                let why = format!("checks took longer than {} ms", limit.as_millis());
+                let (identity, sender, domain) = match mail_from {
+                    Some(addr) => (
+                        SpfIdentity::MailFrom,
+                        addr,
+                        addr.rsplit_once('@').map_or(helo, |(_, d)| d),
+                    ),
+                    None => (SpfIdentity::Helo, helo, helo),
+                };
+                AuthResults {
+                    client_ip,
+                    dns_errors: vec![why.clone()],
+                    spf: SpfCheck {
+                        result: AuthResult::TempError,
+                        identity,
+                        sender: sender.to_owned(),
+                        domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+                        aligned: None,
+                        reason: Some(why.clone()),
+                    },
+                    dkim: Vec::new(),
+                    dmarc: DmarcCheck {
+                        result: AuthResult::TempError,
+                        from_domain: String::new(),
+                        policy: DmarcPolicy::None,
+                        disposition: DmarcPolicy::None,
+                        overridden_by_arc: None,
+                        reason: Some(why.clone()),
+                    },
+                    arc: ArcCheck {
+                        result: AuthResult::TempError,
+                        reason: Some(why),
+                        ..no_arc()
+                    },
+                }
+            }
+        }
+    }
+
     /// SPF for the MAIL FROM address, or for the HELO name (as
     /// `postmaster@helo`, RFC 7208 §2.3) when the sender is null. An
     /// identity without a usable domain (an address literal HELO, a bad

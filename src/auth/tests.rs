@@ -574,6 +574,43 @@ async fn a_dead_dns_server_gives_temperror_never_a_failure() {
     assert_eq!(r.sender_authenticated(Alignment::Relaxed), None);
 }
 
+#[tokio::test]
+async fn checks_slower_than_the_limit_are_given_up_as_temperror() {
+    // A DNS server that never answers: every query waits for the timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let auth = Authenticator::new(
+        resolver_with_timeout(silent.local_addr().unwrap(), Duration::from_secs(30)),
+        HOST,
+        &AuthConfig::default(),
+    );
+    let msg = message("alice@example.org", "Hi.\r\n");
+    let started = std::time::Instant::now();
+    let r = auth
+        .verify_within(
+            Duration::from_millis(300),
+            &msg,
+            LOCALHOST,
+            "client.test",
+            Some("alice@example.org"),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.spf.result, AuthResult::TempError);
+    assert_eq!(r.spf.domain, "example.org");
+    assert_eq!(r.dmarc_failure(), None);
+    assert_eq!(r.sender_authenticated(Alignment::Relaxed), None);
+    let why = r.temporary_error().unwrap();
+    assert!(why.contains("checks took longer than 300 ms"), "{why}");
+    assert!(
+        r.header_value(HOST)
+            .contains("spf=temperror (checks took longer than 300 ms)")
+    );
+}
+
 /// alice@example.org (p=reject) signed by example.org, then a list at
 /// `sealer` adds a footer (breaking the signature), records that DKIM and
 /// DMARC passed, and seals an ARC set; it reaches us from 127.0.0.1 with
