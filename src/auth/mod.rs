@@ -45,8 +45,10 @@ use std::net::IpAddr;
 /// limit them); further ones are recorded as `policy`, unchecked.
 pub const MAX_DKIM_SIGNATURES: usize = 10;
 
-/// Verifies incoming mail. Cheap to share (`Arc`); every check asks the
-/// DNS through the resolver it was built with (whose cache is the only one).
+/// Verifies incoming mail. Cheap to clone (the resolver inside is shared);
+/// every check asks the DNS through the resolver it was built with (whose
+/// cache is the only one).
+#[derive(Clone)]
 pub struct Authenticator {
     inner: MessageAuthenticator,
     hostname: String,

@@ -139,7 +139,8 @@ pub struct DkimCheck {
     pub selector: String,
     /// `rsa-sha256`, `ed25519-sha256`, `rsa-sha1` (empty when unknown).
     pub algorithm: String,
-    /// As [`SpfCheck::aligned`], for `domain`.
+    /// As [`SpfCheck::aligned`], for `domain`; worked out for passing
+    /// signatures only (`None` for the others).
     pub aligned: Option<Alignment>,
     /// Why it did not pass.
     pub reason: Option<String>,
