@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::delivery::maildir::Maildirs;
 use crate::delivery::router::Router;
-use crate::dns::Resolver;
+use crate::dns::{Dns, Resolver};
 use crate::filemode;
 use crate::mainlog::MainLog;
 use crate::outbound::Outbound;
@@ -35,7 +35,8 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct AppDeps {
     pub clock: Arc<dyn Clock>,
-    /// The DNS resolver for direct MX delivery (and, later, mail checks).
+    /// The DNS resolver for direct MX delivery and DNS blocklists; `None`
+    /// builds the server's one resolver from `[dns]`.
     pub resolver: Option<Arc<dyn Resolver>>,
     /// How outbound mail leaves (a [`Transport::Recording`] in tests).
     pub transport: Option<Arc<Transport>>,
@@ -100,6 +101,8 @@ pub struct App {
     delivery: Arc<Delivery>,
     quarantine: Arc<Quarantine>,
     outbound: Arc<Outbound>,
+    /// The server's one resolver, for whatever asks the DNS.
+    dns: Dns,
     smtp: Arc<SmtpContext>,
     smtp_listeners: Vec<TcpListener>,
     smtp_addrs: Vec<SocketAddr>,
@@ -445,10 +448,22 @@ impl App {
         for w in file_warnings(&config) {
             tracing::warn!("{w}");
         }
+        match store.challenge_domains_without_dkim().await {
+            Ok(domains) => {
+                for d in domains {
+                    tracing::warn!("{}", crate::challenge::sign::unsigned_domain_warning(&d));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read which domains have DKIM keys"),
+        }
+        let dns = match &deps.resolver {
+            Some(r) => Dns::fake(r.clone()),
+            None => Dns::from_config(&config.dns).context("cannot set up the DNS resolver")?,
+        };
         let transport = match &deps.transport {
             Some(t) => t.clone(),
             None => Arc::new(
-                Transport::from_config(&config, deps.resolver.clone())
+                Transport::from_config(&config, Some(dns.resolver.clone()))
                     .context("cannot set up outbound mail")?,
             ),
         };
@@ -493,6 +508,7 @@ impl App {
             delivery,
             quarantine,
             outbound,
+            dns,
             smtp,
             smtp_listeners,
             smtp_addrs,
@@ -523,6 +539,12 @@ impl App {
 
     pub fn outbound(&self) -> Arc<Outbound> {
         self.outbound.clone()
+    }
+
+    /// The server's DNS: the resolver seam and, unless a test replaced it,
+    /// the hickory resolver (for mail-auth).
+    pub fn dns(&self) -> &Dns {
+        &self.dns
     }
 
     /// Serves until `shutdown` completes, then stops accepting, answers new

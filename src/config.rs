@@ -34,6 +34,15 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     pub outbound: OutboundConfig,
     pub log: LogConfig,
+    /// The one DNS resolver of the server: outbound MX lookups, DNS
+    /// blocklists, SPF, DKIM and DMARC all ask it.
+    pub dns: DnsConfig,
+    /// DNS blocklists (RFC 5782) the SMTP client's address is looked up in
+    /// at the first RCPT, each one `[[dnsbl]]` table.
+    pub dnsbl: Vec<DnsblZone>,
+    /// DNS allowlists (RFC 5782 §2.1 "DNSWL"): a client listed in any of
+    /// them skips every `dnsbl` zone. Each one `[[dnswl]]` table.
+    pub dnswl: Vec<DnswlZone>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -381,9 +390,6 @@ pub struct OutboundConfig {
     pub smarthost_password: String,
     /// Name sent in EHLO; empty means `hostname`.
     pub helo_name: String,
-    /// DNS servers ("ip:port") for MX lookups in "direct" mode. Empty means
-    /// the system's /etc/resolv.conf.
-    pub dns_servers: Vec<SocketAddr>,
     /// Port used for direct delivery to an MX (25; tests use another).
     pub mx_port: u16,
     /// Deliveries in progress at once, over all destinations; in "direct"
@@ -437,6 +443,134 @@ pub struct LogConfig {
     pub reject_log: PathBuf,
 }
 
+/// The `[dns]` section: the one resolver every DNS question goes to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Recursive DNS servers ("ip:port"), asked over UDP with TCP fallback.
+    /// Empty means the `nameserver` lines of /etc/resolv.conf (port 53).
+    /// /etc/hosts is never read.
+    pub servers: Vec<SocketAddr>,
+    /// How long to wait for the answer to one query before trying again
+    /// or the next server.
+    pub timeout: HumanDuration,
+    /// Queries sent for one question before it is a temporary failure
+    /// (at least 1).
+    pub attempts: usize,
+    /// Answers kept in the resolver's cache, in records, each for its TTL
+    /// (negative answers too, RFC 2308). 0 turns the cache off.
+    pub cache_size: u64,
+}
+
+config_word! {
+    /// What a listing in a DNS blocklist does (`dnsbl.action`).
+    DnsblAction("dnsbl.action") {
+        /// Every RCPT gets `554 5.7.1` naming the zone (except postmaster).
+        Reject = "reject",
+        /// The zone's `score` is added to the message's spam score.
+        Score = "score",
+    }
+}
+
+/// One `[[dnsbl]]` table: a DNS blocklist zone (RFC 5782 §2).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsblZone {
+    /// The list's zone, e.g. `zen.spamhaus.org`: the client 192.0.2.1 is
+    /// looked up as `1.2.0.192.zen.spamhaus.org` (A records).
+    pub zone: String,
+    /// "reject" (the default, as Postfix's `reject_rbl_client`) or "score".
+    #[serde(default = "default_dnsbl_action")]
+    pub action: DnsblAction,
+    /// Added to the message's spam score when the client is listed (with
+    /// "reject", only mail to postmaster gets through to be scored).
+    /// Default 1.0.
+    #[serde(default = "default_dnsbl_score")]
+    pub score: f64,
+    /// The answers that count as listed (`127.0.0.2`, ...). Empty: any
+    /// answer in 127.0.0.0/8 except 127.255.255.0/24, which lists such as
+    /// Spamhaus use for "query refused" rather than a listing.
+    #[serde(default)]
+    pub returns: Vec<std::net::Ipv4Addr>,
+}
+
+/// One `[[dnswl]]` table: a DNS allowlist zone, looked up as a `dnsbl` one.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnswlZone {
+    /// The list's zone, e.g. `list.dnswl.org`.
+    pub zone: String,
+    /// The answers that count as listed; empty as for `dnsbl.returns`.
+    #[serde(default)]
+    pub returns: Vec<std::net::Ipv4Addr>,
+}
+
+fn default_dnsbl_action() -> DnsblAction {
+    DnsblAction::Reject
+}
+
+fn default_dnsbl_score() -> f64 {
+    1.0
+}
+
+/// Whether `zone` is a domain name a blocklist can live under: labels of
+/// letters, digits, `-` and `_` (not starting or ending with `-`), 1 to
+/// 63 characters each, at most 189 characters in all so that an IPv6
+/// query name (64 characters of nibbles, RFC 5782 §2.4) still fits the
+/// 253 of RFC 1035 §2.3.4. A trailing dot is allowed.
+fn check_zone(key: &str, zone: &str) -> Result<(), String> {
+    let name = zone.strip_suffix('.').unwrap_or(zone);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if name.is_empty() || name.len() > 189 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "{key}: {zone:?} is not a domain name (letters, digits, '-' and '_' in labels \
+             separated by dots, at most 189 characters)"
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Refuses a bad `[dns]`, `[[dnsbl]]` or `[[dnswl]]` value, naming its
+    /// key (`dnsbl[1].zone`, counting from 0).
+    fn validate_dns(&self) -> Result<(), String> {
+        if self.dns.timeout.0.is_zero() {
+            return Err("dns.timeout: must be more than 0".into());
+        }
+        if self.dns.attempts == 0 {
+            return Err("dns.attempts: must be at least 1".into());
+        }
+        for (i, z) in self.dnsbl.iter().enumerate() {
+            check_zone(&format!("dnsbl[{i}].zone"), &z.zone)?;
+            if !z.score.is_finite() {
+                return Err(format!("dnsbl[{i}].score: {} is not a number", z.score));
+            }
+        }
+        for (i, z) in self.dnswl.iter().enumerate() {
+            check_zone(&format!("dnswl[{i}].zone"), &z.zone)?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            servers: Vec::new(),
+            timeout: HumanDuration(Duration::from_secs(5)),
+            attempts: 2,
+            cache_size: 4096,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -452,6 +586,9 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             outbound: OutboundConfig::default(),
             log: LogConfig::default(),
+            dns: DnsConfig::default(),
+            dnsbl: Vec::new(),
+            dnswl: Vec::new(),
         }
     }
 }
@@ -566,7 +703,6 @@ impl Default for OutboundConfig {
             smarthost_user: String::new(),
             smarthost_password: String::new(),
             helo_name: String::new(),
-            dns_servers: Vec::new(),
             mx_port: 25,
             max_concurrent: 20,
             mx_address_limit: 5,
@@ -658,6 +794,18 @@ impl Config {
         let source = path
             .map(Path::to_owned)
             .unwrap_or_else(|| "(defaults)".into());
+        for (section, key, _) in MOVED_KEYS {
+            let present = table
+                .get(*section)
+                .and_then(|t| t.as_table())
+                .is_some_and(|t| t.contains_key(*key));
+            if let Some(hint) = moved_key(section, key).filter(|_| present) {
+                return Err(ConfigError::Parse {
+                    path: source,
+                    message: hint,
+                });
+            }
+        }
         let config: Config =
             Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
                 path: source,
@@ -812,6 +960,7 @@ impl Config {
         self.spamd.validate().map_err(ConfigError::Invalid)?;
         self.web.validate().map_err(ConfigError::Invalid)?;
         self.auth.validate().map_err(ConfigError::Invalid)?;
+        self.validate_dns().map_err(ConfigError::Invalid)?;
         let base = &self.web.base_url;
         if !(base.is_empty() || base.starts_with("http://") || base.starts_with("https://")) {
             return bad(format!(
@@ -884,7 +1033,20 @@ const SECTIONS: &[&str] = &[
     "challenge",
     "outbound",
     "log",
+    "dns",
 ];
+
+/// Keys that moved, as (old key, where it is now): named with the new
+/// place rather than refused as unknown.
+const MOVED_KEYS: &[(&str, &str, &str)] = &[("outbound", "dns_servers", "[dns] servers")];
+
+/// The hint for a key that moved, if `section.key` is one.
+fn moved_key(section: &str, key: &str) -> Option<String> {
+    MOVED_KEYS
+        .iter()
+        .find(|(s, k, _)| *s == section && *k == key)
+        .map(|(s, k, to)| format!("`{s}.{k}` moved to `{to}`"))
+}
 
 /// `BOXTRAP_SMTP_MAX_RECIPIENTS=20` sets `smtp.max_recipients`;
 /// `BOXTRAP_DATA_DIR=/srv/mail` sets `data_dir`. The value is read as the
@@ -911,6 +1073,9 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
             .and_then(|t| t.get(&field)),
     };
     let Some(default) = default.filter(|d| !d.is_table()) else {
+        if let Some(hint) = section.and_then(|s| moved_key(s, &field)) {
+            return Err(err(hint));
+        }
         let name = section.map_or(field.clone(), |s| format!("{s}.{field}"));
         return Err(err(format!(
             "no config key {name} (see config.example.toml)"
@@ -1425,6 +1590,122 @@ mod tests {
         }
         for s in ["5m", "3h", "5d", "250ms", "45s"] {
             assert_eq!(HumanDuration::parse(s).unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn the_dns_section_is_read_and_the_old_outbound_key_refused_with_a_hint() {
+        let c = load_str(
+            "[dns]\nservers = [\"127.0.0.1:5353\"]\ntimeout = \"2s\"\nattempts = 3\n\
+             cache_size = 0\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.dns.servers, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(c.dns.timeout.0, Duration::from_secs(2));
+        assert_eq!((c.dns.attempts, c.dns.cache_size), (3, 0));
+        let d = Config::default().dns;
+        assert_eq!((d.timeout.0, d.attempts), (Duration::from_secs(5), 2));
+
+        let e = load_str("[outbound]\ndns_servers = [\"127.0.0.1:53\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`outbound.dns_servers` moved to `[dns] servers`"),
+            "{e}"
+        );
+        let e = load_str("", &[("BOXTRAP_OUTBOUND_DNS_SERVERS", "127.0.0.1:53")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`outbound.dns_servers` moved to `[dns] servers`"),
+            "{e}"
+        );
+        let c = load_str("", &[("BOXTRAP_DNS_SERVERS", "127.0.0.1:53,[::1]:53")]).unwrap();
+        assert_eq!(c.dns.servers.len(), 2);
+
+        for (text, key) in [
+            ("[dns]\ntimeout = 0\n", "dns.timeout"),
+            ("[dns]\nattempts = 0\n", "dns.attempts"),
+        ] {
+            let e = load_str(text, &[]).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn dns_lists_are_read_with_their_defaults_and_bad_ones_refused_by_name() {
+        let c = load_str(
+            "[[dnsbl]]\nzone = \"zen.spamhaus.org\"\nreturns = [\"127.0.0.2\", \"127.0.0.3\"]\n\
+             [[dnsbl]]\nzone = \"bl.example.\"\naction = \"score\"\nscore = 2.5\n\
+             [[dnswl]]\nzone = \"list.dnswl.org\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.dnsbl,
+            vec![
+                DnsblZone {
+                    zone: "zen.spamhaus.org".into(),
+                    action: DnsblAction::Reject,
+                    score: 1.0,
+                    returns: vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()],
+                },
+                DnsblZone {
+                    zone: "bl.example.".into(),
+                    action: DnsblAction::Score,
+                    score: 2.5,
+                    returns: vec![],
+                },
+            ]
+        );
+        assert_eq!(c.dnswl[0].zone, "list.dnswl.org");
+
+        let long = format!("{}{}.test", "a".repeat(60), ".b".repeat(70));
+        for (text, want) in [
+            (
+                "[[dnsbl]]\nzone = \"\"\n",
+                "dnsbl[0].zone: \"\" is not a domain name",
+            ),
+            (
+                "[[dnsbl]]\nzone = \"ok.test\"\n[[dnsbl]]\nzone = \"bad zone\"\n",
+                "dnsbl[1].zone: \"bad zone\" is not a domain name",
+            ),
+            ("[[dnsbl]]\nzone = \"-x.test\"\n", "dnsbl[0].zone"),
+            ("[[dnsbl]]\nzone = \"a..test\"\n", "dnsbl[0].zone"),
+            (&format!("[[dnsbl]]\nzone = \"{long}\"\n"), "dnsbl[0].zone"),
+            ("[[dnswl]]\nzone = \"x/y\"\n", "dnswl[0].zone"),
+            (
+                "[[dnsbl]]\nzone = \"a.test\"\nscore = nan\n",
+                "dnsbl[0].score: NaN",
+            ),
+            (
+                "[[dnsbl]]\nzone = \"a.test\"\nscore = inf\n",
+                "dnsbl[0].score",
+            ),
+        ] {
+            let e = load_str(text, &[]).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        // Words, addresses and keys are checked when the file is read.
+        for (text, want) in [
+            (
+                "[[dnsbl]]\nzone = \"a.test\"\naction = \"block\"\n",
+                "dnsbl.action: \"block\" is not one of reject, score",
+            ),
+            (
+                "[[dnsbl]]\nzone = \"a.test\"\nreturns = [\"127.0.0.300\"]\n",
+                "returns",
+            ),
+            (
+                "[[dnsbl]]\nzone = \"a.test\"\nreturns = [\"::1\"]\n",
+                "returns",
+            ),
+            ("[[dnsbl]]\naction = \"score\"\n", "zone"),
+            ("[[dnswl]]\nzone = \"a.test\"\nscore = 1.0\n", "score"),
+        ] {
+            let e = load_str(text, &[]).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
         }
     }
 }

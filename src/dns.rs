@@ -1,14 +1,20 @@
 //! DNS lookups behind one small seam: [`Resolver`] answers the questions
 //! boxtrap asks (MX, addresses, TXT), with [`HickoryResolver`] for the real
 //! thing and [`StaticResolver`], made of plain maps, for tests (as mox's
-//! mock resolver). Direct MX delivery asks through it; SPF, DKIM, DMARC and
-//! DNS blocklists will too.
+//! mock resolver). Direct MX delivery and the DNS blocklists ask through
+//! it; SPF, DKIM and DMARC (mail-auth) take the hickory resolver itself.
+//!
+//! The server has one resolver, built by [`build`] from the `[dns]`
+//! section (servers, timeout, attempts, cache), held in a [`Dns`] that
+//! hands it out both ways. It does not decide what an answer means for
+//! mail: the outbound transport and [`crate::dnsbl`] do.
 //!
 //! The answers keep the distinction RFC 5321 §5.1 and every mail check
 //! depend on: the name does not exist ([`DnsError::NxDomain`], final), it
 //! exists without records of that type ([`DnsError::NoRecords`], final),
 //! or the DNS did not answer ([`DnsError::Temporary`], try later).
 
+use crate::config::DnsConfig;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
@@ -18,7 +24,9 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// A lookup's future; resolvers are used as `Arc<dyn Resolver>`.
 pub type Lookup<'a, T> = Pin<Box<dyn Future<Output = Result<T, DnsError>> + Send + 'a>>;
@@ -54,6 +62,128 @@ pub trait Resolver: Send + Sync {
     fn ips<'a>(&'a self, host: &'a str) -> Lookup<'a, Vec<IpAddr>>;
     /// The TXT records of `name`, each one's strings joined (RFC 7208 §3.3).
     fn txt<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<String>>;
+    /// The A records of `name` only (DNS blocklists, RFC 5782 §2.1). By
+    /// default the IPv4 addresses of [`Resolver::ips`]; a name with only
+    /// AAAA records has none ([`DnsError::NoRecords`]).
+    fn ipv4<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<std::net::Ipv4Addr>> {
+        Box::pin(async move {
+            let v4: Vec<_> = self
+                .ips(name)
+                .await?
+                .into_iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            if v4.is_empty() {
+                return Err(DnsError::NoRecords(name.to_owned()));
+            }
+            Ok(v4)
+        })
+    }
+}
+
+/// Why the resolver could not be built from `[dns]`: `key` is the config
+/// key to fix (`dns.servers`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct BuildError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+/// The server's DNS: the [`Resolver`] boxtrap's own checks ask, and the
+/// hickory resolver behind it for code that needs hickory itself
+/// (mail-auth's `MessageAuthenticator(pub TokioResolver)`). Cheap to clone.
+#[derive(Clone)]
+pub struct Dns {
+    pub resolver: Arc<dyn Resolver>,
+    /// `None` when a test replaced the resolver with a fake
+    /// (`AppDeps.resolver`): then there is no real DNS to give out.
+    pub hickory: Option<TokioResolver>,
+}
+
+impl Dns {
+    /// One resolver built from `[dns]` (see [`build`]), given out both ways.
+    pub fn from_config(config: &DnsConfig) -> Result<Dns, BuildError> {
+        let hickory = build(config)?;
+        Ok(Dns {
+            resolver: Arc::new(HickoryResolver::new(hickory.clone())),
+            hickory: Some(hickory),
+        })
+    }
+
+    /// A replacement resolver (a [`StaticResolver`] in tests); no hickory.
+    pub fn fake(resolver: Arc<dyn Resolver>) -> Dns {
+        Dns {
+            resolver,
+            hickory: None,
+        }
+    }
+}
+
+/// Builds the server's hickory resolver from `[dns]`: `servers` (or, when
+/// empty, the `nameserver` lines of /etc/resolv.conf), each asked over UDP
+/// with TCP fallback for truncated answers; `timeout` per query,
+/// `attempts` queries per question, a cache of `cache_size` records;
+/// absolute names only (no search domains) and never /etc/hosts. Needs no
+/// async runtime until the first lookup.
+///
+/// Errors name the key: `dns.servers: empty, and /etc/resolv.conf has no
+/// usable nameserver line`.
+pub fn build(config: &DnsConfig) -> Result<TokioResolver, BuildError> {
+    build_with(config, Path::new("/etc/resolv.conf"))
+}
+
+fn build_with(config: &DnsConfig, resolv_conf: &Path) -> Result<TokioResolver, BuildError> {
+    let servers_error = |message: String| BuildError {
+        key: "dns.servers",
+        message,
+    };
+    let servers = if config.servers.is_empty() {
+        let text = std::fs::read_to_string(resolv_conf).map_err(|e| {
+            servers_error(format!(
+                "empty, and {} cannot be read: {e}",
+                resolv_conf.display()
+            ))
+        })?;
+        let servers = parse_resolv_conf(&text);
+        if servers.is_empty() {
+            return Err(servers_error(format!(
+                "empty, and {} has no usable nameserver line",
+                resolv_conf.display()
+            )));
+        }
+        servers
+    } else {
+        config.servers.clone()
+    };
+    let name_servers = servers
+        .iter()
+        .map(|server| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = server.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = server.port();
+            NameServerConfig::new(server.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    let mut builder = TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(name_servers),
+        TokioRuntimeProvider::default(),
+    );
+    let options = builder.options_mut();
+    // Mail routing comes from the DNS only, never this machine's /etc/hosts.
+    options.use_hosts_file = ResolveHosts::Never;
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    options.timeout = config.timeout.0;
+    options.attempts = config.attempts.max(1);
+    options.cache_size = config.cache_size;
+    builder.build().map_err(|e| BuildError {
+        key: "dns",
+        message: format!("cannot build a resolver: {e}"),
+    })
 }
 
 /// The real resolver: hickory, asking exactly the configured servers over
@@ -63,31 +193,10 @@ pub struct HickoryResolver {
 }
 
 impl HickoryResolver {
-    /// A resolver for `servers` (`ip:port`). Needs no async runtime until
-    /// the first lookup.
-    pub fn new(servers: &[SocketAddr]) -> Result<HickoryResolver, String> {
-        let name_servers = servers
-            .iter()
-            .map(|server| {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = server.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = server.port();
-                NameServerConfig::new(server.ip(), true, vec![udp, tcp])
-            })
-            .collect();
-        let mut builder = TokioResolver::builder_with_config(
-            ResolverConfig::from_name_servers(name_servers),
-            TokioRuntimeProvider::default(),
-        );
-        let options = builder.options_mut();
-        // Mail routing comes from the DNS only, never this machine's /etc/hosts.
-        options.use_hosts_file = ResolveHosts::Never;
-        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        let inner = builder
-            .build()
-            .map_err(|e| format!("cannot build a resolver: {e}"))?;
-        Ok(HickoryResolver { inner })
+    /// Asks through `inner` (see [`build`]); clones of one `TokioResolver`
+    /// share its cache and connections.
+    pub fn new(inner: TokioResolver) -> HickoryResolver {
+        HickoryResolver { inner }
     }
 }
 
@@ -161,6 +270,24 @@ impl Resolver for HickoryResolver {
                 .await
                 .map_err(|e| failure(host, "address", e))?;
             Ok(lookup.iter().collect())
+        })
+    }
+
+    fn ipv4<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<std::net::Ipv4Addr>> {
+        Box::pin(async move {
+            let lookup = self
+                .inner
+                .lookup(absolute(name)?, RecordType::A)
+                .await
+                .map_err(|e| failure(name, "A", e))?;
+            Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect())
         })
     }
 
@@ -284,6 +411,48 @@ mod tests {
                 "192.0.2.53:53".parse::<SocketAddr>().unwrap(),
                 "[2001:db8::53]:53".parse().unwrap()
             ]
+        );
+    }
+
+    #[test]
+    fn without_servers_the_resolver_needs_resolv_conf_and_says_which_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("resolv.conf");
+        let e = build_with(&DnsConfig::default(), &missing).unwrap_err();
+        assert_eq!(e.key, "dns.servers");
+        assert!(
+            e.to_string().starts_with("dns.servers: empty, and ")
+                && e.message.contains("cannot be read"),
+            "{e}"
+        );
+        std::fs::write(&missing, "search example.test\n").unwrap();
+        let e = build_with(&DnsConfig::default(), &missing).unwrap_err();
+        assert!(e.message.contains("no usable nameserver line"), "{e}");
+        std::fs::write(&missing, "nameserver 192.0.2.53\n").unwrap();
+        assert!(build_with(&DnsConfig::default(), &missing).is_ok());
+        // Configured servers need no resolv.conf.
+        let config = DnsConfig {
+            servers: vec!["127.0.0.1:5353".parse().unwrap()],
+            ..DnsConfig::default()
+        };
+        let dns = Dns::from_config(&config).unwrap();
+        assert!(dns.hickory.is_some());
+        assert!(Dns::fake(Arc::new(StaticResolver::new())).hickory.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_default_ipv4_lookup_keeps_a_records_only() {
+        let r = StaticResolver::new()
+            .with_ip("both.test", "2001:db8::1".parse().unwrap())
+            .with_ip("both.test", "192.0.2.1".parse().unwrap())
+            .with_ip("v6.test", "2001:db8::1".parse().unwrap());
+        assert_eq!(
+            r.ipv4("both.test").await,
+            Ok(vec!["192.0.2.1".parse().unwrap()])
+        );
+        assert_eq!(
+            r.ipv4("v6.test").await,
+            Err(DnsError::NoRecords("v6.test".into()))
         );
     }
 

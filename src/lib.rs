@@ -42,7 +42,8 @@
 //! policy), [`envelope`] (the envelope shared along the path),
 //! [`config`] (TOML + `BOXTRAP_*`), [`store`] (SQLite or PostgreSQL through
 //! sqlx, writes grouped and never failing for being concurrent), [`dns`]
-//! (the resolver seam), [`retry`] (backoff), [`app`] (wiring and shutdown),
+//! (the server's one resolver and its seam), [`dnsbl`] (DNS block- and
+//! allowlists, asked at the first RCPT), [`retry`] (backoff), [`app`] (wiring and shutdown),
 //! [`cli`] (the admin commands), [`clock`] (the only reader of the wall
 //! clock), [`filemode`] (private files and directories), [`address`],
 //! [`password`], [`queue_id`] and [`html`].
@@ -56,6 +57,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod dns;
+pub mod dnsbl;
 pub mod envelope;
 pub mod filemode;
 pub mod html;

@@ -4,20 +4,19 @@ use super::conversation::{Timeouts, connect, converse, helo_name, start_tls, tra
 use super::public::non_public;
 use super::{SendError, TransportError, within_attempt};
 use crate::config::Config;
-use crate::dns::{DnsError, HickoryResolver, Resolver, parse_resolv_conf};
+use crate::dns::{DnsError, HickoryResolver, Resolver};
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::transport::smtp::client::TlsParameters;
 use lettre::transport::smtp::extension::ClientId;
 use rand::seq::SliceRandom;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Delivers straight to the recipient domain's mail exchangers (RFC 5321
-/// §5.1), found with its own DNS resolver (`outbound.dns_servers`, else the
-/// `nameserver` lines of /etc/resolv.conf; /etc/hosts is never read).
+/// §5.1), found with the server's DNS resolver (`[dns]`; /etc/hosts is
+/// never read).
 ///
 /// One attempt tries at most `outbound.mx_address_limit` addresses, in MX
 /// preference order, one at a time, each step within its
@@ -68,10 +67,9 @@ struct Progress {
 }
 
 impl DirectMx {
-    /// Reads `outbound.dns_servers` (or /etc/resolv.conf), `mx_port`,
-    /// `helo_name`, the time limits, `mx_address_limit` and
-    /// `allow_private_destinations`; `resolver`, when given, replaces the
-    /// DNS servers.
+    /// Reads `mx_port`, `helo_name`, the time limits, `mx_address_limit`
+    /// and `allow_private_destinations`; asks `resolver`, or when `None` a
+    /// resolver of its own built from `[dns]` (see [`crate::dns::build`]).
     pub fn from_config(
         config: &Config,
         resolver: Option<Arc<dyn Resolver>>,
@@ -80,33 +78,11 @@ impl DirectMx {
         let resolver = match resolver {
             Some(r) => r,
             None => {
-                let servers = if o.dns_servers.is_empty() {
-                    let path = Path::new("/etc/resolv.conf");
-                    let text =
-                        std::fs::read_to_string(path).map_err(|e| TransportError::Config {
-                            key: "outbound.dns_servers",
-                            message: format!("empty, and {} cannot be read: {e}", path.display()),
-                        })?;
-                    let servers = parse_resolv_conf(&text);
-                    if servers.is_empty() {
-                        return Err(TransportError::Config {
-                            key: "outbound.dns_servers",
-                            message: format!(
-                                "empty, and {} has no usable nameserver line",
-                                path.display()
-                            ),
-                        });
-                    }
-                    servers
-                } else {
-                    o.dns_servers.clone()
-                };
-                let r =
-                    HickoryResolver::new(&servers).map_err(|message| TransportError::Config {
-                        key: "outbound.dns_servers",
-                        message,
-                    })?;
-                Arc::new(r)
+                let r = crate::dns::build(&config.dns).map_err(|e| TransportError::Config {
+                    key: e.key,
+                    message: e.message,
+                })?;
+                Arc::new(HickoryResolver::new(r))
             }
         };
         Ok(DirectMx {

@@ -71,8 +71,8 @@ impl Transport {
     /// smarthost, unreadable resolv.conf...) name the config key.
     ///
     /// Needs no async runtime: nothing connects or spawns until [`Transport::send`].
-    /// `resolver` is for direct MX delivery; `None` builds one from
-    /// `outbound.dns_servers`.
+    /// `resolver` is for direct MX delivery (the server's one resolver);
+    /// `None` builds one from `[dns]`.
     pub fn from_config(
         config: &Config,
         resolver: Option<Arc<dyn Resolver>>,

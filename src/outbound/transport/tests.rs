@@ -85,7 +85,7 @@ fn every_mode_builds_outside_an_async_runtime() {
 
     let mut c = config();
     c.outbound.mode = OutboundMode::Direct;
-    c.outbound.dns_servers = vec!["127.0.0.1:5353".parse().unwrap()];
+    c.dns.servers = vec!["127.0.0.1:5353".parse().unwrap()];
     let t = Transport::from_config(&c, None).unwrap();
     assert_eq!(t.describe(), "direct MX");
 }
@@ -373,7 +373,7 @@ impl Drop for Dnsmasq {
 fn direct(dns: SocketAddr, mx_port: u16) -> Transport {
     let mut c = config();
     c.outbound.mode = OutboundMode::Direct;
-    c.outbound.dns_servers = vec![dns];
+    c.dns.servers = vec![dns];
     c.outbound.mx_port = mx_port;
     Transport::from_config(&c, None).unwrap()
 }
@@ -435,7 +435,7 @@ async fn an_exchanger_that_is_this_server_is_a_loop() {
     let dead_dns = SocketAddr::from(([127, 0, 0, 1], closed_port().await));
     let mut c = config();
     c.outbound.mode = OutboundMode::Direct;
-    c.outbound.dns_servers = vec![dead_dns];
+    c.dns.servers = vec![dead_dns];
     c.outbound.mx_port = server.addr.port();
     // As if `server` were our own SMTP listener.
     c.smtp.listen = vec![server.addr];
