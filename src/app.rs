@@ -448,6 +448,14 @@ impl App {
         for w in file_warnings(&config) {
             tracing::warn!("{w}");
         }
+        match store.challenge_domains_without_dkim().await {
+            Ok(domains) => {
+                for d in domains {
+                    tracing::warn!("{}", crate::challenge::sign::unsigned_domain_warning(&d));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read which domains have DKIM keys"),
+        }
         let dns = match &deps.resolver {
             Some(r) => Dns::fake(r.clone()),
             None => Dns::from_config(&config.dns).context("cannot set up the DNS resolver")?,

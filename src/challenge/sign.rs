@@ -208,6 +208,17 @@ pub fn check_selector(selector: &str) -> Result<String, DkimError> {
     }
 }
 
+/// The warning for `domain`, which has challenge-response mailboxes and
+/// no DKIM key, with the command that fixes it: what `check-config`
+/// prints and `serve` logs when it starts.
+pub fn unsigned_domain_warning(domain: &str) -> String {
+    format!(
+        "{domain} has challenge-response mailboxes and no DKIM key: its challenges and \
+         notices go out unsigned, and receivers that check DKIM or DMARC may refuse them; \
+         `boxtrap dkim generate {domain}` makes the keys and prints the DNS records to publish"
+    )
+}
+
 /// One key, parsed, ready to sign for its domain and selector.
 pub struct Signer {
     domain: String,

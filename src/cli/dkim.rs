@@ -264,14 +264,7 @@ pub async fn unsigned_domain_warnings(config: &Config) -> Vec<String> {
         Ok(Err(e)) => not_read(&e),
         Ok(Ok(domains)) => domains
             .iter()
-            .map(|d| {
-                format!(
-                    "{d} has challenge-response mailboxes and no DKIM key: its challenges \
-                     and notices go out unsigned, and receivers that check DKIM or DMARC \
-                     may refuse them; `boxtrap dkim generate {d}` makes the keys and prints \
-                     the DNS records to publish"
-                )
-            })
+            .map(|d| sign::unsigned_domain_warning(d))
             .collect(),
     }
 }
