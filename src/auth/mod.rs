@@ -110,22 +110,34 @@ impl Authenticator {
             };
         };
 
-        // RFC 6376 §6.1: verifiers may limit the signatures they check; each
-        // costs a DNS lookup, and a message may carry hundreds.
-        let unchecked: Vec<DkimCheck> = parsed
-            .dkim_headers
-            .split_off(parsed.dkim_headers.len().min(MAX_DKIM_SIGNATURES))
+        // RFC 8301 §3.1: rsa-sha1 "MUST NOT be used for signing or
+        // verifying"; RFC 6376 §6.1: verifiers may limit the signatures they
+        // check (each costs a DNS lookup, and a message may carry hundreds).
+        // Neither kind is checked, nor counts for DMARC: both are `policy`.
+        let (sha1, mut rest): (Vec<_>, Vec<_>) = std::mem::take(&mut parsed.dkim_headers)
             .into_iter()
-            .map(|h| DkimCheck {
+            .partition(|h| h.header.a == Algorithm::RsaSha1);
+        let over = rest.split_off(rest.len().min(MAX_DKIM_SIGNATURES));
+        parsed.dkim_headers = rest;
+        let not_checked =
+            |h: &mail_auth::common::headers::Header<'_, mail_auth::dkim::Signature>,
+             why: String| DkimCheck {
                 result: AuthResult::Policy,
                 domain: h.header.d.trim_end_matches('.').to_ascii_lowercase(),
                 selector: h.header.s.clone(),
                 algorithm: algorithm_name(h.header.a).to_owned(),
                 aligned: None,
-                reason: Some(format!(
-                    "not checked: more than {MAX_DKIM_SIGNATURES} signatures"
-                )),
-            })
+                reason: Some(why),
+            };
+        let unchecked: Vec<DkimCheck> = sha1
+            .iter()
+            .map(|h| not_checked(h, "rsa-sha1 is not accepted (RFC 8301)".into()))
+            .chain(over.iter().map(|h| {
+                not_checked(
+                    h,
+                    format!("not checked: more than {MAX_DKIM_SIGNATURES} signatures"),
+                )
+            }))
             .collect();
         // SPF, DKIM and ARC wait for different DNS answers: ask at once.
         let ((spf_output, mut spf), dkim_output, arc_output) = tokio::join!(

@@ -202,7 +202,9 @@ pub struct AuthResults {
     /// domain for alignment), each naming the name looked up.
     pub dns_errors: Vec<String>,
     pub spf: SpfCheck,
-    /// One entry per `DKIM-Signature:` field, in header order.
+    /// One entry per `DKIM-Signature:` field: those checked in header
+    /// order, then those left unchecked as `policy` (rsa-sha1, RFC 8301
+    /// §3.1; beyond [`super::MAX_DKIM_SIGNATURES`]).
     pub dkim: Vec<DkimCheck>,
     pub dmarc: DmarcCheck,
     pub arc: ArcCheck,

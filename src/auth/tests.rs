@@ -143,7 +143,7 @@ if mode == 'arc':
     out = b''.join(dkim.arc_sign(msg, sel.encode(), dom.encode(), priv,
                                  sys.argv[5].encode(), include_headers=hdrs))
 else:
-    alg = b'ed25519-sha256' if mode == 'ed25519' else b'rsa-sha256'
+    alg = {'ed25519': b'ed25519-sha256', 'sha1': b'rsa-sha1'}.get(mode, b'rsa-sha256')
     out = dkim.sign(msg, sel.encode(), dom.encode(), priv,
                     signature_algorithm=alg, include_headers=hdrs)
 if not out:
@@ -234,6 +234,11 @@ impl Keys {
     /// `message` signed by `domain` with key `key` (selector = key name).
     fn sign(&self, key: &str, domain: &str, message: &[u8]) -> Vec<u8> {
         let mode = if key == "ed" { "ed25519" } else { "rsa" };
+        self.sign_with(mode, key, domain, message)
+    }
+
+    /// As `sign`, with `mode` rsa, ed25519 or sha1 (rsa-sha1).
+    fn sign_with(&self, mode: &str, key: &str, domain: &str, message: &[u8]) -> Vec<u8> {
         run(
             Command::new(python())
                 .args(["-c", SIGNER, mode])
@@ -722,6 +727,31 @@ async fn a_trusted_arc_sealer_stands_in_for_a_dmarc_failure_an_untrusted_one_doe
         .await;
     assert_eq!(r.arc.result, AuthResult::Fail, "{r:#?}");
     assert_eq!(r.dmarc_failure(), Some(DmarcPolicy::Reject), "{r:#?}");
+}
+
+#[tokio::test]
+async fn an_rsa_sha1_signature_is_not_accepted() {
+    let f = Fixture::new();
+    let auth = f.authenticator(&[]);
+    let msg = f.keys.sign_with(
+        "sha1",
+        "rsa",
+        "example.org",
+        &message("alice@example.org", "Hi.\r\n"),
+    );
+    assert!(String::from_utf8_lossy(&msg).contains("a=rsa-sha1"));
+    let r = auth.verify(&msg, OTHER_IP, "client.test", None).await;
+    assert_eq!(r.dkim.len(), 1, "{r:#?}");
+    assert_eq!(r.dkim[0].result, AuthResult::Policy, "{r:#?}");
+    assert_eq!(r.dkim[0].algorithm, "rsa-sha1");
+    assert_eq!(r.sender_authenticated(Alignment::Relaxed), None);
+    assert_eq!(r.dmarc.result, AuthResult::Fail, "{r:#?}");
+    assert!(
+        r.header_value(HOST)
+            .contains("dkim=policy (rsa-sha1 is not accepted RFC 8301) header.d=example.org"),
+        "{}",
+        r.header_value(HOST)
+    );
 }
 
 #[tokio::test]
