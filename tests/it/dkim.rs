@@ -6,6 +6,10 @@
 
 use crate::on_both_backends;
 use crate::support::*;
+use boxtrap::address::Domain;
+use boxtrap::challenge::sign;
+use boxtrap::clock::Timestamp;
+use boxtrap::store::dkim::{DkimAlgorithm, NewDkimKey};
 use std::path::{Path, PathBuf};
 
 /// Debian's Python: python3-dkim is installed for it, not for any other
@@ -433,5 +437,80 @@ on_both_backends!(
         let sent = app.outbox().remove(0);
         assert!(sent.header("DKIM-Signature").is_none(), "{}", sent.raw);
         assert_eq!(verify(sent.raw.as_bytes(), &[]), ["no DKIM-Signature"]);
+    }
+);
+
+/// The zone lines of a domain's stored keys, as `dkim show` prints them.
+async fn published(app: &TestApp, domain: &str) -> Vec<String> {
+    let keys = app.store.dkim_keys(domain).await.unwrap();
+    keys.iter()
+        .map(|k| sign::dkim_record(k).unwrap().zone_line())
+        .collect()
+}
+
+// A challenge speaks as the address that was mailed, so it is signed by
+// that address's domain (aligned with its From: for DMARC); when that
+// domain has no key, by the mailbox's domain, which still vouches for it.
+on_both_backends!(
+    the_domain_of_the_address_mailed_signs_else_the_mailboxs,
+    |backend| async move {
+        let app = TestApp::spawn_on(backend).await;
+        app.challenge_on("alice@example.test").await;
+        let now = Timestamp::from_secs(T0);
+        for (domain, alias) in [
+            ("other.test", "team@other.test"),
+            ("bare.test", "a@bare.test"),
+        ] {
+            app.store
+                .add_domain(&Domain::parse(domain).unwrap(), now)
+                .await
+                .unwrap();
+            app.store
+                .add_alias(&addr_of(alias), &[addr_of("alice@example.test")], now)
+                .await
+                .unwrap();
+        }
+        for (domain, selector, algorithm) in [
+            ("example.test", "main", DkimAlgorithm::Ed25519),
+            ("other.test", "other", DkimAlgorithm::Rsa),
+        ] {
+            let key = NewDkimKey {
+                selector: selector.into(),
+                algorithm,
+                private_key: sign::generate(algorithm).unwrap(),
+            };
+            let d = Domain::parse(domain).unwrap();
+            app.store
+                .add_dkim_keys(&d, &[key], false, now)
+                .await
+                .unwrap();
+        }
+        let mut records = published(&app, "example.test").await;
+        records.extend(published(&app, "other.test").await);
+
+        for (n, (to, expected)) in [
+            (
+                "team@other.test",
+                "0 a=rsa-sha256 d=other.test s=other pass",
+            ),
+            (
+                "a@bare.test",
+                "0 a=ed25519-sha256 d=example.test s=main pass",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let sender = format!("sender{n}@example.org");
+            let body = format!(
+                "From: {sender}\r\nTo: {to}\r\nSubject: Hello\r\nMessage-ID: <a{n}@example.org>\r\n\r\nHi.\r\n"
+            );
+            let r = send_raw(&app, &sender, to, &body).await;
+            assert!(r.starts_with("250 2.0.0"), "{r}");
+            assert_eq!(app.outbound.run_once().await.unwrap(), 1);
+            let challenge = app.challenges_to(&sender).remove(0);
+            assert!(challenge.header("From").unwrap().contains(to));
+            assert_eq!(verify(challenge.mail.raw.as_bytes(), &records), [expected]);
+        }
     }
 );
