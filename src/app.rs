@@ -5,6 +5,7 @@
 //! Everything non-deterministic comes in through [`AppDeps`]: the clock,
 //! the DNS resolver and the outbound transport.
 
+use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::delivery::Delivery;
@@ -18,8 +19,10 @@ use crate::outbound::transport::Transport;
 use crate::quarantine::Quarantine;
 use crate::retry::RetryPolicy;
 use crate::smtp::accept::Accept;
+use crate::smtp::checks::MessageChecks;
 use crate::smtp::server::{self, ConnectionLimits};
 use crate::smtp::session::SmtpContext;
+use crate::spam::SpamScorer;
 use crate::store::Store;
 use anyhow::Context;
 use std::future::Future;
@@ -460,6 +463,7 @@ impl App {
             Some(r) => Dns::fake(r.clone()),
             None => Dns::from_config(&config.dns).context("cannot set up the DNS resolver")?,
         };
+        let spam_scorer = SpamScorer::new(&config.spamd).map_err(anyhow::Error::msg)?;
         let transport = match &deps.transport {
             Some(t) => t.clone(),
             None => Arc::new(
@@ -485,6 +489,15 @@ impl App {
                 ),
                 quarantine: quarantine.clone(),
                 delivery: delivery.clone(),
+                checks: Arc::new(MessageChecks::new(
+                    dns.hickory
+                        .clone()
+                        .map(|r| Authenticator::new(r, &config.hostname, &config.auth)),
+                    &config.auth,
+                    &config.hostname,
+                    spam_scorer,
+                    &config.spam,
+                )),
                 log: log.clone(),
             }),
             log,

@@ -163,6 +163,24 @@ async fn show(admin: &Admin, h: &HeldSummary, body: bool) -> anyhow::Result<()> 
     );
     say!("reason: {}", h.reason);
     say!("reason-detail: {}", one_line(&h.reason_detail));
+    if !h.auth_results.is_empty() {
+        say!("authentication: {}", one_line(&h.auth_results));
+    }
+    match h.spam_score {
+        Some(t) => {
+            let sign = if t < 0 { "-" } else { "" };
+            say!(
+                "spam-score: {sign}{}.{} ({})",
+                t.abs() / 10,
+                t.abs() % 10,
+                one_line(&h.spam_report)
+            );
+        }
+        None if !h.spam_report.is_empty() => {
+            say!("spam-score: none ({})", one_line(&h.spam_report))
+        }
+        None => {}
+    }
     match h.challenge_id {
         None => say!("challenge: none"),
         Some(cid) => match store.challenge(cid).await? {

@@ -20,6 +20,7 @@ pub mod release;
 pub mod screen;
 pub mod sweep;
 
+use crate::auth::AuthConfig;
 use crate::challenge::issue::{Challenges, KeyError};
 use crate::clock::Clock;
 use crate::config::{ChallengeConfig, Config};
@@ -68,11 +69,9 @@ pub struct Quarantine {
     /// Compiled sender lists per mailbox, kept until the mailbox's
     /// `rules_version` changes (lists can hold hundreds of regexes).
     lists: Mutex<HashMap<i64, (i64, Arc<Lists>)>>,
-    /// `[auth] challenge_unauthenticated`: challenge senders who are not
-    /// authenticated unless a check failed, for every mailbox…
-    challenge_unauthenticated: bool,
-    /// …or for mailboxes in these domains (lower case).
-    challenge_unauthenticated_domains: Vec<String>,
+    /// `[auth]`: whose mailboxes challenge senders who are not
+    /// authenticated unless a check failed.
+    auth: AuthConfig,
 }
 
 /// One mailbox's sender lists, each compiled once into one `RegexSet` per
@@ -113,20 +112,15 @@ impl Quarantine {
                 &config.smtp.postmaster,
             ),
             lists: Mutex::new(HashMap::new()),
-            challenge_unauthenticated: false,
-            challenge_unauthenticated_domains: Vec::new(),
+            auth: config.auth.clone(),
         })
     }
 
     /// Whether the admin's relaxed mode ("challenge unless SPF, DKIM or
     /// DMARC fails") applies to the mailbox at `address`.
     fn challenge_unauthenticated(&self, address: &str) -> bool {
-        self.challenge_unauthenticated
-            || address.rsplit_once('@').is_some_and(|(_, domain)| {
-                self.challenge_unauthenticated_domains
-                    .iter()
-                    .any(|d| d.eq_ignore_ascii_case(domain))
-            })
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        self.auth.challenges_unauthenticated(domain)
     }
 
     /// Issues and verifies challenges (the verification pages use it too).

@@ -7,6 +7,7 @@
 //! Tests of the dialogue give the session a fake handler instead and run
 //! it in memory.
 
+use super::checks::{Checked, MessageChecks};
 use super::reply::Reply;
 use crate::address::EmailAddress;
 use crate::delivery::Delivery;
@@ -30,6 +31,10 @@ pub enum Accepted {
     /// Every recipient's block list refuses the sender: 550, and nothing
     /// is ever sent to that (perhaps forged) sender.
     Blocked,
+    /// The checks at the end of DATA refuse it for everyone (a DMARC
+    /// reject policy, a spam score at the reject score): the client is
+    /// told `reply`, and `why` goes to the rejectlog.
+    Refused { reply: Reply, why: String },
     /// Nothing could be stored: 451, and `what` failed because of `error`.
     Failed { what: &'static str, error: String },
 }
@@ -75,6 +80,7 @@ pub struct Accept {
     pub router: Router,
     pub quarantine: Arc<Quarantine>,
     pub delivery: Arc<Delivery>,
+    pub checks: Arc<MessageChecks>,
     pub log: MainLog,
 }
 
@@ -113,13 +119,9 @@ impl MailHandler for Accept {
 
     fn accept<'a>(&'a self, env: Envelope, data: Vec<u8>) -> HandlerFuture<'a, Accepted> {
         Box::pin(async move {
-            let data = Arc::new(data);
-            // Interim until the checks at DATA are wired: every sender counts as authenticated.
-            let checks = crate::quarantine::Checks {
-                auth: crate::policy::SenderAuth::Authenticated("not checked".into()),
-                auth_results: String::new(),
-                spam_score: None,
-                spam_report: String::new(),
+            let (data, checks) = match self.checks.check(&env, data).await {
+                Checked::Pass { data, checks } => (Arc::new(data), checks),
+                Checked::Refuse { reply, why } => return Accepted::Refused { reply, why },
             };
             let outcomes = match self.quarantine.screen(&env, &data, &checks).await {
                 Ok(o) => o,

@@ -7,9 +7,12 @@
 //! - [`session`]: one client's dialogue, its transaction and limits
 //! - [`accept`]: what the session asks of the rest of the server (routing a
 //!   recipient, taking a message), behind one trait
+//! - [`checks`]: SPF, DKIM, DMARC, ARC and the spam score at the end of
+//!   DATA, before the quarantine screens the message
 //! - [`server`]: listeners, connection limits, graceful shutdown
 
 pub mod accept;
+pub mod checks;
 pub mod command;
 pub mod data;
 pub mod reply;

@@ -760,6 +760,10 @@ impl Session<'_> {
                 );
                 self.reply(codes::blocked_sender());
             }
+            Accepted::Refused { reply, why } => {
+                self.log_reject(from.as_ref(), "after DATA", &why);
+                self.reply(reply);
+            }
             Accepted::Failed { what, error } => self.temporarily_rejected(&queue_id, what, &error),
         }
     }

@@ -621,7 +621,9 @@ async fn list_changes_take_effect_on_the_next_message() {
 
 #[tokio::test]
 async fn mail_from_an_allowed_sender_vouches_for_its_other_recipients() {
-    let app = alice_challenging(Backend::Sqlite).await;
+    // example.org's SPF passes the test client: bob is authenticated.
+    let app = TestApp::spawn_with_dns(Backend::Sqlite, &[spf("example.org")], |_| {}).await;
+    app.challenge_on(ALICE).await;
     app.add_rule(ALICE, ListKind::Allow, r"from ^bob@example\.org$")
         .await;
     // Off by default (tests/it/association.rs): turned on here.

@@ -22,6 +22,7 @@
 //! `/work/shared/corpus/spamassassin`; a missing corpus fails the test.
 
 use crate::support::*;
+use boxtrap::spam::testing::TestSpamd;
 use boxtrap::store::held::{HeldSummary, OutboundState};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -584,6 +585,64 @@ fn first_line<'a>(data: &'a [u8], eol: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
     Some((&data[..i], &data[i + eol.len()..]))
 }
 
+/// Takes the header fields boxtrap puts on top of a message off the front
+/// of `data`: our `Authentication-Results:` (required), SpamAssassin's
+/// `X-Spam-Score:` and `X-Spam-Status:` (when the message was scored; the
+/// score is returned), then our `Received:` ([`strip_received`]).
+fn strip_ours<'a>(
+    data: &'a [u8],
+    queue_id: &str,
+    eol: &[u8],
+) -> Result<(&'a [u8], Option<f64>), String> {
+    let mut rest = data;
+    let field = |name: &str, rest: &mut &'a [u8]| -> Option<String> {
+        if !rest.starts_with(name.as_bytes()) {
+            return None;
+        }
+        let mut value = String::new();
+        let mut first = true;
+        while let Some((line, after)) = first_line(rest, eol) {
+            if !first && !line.starts_with(b"\t") && !line.starts_with(b" ") {
+                break;
+            }
+            value.push_str(&String::from_utf8_lossy(line));
+            first = false;
+            *rest = after;
+        }
+        Some(value)
+    };
+    let results =
+        field("Authentication-Results: mx.example.test;", &mut rest).ok_or_else(|| {
+            format!(
+                "no Authentication-Results: of ours: {}",
+                excerpt(&data[..data.len().min(80)])
+            )
+        })?;
+    if !results.contains("spf=") || !results.contains("dmarc=") {
+        return Err(format!(
+            "our Authentication-Results: lacks results: {results:?}"
+        ));
+    }
+    let score = field("X-Spam-Score: ", &mut rest).map(|v| {
+        v["X-Spam-Score: ".len()..]
+            .trim()
+            .parse::<f64>()
+            .unwrap_or(f64::NAN)
+    });
+    if score.is_some() && field("X-Spam-Status: ", &mut rest).is_none() {
+        return Err("X-Spam-Score: without X-Spam-Status:".into());
+    }
+    Ok((strip_received(rest, queue_id, eol)?, score))
+}
+
+/// What boxtrap stores of `crlf` below its own header fields: the message
+/// as sent without the `X-Spam-*` verdict fields and the
+/// `Authentication-Results:` claiming our authserv-id that it removes.
+fn as_stored(crlf: &[u8]) -> Vec<u8> {
+    let without_spam = boxtrap::spam::strip_spam_headers(crlf);
+    boxtrap::auth::strip_own_results(&without_spam, "mx.example.test").into_owned()
+}
+
 /// Takes our `Received:` header (`Received: from ...;` EOL TAB date EOL)
 /// off the front of `data`, checking it names `queue_id`.
 fn strip_received<'a>(data: &'a [u8], queue_id: &str, eol: &[u8]) -> Result<&'a [u8], String> {
@@ -648,14 +707,15 @@ fn to_lf(crlf: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A Maildir copy: `Return-Path:`, `Delivered-To:`, our `Received:`, then
-/// the message as sent, byte for byte (with LF line ends).
+/// A Maildir copy: `Return-Path:`, `Delivered-To:`, our header fields
+/// ([`strip_ours`]), then the message as sent ([`as_stored`]), byte for
+/// byte (with LF line ends). Returns the spam score it carries.
 fn check_maildir_copy(
     m: &Message,
     mailbox: &str,
     queue_id: &str,
     file: &[u8],
-) -> Result<(), (String, String)> {
+) -> Result<Option<f64>, (String, String)> {
     let header = |why: String| ("header lines added by boxtrap are wrong".to_owned(), why);
     let (return_path, rest) =
         first_line(file, b"\n").ok_or_else(|| header("an empty file".into()))?;
@@ -673,18 +733,30 @@ fn check_maildir_copy(
             excerpt(delivered_to)
         )));
     }
-    let body = strip_received(rest, queue_id, b"\n").map_err(header)?;
-    let want = to_lf(&m.crlf);
+    let (body, score) = strip_ours(rest, queue_id, b"\n").map_err(header)?;
+    let want = to_lf(&as_stored(&m.crlf));
     if body != want.as_slice() {
         return Err((
             "the message differs from what was sent".to_owned(),
             first_difference(body, &want),
         ));
     }
-    Ok(())
+    Ok(score)
 }
 
 // --- the tally --------------------------------------------------------------
+
+/// The default spam band a score falls in (`None`: not scored).
+fn band(score: Option<f64>) -> &'static str {
+    match score {
+        None => "not scored (larger than spamd.max_size)",
+        Some(s) if s.is_nan() => "an X-Spam-Score that is no number",
+        Some(s) if s < -2.5 => "below -2.5: delivered, no challenge",
+        Some(s) if s < 5.0 => "-2.5 to 5: held and challenged",
+        Some(s) if s < 15.0 => "5 to 15: held, no challenge",
+        Some(_) => "15 and up: refused at DATA by default",
+    }
+}
 
 /// Counts per row label and folder, printed as a table.
 #[derive(Default)]
@@ -748,6 +820,11 @@ async fn replay(backend: Backend, tracing_log: CapturedLog) {
     let started = Instant::now();
     let messages = Arc::new(load_corpus(&corpus_dir()));
     let app = TestApp::spawn_with(backend, |c| {
+        // Scored by a real spamd; nothing refused for its score, so that
+        // every message is accepted and counted in its band.
+        c.spamd.address = TestSpamd::shared().addr().to_string();
+        c.spamd.timeout = boxtrap::config::HumanDuration(Duration::from_secs(60));
+        c.spam.reject_score = 1_000_000.0;
         c.challenge.max_per_mailbox_hour = NO_LIMIT;
         c.challenge.max_per_domain_day = NO_LIMIT;
         c.challenge.max_per_address_day = NO_LIMIT;
@@ -763,6 +840,9 @@ async fn replay(backend: Backend, tracing_log: CapturedLog) {
     let sent_in = sending.elapsed();
 
     let mut findings = Findings::default();
+    // The spam score of every message delivered to the plain mailbox, by
+    // the default bands of a mailbox.
+    let mut bands = Tally::default();
     for (m, r) in messages.iter().zip(&replies) {
         check_replies(m, r, &mut findings);
     }
@@ -797,11 +877,10 @@ async fn replay(backend: Backend, tracing_log: CapturedLog) {
                 "plain: accepted, not delivered",
                 format!("queue id {id}"),
             ),
-            [(_, data)] => {
-                if let Err((kind, detail)) = check_maildir_copy(m, PLAIN, &id, data) {
-                    findings.add(&m.file, format!("plain: {kind}"), detail);
-                }
-            }
+            [(_, data)] => match check_maildir_copy(m, PLAIN, &id, data) {
+                Err((kind, detail)) => findings.add(&m.file, format!("plain: {kind}"), detail),
+                Ok(score) => bands.add(band(score), m.folder),
+            },
             copies => findings.add(
                 &m.file,
                 "plain: delivered more than once",
@@ -872,19 +951,21 @@ async fn replay(backend: Backend, tracing_log: CapturedLog) {
                 }
                 match app.store.held_data(h.id).await.unwrap() {
                     None => findings.add(&m.file, "cr: held row without data", format!("{h:?}")),
-                    Some(data) => match strip_received(&data, &id, b"\r\n") {
-                        Err(why) => findings.add(&m.file, "cr: held copy lacks our Received:", why),
-                        Ok(body) if body != m.crlf.as_slice() => findings.add(
+                    Some(data) => match strip_ours(&data, &id, b"\r\n") {
+                        Err(why) => {
+                            findings.add(&m.file, "cr: held copy lacks our header fields", why)
+                        }
+                        Ok((body, _)) if body != as_stored(&m.crlf).as_slice() => findings.add(
                             &m.file,
                             "cr: held copy differs from what was sent",
-                            first_difference(body, &m.crlf),
+                            first_difference(body, &as_stored(&m.crlf)),
                         ),
                         Ok(_) => {}
                     },
                 }
             }
             ([], [(_, data)]) => {
-                tally.add("delivered (allowed)", m.folder);
+                tally.add("delivered (spam score below the bypass score)", m.folder);
                 if let Err((kind, detail)) = check_maildir_copy(m, CR, &id, data) {
                     findings.add(&m.file, format!("cr: {kind}"), detail);
                 }
@@ -1027,6 +1108,13 @@ async fn replay(backend: Backend, tracing_log: CapturedLog) {
         "\n{}",
         tally.table(&format!("{} — {CR}", backend_name(backend)))
     );
+    println!(
+        "\n{}",
+        bands.table(&format!(
+            "{} — spamd score, default bands",
+            backend_name(backend)
+        ))
+    );
     if !challenge_failed.is_empty() {
         println!("challenge-failed, by detail:");
         for (detail, (n, example)) in &challenge_failed {
@@ -1137,6 +1225,9 @@ fn a_maildir_copy_is_checked_byte_for_byte_after_the_added_headers() {
     let file = |body: &str| {
         format!(
             "Return-Path: <A@b.example>\nDelivered-To: plain@example.test\n\
+             Authentication-Results: mx.example.test;\n\tspf=none smtp.mailfrom=A@b.example;\n\
+             \tdkim=none;\n\tdmarc=none header.from=b.example;\n\tarc=none\n\
+             X-Spam-Score: 7.3\nX-Spam-Status: Yes, score=7.3 required=5.0 tests=A,\n\tB\n\
              Received: from corpus.client.example ([127.0.0.1])\n\tby mx.example.test (boxtrap) \
              with ESMTP id Q1-x-00;\n\tFri, 27 Nov 2026 14:05:53 +0000\n{body}"
         )
@@ -1145,8 +1236,14 @@ fn a_maildir_copy_is_checked_byte_for_byte_after_the_added_headers() {
     let whole = "Return-Path: <A@B.example>\nSubject: x\n\nbody\n";
     assert_eq!(
         check_maildir_copy(&m, PLAIN, "Q1-x-00", &file(whole)),
-        Ok(())
+        Ok(Some(7.3))
     );
+    // Without our Authentication-Results, the header lines are wrong.
+    let no_results = String::from_utf8(file(whole))
+        .unwrap()
+        .replace("Authentication-Results: mx.example.test;", "X-Other: x");
+    let (kind, _) = check_maildir_copy(&m, PLAIN, "Q1-x-00", no_results.as_bytes()).unwrap_err();
+    assert_eq!(kind, "header lines added by boxtrap are wrong");
     let (kind, detail) =
         check_maildir_copy(&m, PLAIN, "Q1-x-00", &file(&whole.replace("body", "bodY")))
             .unwrap_err();

@@ -5,6 +5,7 @@ mod support;
 
 mod amplification;
 mod association;
+mod authentication;
 mod automated;
 mod browser;
 mod challenge;

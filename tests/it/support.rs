@@ -49,6 +49,9 @@ pub struct TestApp {
     /// What the server handed to its transport; `None` when it sends
     /// through the transport its config names.
     recording: Option<Recording>,
+    /// The test's own DNS server ([`TestApp::spawn_with_dns`]); `None`:
+    /// the shared one where nothing is published.
+    pub dns: Option<TestDns>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -67,6 +70,31 @@ impl TestApp {
 
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
         TestApp::start(backend, tweak, Some(Recording::new())).await
+    }
+
+    /// As [`TestApp::spawn_with`], with a DNS server of its own publishing
+    /// `records` ([`TestDns::start`]; see [`spf`]), and the server's
+    /// default authentication policy: only authenticated senders are
+    /// challenged.
+    pub async fn spawn_with_dns(
+        backend: Backend,
+        records: &[String],
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let dns = TestDns::start(records);
+        let addr = dns.addr;
+        let mut app = TestApp::start(
+            backend,
+            |c| {
+                c.dns.servers = vec![addr];
+                c.auth.challenge_unauthenticated = false;
+                tweak(c);
+            },
+            Some(Recording::new()),
+        )
+        .await;
+        app.dns = Some(dns);
+        app
     }
 
     /// As [`TestApp::spawn_with`], but outbound mail leaves through the
@@ -101,6 +129,12 @@ impl TestApp {
             Backend::Sqlite => String::new(),
             Backend::Postgres => boxtrap::testing::fresh_postgres_database().await,
         };
+        // DNS on loopback only, where nothing is published: no sender is
+        // authenticated, so challenges go out in the admin's relaxed mode
+        // (unless SPF, DKIM or DMARC fails). Tests of authentication
+        // start their own TestDns and turn the relaxed mode off.
+        config.dns.servers = vec![TestDns::shared().addr];
+        config.auth.challenge_unauthenticated = true;
         tweak(&mut config);
         let clock = ManualClock::new(Timestamp::from_secs(T0));
         let app = App::build(
@@ -151,6 +185,7 @@ impl TestApp {
             outbound,
             web,
             recording,
+            dns: None,
             stop: Some(stop),
             task: Some(task),
         }
@@ -472,6 +507,18 @@ pub fn write_test_config(dir: &Path, database_url: &str, extra: &str) -> PathBuf
          listen = \"127.0.0.1:0\"\n",
         data_dir = dir.display().to_string(),
     );
+    // As TestApp: DNS on loopback where nothing is published, and the
+    // relaxed mode, unless `extra` says otherwise.
+    let mut text = text;
+    if !extra.contains("[dns]") {
+        text.push_str(&format!(
+            "[dns]\nservers = [\"{}\"]\n",
+            TestDns::shared().addr
+        ));
+    }
+    if !extra.contains("[auth]") {
+        text.push_str("[auth]\nchallenge_unauthenticated = true\n");
+    }
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -1138,4 +1185,137 @@ where
         .unwrap()
         .retain(|(n, _)| *n != thread_name);
     out
+}
+
+/// dnsmasq's option publishing `record` as the TXT record of `name`, e.g.
+/// `txt("example.org", "v=spf1 ip4:127.0.0.1 -all")`. On the command line
+/// dnsmasq takes quotes literally, and a comma starts the record's next
+/// string: a record longer than 255 octets (an RSA key) is given in
+/// pieces, which SPF and DKIM join again (RFC 7208 §3.3).
+pub fn txt(name: &str, record: &str) -> String {
+    let pieces: Vec<String> = record
+        .as_bytes()
+        .chunks(255)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    format!("--txt-record={name},{}", pieces.join(","))
+}
+
+/// An SPF record (RFC 7208) for `domain` that passes the test clients
+/// (127.0.0.1) and fails everyone else.
+pub fn spf(domain: &str) -> String {
+    txt(domain, "v=spf1 ip4:127.0.0.1 -all")
+}
+
+/// A private DNS server on loopback for one test or one test binary:
+/// Debian's dnsmasq answering only from its command line (`records`, in
+/// dnsmasq's option syntax, e.g. `--txt-record=example.org,"v=spf1
+/// ip4:127.0.0.1 -all"`); every other name is NXDOMAIN (`--local=/#/`),
+/// so SPF, DKIM and DMARC find nothing published. It runs under a shell
+/// that reads our end of a pipe and kills dnsmasq when it closes, so it
+/// goes away with the test process however that ends (and on drop). A
+/// missing dnsmasq fails the test (scripts/test.sh installs dnsmasq-base).
+pub struct TestDns {
+    pub addr: SocketAddr,
+    child: ChildGuard,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDns {
+    pub fn start(records: &[String]) -> TestDns {
+        use std::process::{Command, Stdio};
+        let bin = ["/usr/sbin/dnsmasq", "/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .expect("dnsmasq not found: install dnsmasq-base (bash scripts/test.sh does)");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dnsmasq.log");
+        for _ in 0..10 {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut args = vec![
+                bin.to_owned(),
+                "--keep-in-foreground".into(),
+                "--listen-address=127.0.0.1".into(),
+                "--bind-interfaces".into(),
+                "--no-resolv".into(),
+                "--no-hosts".into(),
+                "--no-poll".into(),
+                "--conf-file=/dev/null".into(),
+                "--pid-file=".into(),
+                "--local=/#/".into(),
+                "--log-facility=-".into(),
+                "--log-queries".into(),
+                format!("--port={port}"),
+            ];
+            args.extend(records.iter().cloned());
+            let quoted: Vec<String> = args
+                .iter()
+                .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+                .collect();
+            // dnsmasq in the background; the shell waits for our end of
+            // stdin to close (we exit or drop it), then kills it.
+            let script = format!(
+                "{} 2>>'{}' & pid=$!; trap 'kill $pid 2>/dev/null' EXIT; \
+                 while read -r _; do :; done; kill $pid 2>/dev/null; wait $pid",
+                quoted.join(" "),
+                log.display()
+            );
+            let child = Command::new("sh")
+                .args(["-c", &script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cannot run sh");
+            let mut child = ChildGuard(Some(child));
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            for _ in 0..200 {
+                if child.get().try_wait().unwrap().is_some() {
+                    break;
+                }
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return TestDns {
+                        addr,
+                        child,
+                        log,
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            child.kill9();
+        }
+        panic!(
+            "dnsmasq did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// The one server every test of this binary shares that needs no
+    /// records of its own: every name is NXDOMAIN, so nothing is published
+    /// and no sender is authenticated.
+    pub fn shared() -> &'static TestDns {
+        static DNS: std::sync::OnceLock<TestDns> = std::sync::OnceLock::new();
+        DNS.get_or_init(|| TestDns::start(&[]))
+    }
+
+    /// What dnsmasq logged (with `--log-queries`, every question).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        // Closing stdin lets the shell kill dnsmasq; then reap the shell.
+        if let Some(c) = self.child.0.as_mut() {
+            drop(c.stdin.take());
+        }
+        let _ = self.child.wait_timeout(Duration::from_secs(5));
+    }
 }
