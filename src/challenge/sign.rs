@@ -60,6 +60,7 @@ pub const SIGNED_HEADERS: &[&str] = &[
 /// Why a key could not be made, read or used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DkimError {
+    /// The key generator failed (no randomness from the system).
     #[error("cannot generate an {algorithm} key: {reason}")]
     Generate {
         algorithm: &'static str,
@@ -73,6 +74,7 @@ pub enum DkimError {
         domain: String,
         reason: String,
     },
+    /// mail-auth refused to sign (a message without any header to sign).
     #[error("cannot sign with {selector}._domainkey.{domain}: {reason}")]
     Sign {
         selector: String,
@@ -139,7 +141,9 @@ pub fn public_key(key: &StoredDkimKey) -> Result<Vec<u8>, DkimError> {
 /// dot, `text` the record's value as one string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxtRecord {
+    /// Fully qualified, ending in `.`: `sel._domainkey.example.test.`.
     pub name: String,
+    /// The value, unsplit: `v=DKIM1; k=ed25519; p=...`.
     pub text: String,
 }
 
@@ -280,14 +284,17 @@ impl Signer {
             })
     }
 
+    /// The signing domain, `d=`.
     pub fn domain(&self) -> &str {
         &self.domain
     }
 
+    /// The selector, `s=`.
     pub fn selector(&self) -> &str {
         &self.selector
     }
 
+    /// The key's algorithm; it signs as `a=ed25519-sha256` or `a=rsa-sha256`.
     pub fn algorithm(&self) -> DkimAlgorithm {
         self.algorithm
     }
@@ -299,14 +306,17 @@ impl Signer {
 pub struct Signers(Arc<Vec<Arc<Signer>>>);
 
 impl Signers {
+    /// Signs with each of `signers`, in this order (top first).
     pub fn new(signers: Vec<Arc<Signer>>) -> Signers {
         Signers(Arc::new(signers))
     }
 
+    /// No key: [`Signers::sign`] returns the message as it is.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The keys, in signing order.
     pub fn iter(&self) -> impl Iterator<Item = &Signer> {
         self.0.iter().map(|s| &**s)
     }

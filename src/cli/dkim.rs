@@ -54,8 +54,11 @@ pub enum DkimCmd {
 /// `--algorithm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AlgorithmArg {
+    /// Ed25519 only (RFC 8463).
     Ed25519,
+    /// RSA-2048 only.
     Rsa,
+    /// Both, each under its own selector.
     Both,
 }
 

@@ -44,9 +44,11 @@ pub struct StoredDkimKey {
     /// The selector (`s=`), lower case: the public key is published at
     /// `<selector>._domainkey.<domain>`.
     pub selector: String,
+    /// The key's algorithm, the `k=` of its record.
     pub algorithm: DkimAlgorithm,
     /// PKCS#8 DER (RFC 5208) private key.
     pub private_key: Vec<u8>,
+    /// When `boxtrap dkim generate` made it.
     #[sqlx(try_from = "i64")]
     pub created_at: Timestamp,
 }
@@ -71,6 +73,7 @@ impl std::fmt::Debug for StoredDkimKey {
 pub struct NewDkimKey {
     /// Lower case, checked by the caller (`crate::challenge::sign::check_selector`).
     pub selector: String,
+    /// The key's algorithm; one key per algorithm and domain.
     pub algorithm: DkimAlgorithm,
     /// PKCS#8 DER.
     pub private_key: Vec<u8>,
