@@ -514,3 +514,51 @@ on_both_backends!(
         }
     }
 );
+
+// Over the wire: the challenge crosses SMTP to a second boxtrap (the
+// first one's smarthost, hosting bob) and is read from bob's Maildir, LF
+// line endings and the receiver's own headers on top: the signatures
+// survive the transfer and the delivery.
+on_both_backends!(
+    a_challenge_that_crossed_smtp_still_verifies,
+    |backend| async move {
+        let Pair { mx, peer } = pair(backend).await;
+        let now = Timestamp::from_secs(T0);
+        let keys: Vec<NewDkimKey> = [
+            ("wire-ed", DkimAlgorithm::Ed25519),
+            ("wire-rsa", DkimAlgorithm::Rsa),
+        ]
+        .into_iter()
+        .map(|(selector, algorithm)| NewDkimKey {
+            selector: selector.into(),
+            algorithm,
+            private_key: sign::generate(algorithm).unwrap(),
+        })
+        .collect();
+        let d = Domain::parse("example.test").unwrap();
+        mx.store.add_dkim_keys(&d, &keys, false, now).await.unwrap();
+        let records = published(&mx, "example.test").await;
+
+        let body = "From: bob@example.org\r\nTo: alice@example.test\r\nSubject: Over the wire\r\n\
+                    Message-ID: <w1@example.org>\r\n\r\nHello.\r\n";
+        let r = send_raw(&mx, "bob@example.org", "alice@example.test", body).await;
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+        assert_eq!(mx.outbound.run_once().await.unwrap(), 1);
+        let delivered = peer.messages("bob@example.org");
+        assert_eq!(delivered.len(), 1);
+        let raw = &delivered[0].1;
+        assert!(
+            !raw.windows(2).any(|w| w == b"\r\n"),
+            "stored with LF endings"
+        );
+        assert_eq!(
+            verify(raw, &records),
+            [
+                "0 a=ed25519-sha256 d=example.test s=wire-ed pass",
+                "1 a=rsa-sha256 d=example.test s=wire-rsa pass",
+            ],
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+);
