@@ -12,6 +12,7 @@ use crate::delivery::Delivery;
 use crate::delivery::maildir::Maildirs;
 use crate::delivery::router::Router;
 use crate::dns::{Dns, Resolver};
+use crate::dnsbl::Dnsbl;
 use crate::filemode;
 use crate::mainlog::MainLog;
 use crate::outbound::Outbound;
@@ -489,6 +490,7 @@ impl App {
                 ),
                 quarantine: quarantine.clone(),
                 delivery: delivery.clone(),
+                dnsbl: Arc::new(Dnsbl::new(&config, dns.resolver.clone())),
                 checks: Arc::new(MessageChecks::new(
                     dns.hickory
                         .clone()

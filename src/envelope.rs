@@ -5,6 +5,7 @@
 
 use crate::address::EmailAddress;
 use crate::clock::Timestamp;
+use crate::dnsbl::DnsblHit;
 use crate::store::mailboxes::MailboxRef;
 use std::net::SocketAddr;
 
@@ -37,9 +38,21 @@ pub struct Envelope {
     pub recipients: Vec<Recipient>,
     pub arrived: Timestamp,
     pub client: ClientInfo,
+    /// The `action = "score"` DNS blocklists that list the client (asked
+    /// once per session, at its first RCPT), for the spam score: their
+    /// sum is [`Envelope::dnsbl_score`]. Empty when none does or none is
+    /// configured. A `reject` listing never gets here, except on mail to
+    /// postmaster, and is not included.
+    pub dnsbl: Vec<DnsblHit>,
 }
 
 impl Envelope {
+    /// What the DNS blocklists add to the spam score: the sum of
+    /// [`Envelope::dnsbl`]'s scores.
+    pub fn dnsbl_score(&self) -> f64 {
+        self.dnsbl.iter().map(|h| h.score).sum()
+    }
+
     /// The envelope sender as written, `""` for `<>`.
     pub fn sender_str(&self) -> String {
         self.sender

@@ -384,6 +384,7 @@ mod tests {
                 addr: "192.0.2.7:40312".parse().unwrap(),
                 protocol: "esmtp",
             },
+            dnsbl: Vec::new(),
         };
         let data = b"Message-ID: <x@example.org>\r\nSubject: s\r\n\r\nMessage-ID: <no>\r\n";
         log.arrival(&env, data);
@@ -481,6 +482,7 @@ mod tests {
                 addr: "192.0.2.7:40312".parse().unwrap(),
                 protocol: "esmtp",
             },
+            dnsbl: Vec::new(),
         };
         log.arrival(
             &env,

@@ -12,7 +12,8 @@ use super::reply::Reply;
 use crate::address::EmailAddress;
 use crate::delivery::Delivery;
 use crate::delivery::router::{Route, Router, Target};
-use crate::envelope::Envelope;
+use crate::dnsbl::{Dnsbl, DnsblVerdict};
+use crate::envelope::{ClientInfo, Envelope};
 use crate::mainlog::MainLog;
 use crate::quarantine::{Outcome, Quarantine};
 use std::future::Future;
@@ -70,6 +71,17 @@ pub trait MailHandler: Send + Sync {
         let _ = targets;
         Box::pin(async { Ok(None) })
     }
+    /// What the DNS block- and allowlists (RFC 5782) say about `client`.
+    /// The session asks once, at its first RCPT (a client that never
+    /// gets that far costs no lookup), and keeps the answer for the rest
+    /// of the session: a `reject` listing refuses every RCPT but
+    /// postmaster's with `554 5.7.1`; score listings travel with each
+    /// message as [`Envelope::dnsbl`]. Never fails (a DNS failure lists
+    /// nobody). By default nothing is listed.
+    fn check_client<'a>(&'a self, client: &'a ClientInfo) -> HandlerFuture<'a, DnsblVerdict> {
+        let _ = client;
+        Box::pin(async { DnsblVerdict::default() })
+    }
     /// Takes a complete message (with our `Received:` header) for the
     /// recipients of `env`.
     fn accept<'a>(&'a self, env: Envelope, data: Vec<u8>) -> HandlerFuture<'a, Accepted>;
@@ -82,9 +94,15 @@ pub struct Accept {
     pub delivery: Arc<Delivery>,
     pub checks: Arc<MessageChecks>,
     pub log: MainLog,
+    /// The `[[dnsbl]]` and `[[dnswl]]` zones, asked through the server's resolver.
+    pub dnsbl: Arc<Dnsbl>,
 }
 
 impl MailHandler for Accept {
+    fn check_client<'a>(&'a self, client: &'a ClientInfo) -> HandlerFuture<'a, DnsblVerdict> {
+        Box::pin(self.dnsbl.check(client.addr.ip()))
+    }
+
     fn route<'a>(&'a self, to: &'a EmailAddress) -> HandlerFuture<'a, Result<Route, String>> {
         Box::pin(async move { self.router.route(to).await.map_err(|e| e.to_string()) })
     }

@@ -24,6 +24,7 @@ use crate::address::EmailAddress;
 use crate::clock::Clock;
 use crate::config::{ByteSize, SmtpConfig};
 use crate::delivery::router::Route;
+use crate::dnsbl::{DnsblHit, DnsblVerdict};
 use crate::envelope::{ClientInfo, Envelope, Recipient};
 use crate::mainlog::MainLog;
 use crate::queue_id::new_queue_id;
@@ -83,6 +84,10 @@ struct Session<'a> {
     /// When the command line being read (in DATA: the message) must be
     /// complete.
     deadline: Instant,
+    /// What the DNS lists say about the client: asked at the first RCPT,
+    /// then kept for the session (one lookup per connection, none for a
+    /// client that never gets to RCPT).
+    dnsbl: Option<DnsblVerdict>,
 }
 
 /// How long a read may wait, and what it means when it ends unanswered.
@@ -115,6 +120,7 @@ pub async fn run_session<S>(
         out: Vec::with_capacity(512),
         charge: budget.charge(),
         deadline: Instant::now() + ctx.config.command_time_limit.0,
+        dnsbl: None,
     };
     // RFC 5321 §4.2: the greeting; RFC 2034 gives it no enhanced code.
     s.reply(Reply::text(
@@ -517,6 +523,29 @@ impl Session<'_> {
     }
 
     async fn rcpt(&mut self, to: ForwardPath) -> Flow {
+        // A client on a `reject` DNS blocklist reaches only postmaster
+        // (RFC 5321 §4.5.1): every other RCPT is refused before any lookup
+        // of the recipient, so the refusal says nothing about who exists.
+        // Postmaster of a domain that is not ours is refused as relaying.
+        if let Some(hit) = self.dnsbl_reject().await
+            && !is_postmaster(&to)
+        {
+            let from = self.tx.as_ref().and_then(|t| t.from.clone());
+            let ip = client_ip(self.peer.ip());
+            self.log_reject(
+                from.as_ref(),
+                &format!("RCPT <{to}>"),
+                &format!("client [{ip}] is listed in {} ({})", hit.zone, hit.answer),
+            );
+            return self.error(Reply::text(
+                554,
+                "5.7.1",
+                format!(
+                    "Service unavailable; Client host [{ip}] blocked using {}",
+                    hit.zone
+                ),
+            ));
+        }
         let (to, route) = match to {
             ForwardPath::Address(a) => {
                 let r = self.ctx.handler.route(&a).await;
@@ -601,6 +630,24 @@ impl Session<'_> {
                 Flow::Continue
             }
         }
+    }
+
+    /// The client's `reject` DNS blocklist listing, if any; the lists are
+    /// asked the first time (see [`MailHandler::check_client`]).
+    async fn dnsbl_reject(&mut self) -> Option<DnsblHit> {
+        if self.dnsbl.is_none() {
+            let (_, protocol) = match &self.tx {
+                Some(tx) => self.protocol(tx),
+                None => ("", ""),
+            };
+            let client = ClientInfo {
+                helo: self.helo.clone().unwrap_or_default(),
+                addr: self.peer,
+                protocol,
+            };
+            self.dnsbl = Some(self.ctx.handler.check_client(&client).await);
+        }
+        self.dnsbl.as_ref().and_then(|v| v.reject.clone())
     }
 
     /// Where the bare `RCPT TO:<Postmaster>` goes (RFC 5321 §4.1.1.3,
@@ -747,6 +794,11 @@ impl Session<'_> {
                 addr: self.peer,
                 protocol,
             },
+            dnsbl: self
+                .dnsbl
+                .as_ref()
+                .map(|v| v.score_hits.clone())
+                .unwrap_or_default(),
         };
         match self.ctx.handler.accept(env, data).await {
             Accepted::Stored => self.reply(Reply::text(250, "2.0.0", format!("OK id={queue_id}"))),
@@ -796,6 +848,23 @@ enum Step {
 /// so the admin sees it without a line per probe).
 static POSTMASTER_WARNED: AtomicBool = AtomicBool::new(false);
 
+/// Whether RCPT goes to postmaster: the bare `<Postmaster>` or any
+/// `postmaster@` (RFC 5321 §4.5.1: the local part is case-insensitive).
+fn is_postmaster(to: &ForwardPath) -> bool {
+    match to {
+        ForwardPath::Postmaster => true,
+        ForwardPath::Address(a) => a.local_part().eq_ignore_ascii_case("postmaster"),
+    }
+}
+
+/// The client's address as the DNS lists see it: IPv4-mapped IPv6 as IPv4.
+fn client_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// RFC 5321 §4.1.3 address literal: `[192.0.2.1]`, `[IPv6:2001:db8::1]`.
 fn address_literal(ip: std::net::IpAddr) -> String {
     match ip {
@@ -841,9 +910,18 @@ mod tests {
     struct Fake {
         answer: Accepted,
         taken: Mutex<Vec<(Envelope, Vec<u8>)>>,
+        /// What `check_client` answers, and the clients it was asked about.
+        dnsbl: Mutex<DnsblVerdict>,
+        checked: Mutex<Vec<ClientInfo>>,
     }
 
     impl MailHandler for Fake {
+        fn check_client<'a>(&'a self, client: &'a ClientInfo) -> HandlerFuture<'a, DnsblVerdict> {
+            self.checked.lock().unwrap().push(client.clone());
+            let verdict = self.dnsbl.lock().unwrap().clone();
+            Box::pin(async move { verdict })
+        }
+
         fn route<'a>(&'a self, to: &'a EmailAddress) -> HandlerFuture<'a, Result<Route, String>> {
             Box::pin(async move {
                 match to.to_string().as_str() {
@@ -944,6 +1022,8 @@ mod tests {
         let handler = Arc::new(Fake {
             answer,
             taken: Mutex::new(Vec::new()),
+            dnsbl: Mutex::new(DnsblVerdict::default()),
+            checked: Mutex::new(Vec::new()),
         });
         let ctx = Arc::new(SmtpContext {
             config,
@@ -1001,6 +1081,115 @@ mod tests {
         let text = String::from_utf8_lossy(data);
         let for_line = text.lines().find(|l| l.contains("for <")).unwrap_or("");
         (rcpts, for_line.trim().to_owned())
+    }
+
+    fn hit(zone: &str, answer: &str, score: f64) -> DnsblHit {
+        DnsblHit {
+            zone: zone.into(),
+            answer: answer.parse().unwrap(),
+            score,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_dns_lists_are_asked_once_per_session_at_the_first_rcpt() {
+        // EHLO, MAIL and QUIT alone cost no lookup.
+        let mut c = session(Accepted::Stored, |_| {}).await;
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        c.cmd("RSET", "250").await;
+        c.cmd("QUIT", "221").await;
+        assert!(c.handler.checked.lock().unwrap().is_empty());
+
+        let mut c = session(Accepted::Stored, |_| {}).await;
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        c.cmd("RCPT TO:<alice@example.test>", "250").await;
+        c.cmd("RCPT TO:<nobody@example.test>", "550").await;
+        c.cmd("RCPT TO:<alice@example.test>", "250").await;
+        c.cmd("DATA", "354").await;
+        c.cmd("Subject: one\r\n\r\nx\r\n.", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        c.cmd("RCPT TO:<alice@example.test>", "250").await;
+        let checked = c.handler.checked.lock().unwrap().clone();
+        assert_eq!(checked.len(), 1, "{checked:?}");
+        assert_eq!(checked[0].addr.to_string(), "192.0.2.7:40312");
+        assert_eq!(checked[0].helo, "client.example.org");
+        assert_eq!(checked[0].protocol, "esmtp");
+    }
+
+    #[tokio::test]
+    async fn a_client_on_a_reject_list_reaches_only_postmaster_and_score_hits_travel_with_the_message()
+     {
+        let mut c = session(Accepted::Stored, |s| {
+            s.postmaster = "alice@example.test".into()
+        })
+        .await;
+        *c.handler.dnsbl.lock().unwrap() = DnsblVerdict {
+            reject: Some(hit("bl.test", "127.0.0.2", 5.0)),
+            score_hits: vec![
+                hit("a.test", "127.0.0.4", 1.5),
+                hit("b.test", "127.0.0.2", 2.0),
+            ],
+            ..DnsblVerdict::default()
+        };
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        let r = c.cmd("RCPT TO:<alice@example.test>", "554 5.7.1").await;
+        assert_eq!(
+            r,
+            "554 5.7.1 Service unavailable; Client host [192.0.2.7] blocked using bl.test\r\n"
+        );
+        // Unknown users and relaying get the same answer: nothing is looked up.
+        c.cmd("RCPT TO:<nobody@example.test>", "554 5.7.1").await;
+        c.cmd("RCPT TO:<someone@example.net>", "554 5.7.1").await;
+        // Postmaster still gets through (RFC 5321 §4.5.1), in any case: this
+        // one is past the list and refused only because the fake router
+        // knows no such user.
+        c.cmd("RCPT TO:<PostMaster@example.test>", "550 5.1.1")
+            .await;
+        c.cmd("RCPT TO:<postmaster@example.test>", "250").await;
+        c.cmd("RCPT TO:<Postmaster>", "250").await;
+        // Postmaster of a domain that is not ours is still relaying.
+        c.cmd("RCPT TO:<postmaster@example.net>", "550 5.7.1").await;
+        c.cmd("DATA", "354").await;
+        c.cmd("Subject: listed?\r\n\r\nx\r\n.", "250").await;
+        let taken = c.handler.taken.lock().unwrap();
+        let (env, _) = taken.last().unwrap();
+        assert_eq!(
+            env.dnsbl,
+            vec![
+                hit("a.test", "127.0.0.4", 1.5),
+                hit("b.test", "127.0.0.2", 2.0)
+            ]
+        );
+        assert_eq!(env.dnsbl_score(), 3.5);
+        drop(taken);
+        let rejects = rejectlog(&c);
+        assert!(
+            rejects.contains(
+                "F=<bob@example.org> rejected RCPT <alice@example.test>: client [192.0.2.7] \
+                 is listed in bl.test (127.0.0.2)"
+            ),
+            "{rejects}"
+        );
+        assert_eq!(c.handler.checked.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn dns_list_refusals_count_toward_the_error_limit() {
+        let mut c = session(Accepted::Stored, |s| s.max_errors = 3).await;
+        *c.handler.dnsbl.lock().unwrap() = DnsblVerdict {
+            reject: Some(hit("bl.test", "127.0.0.2", 1.0)),
+            ..DnsblVerdict::default()
+        };
+        c.cmd("EHLO client.example.org", "250").await;
+        c.cmd("MAIL FROM:<bob@example.org>", "250").await;
+        c.cmd("RCPT TO:<a@example.test>", "554").await;
+        c.cmd("RCPT TO:<b@example.test>", "554").await;
+        c.cmd("RCPT TO:<c@example.test>", "554").await;
+        let r = c.reply().await;
+        assert!(r.starts_with("421 4.7.0"), "{r}");
     }
 
     #[tokio::test]
