@@ -25,5 +25,4 @@ mod outbound;
 mod peers;
 mod real_mail;
 mod smtp_dialogue;
-mod spam;
 mod web_limits;
