@@ -218,7 +218,8 @@ quarantine_max_bytes = 0
 [outbound]
 # Challenges go to $dir/outbox as .eml files: nothing leaves the machine.
 mode = "file"
-dns_servers = ["127.0.0.1:53"]
+[dns]
+servers = ["127.0.0.1:53"]
 EOF
   BT_CONF[$b]=$dir/boxtrap.toml BT_DIR[$b]=$dir BT_SMTP[$b]=$smtp_port
   bt() { BOXTRAP_CONFIG=${BT_CONF[$b]} "$BOXTRAP" "$@"; }
