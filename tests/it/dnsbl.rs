@@ -1,8 +1,8 @@
 //! DNS blocklists and allowlists (RFC 5782) over SMTP, against a real DNS
 //! server on loopback (dnsmasq, [`TestDns`]) serving the list zones:
 //! `bl.test` lists 127.0.0.1, `wl.test` allowlists it, `score.test`
-//! lists it with another code; 127.0.0.2 is on none of them. Clients
-//! connect from 127.0.0.1 or 127.0.0.2 (both on loopback).
+//! lists it with another code; 127.0.0.2 is on none of them; `bl.test`
+//! lists ::1 too. Clients connect from 127.0.0.1, 127.0.0.2 or ::1.
 
 use crate::support::*;
 use boxtrap::config::{Config, DnsblAction, DnsblZone, DnswlZone, HumanDuration};
@@ -21,7 +21,10 @@ fn zones() -> Vec<String> {
         "--address=/1.0.0.127.score.test/127.0.0.4",
     ]
     .map(String::from)
-    .to_vec()
+    .into_iter()
+    // ::1, as RFC 5782 §2.4 writes it: 32 nibbles, least significant first.
+    .chain([format!("--address=/1.{}bl.test/127.0.0.2", "0.".repeat(31))])
+    .collect()
 }
 
 fn blocklist(zone: &str, action: DnsblAction) -> DnsblZone {
@@ -52,10 +55,13 @@ struct Client {
 
 impl Client {
     async fn connect(local: &str, server: SocketAddr) -> Client {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket
-            .bind(SocketAddr::new(local.parse().unwrap(), 0))
-            .unwrap();
+        let local: std::net::IpAddr = local.parse().unwrap();
+        let socket = if local.is_ipv6() {
+            TcpSocket::new_v6().unwrap()
+        } else {
+            TcpSocket::new_v4().unwrap()
+        };
+        socket.bind(SocketAddr::new(local, 0)).unwrap();
         let stream = socket.connect(server).await.unwrap();
         let (read, write) = stream.into_split();
         let mut c = Client {
@@ -202,28 +208,58 @@ async fn an_allowlisted_client_skips_the_blocklists() {
     assert_eq!(queries(dns, "1.0.0.127.wl.test"), 1, "{}", dns.log());
 }
 
+#[test]
+fn with_the_dns_server_down_mail_is_accepted_and_the_log_says_why() {
+    run_capturing_log("dnsbl-down", 2, "info,sqlx=warn", |log| async move {
+        // Nothing listens on this port: every lookup fails.
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+            lists(c);
+            c.dns.servers = vec![dead];
+            c.dns.timeout = HumanDuration(Duration::from_millis(500));
+            c.dns.attempts = 1;
+        })
+        .await;
+        let mut c = Client::connect("127.0.0.1", app.addr).await;
+        c.cmd("EHLO client.example.org", "250").await;
+        let start = std::time::Instant::now();
+        c.transaction(&[("alice@example.test", "250 2.1.5")]).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert!(!app.rejectlog().contains("listed"), "{}", app.rejectlog());
+        let text = log.text();
+        let failed: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("DNS list lookup failed; not listed"))
+            .collect();
+        assert!(
+            failed.iter().any(|l| l.contains("bl.test: "))
+                && failed.iter().any(|l| l.contains("score.test: "))
+                && failed.iter().all(|l| l.contains("client=127.0.0.1")),
+            "{text}"
+        );
+    })
+}
+
 #[tokio::test]
-async fn with_the_dns_server_down_mail_is_accepted() {
-    // Nothing listens on this port: every lookup fails.
-    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+async fn an_ipv6_client_is_looked_up_by_its_nibbles() {
+    let app = TestApp::spawn_with_dns(Backend::Sqlite, &zones(), |c| {
         lists(c);
-        c.dns.servers = vec![dead];
-        c.dns.timeout = HumanDuration(Duration::from_millis(500));
-        c.dns.attempts = 1;
+        c.smtp.listen = vec!["[::1]:0".parse().unwrap()];
     })
     .await;
-    let mut c = Client::connect("127.0.0.1", app.addr).await;
+    let mut c = Client::connect("::1", app.addr).await;
     c.cmd("EHLO client.example.org", "250").await;
-    let start = std::time::Instant::now();
-    c.transaction(&[("alice@example.test", "250 2.1.5")]).await;
-    assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        start.elapsed()
+    c.cmd("MAIL FROM:<carol@example.org>", "250").await;
+    let r = c.cmd("RCPT TO:<alice@example.test>", "554 5.7.1").await;
+    assert_eq!(
+        r,
+        "554 5.7.1 Service unavailable; Client host [::1] blocked using bl.test\r\n"
     );
-    assert!(!app.rejectlog().contains("listed"), "{}", app.rejectlog());
 }
