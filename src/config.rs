@@ -455,10 +455,11 @@ pub struct DnsConfig {
     /// or the next server.
     pub timeout: HumanDuration,
     /// Queries sent for one question before it is a temporary failure
-    /// (at least 1).
+    /// (at least 1; as resolv.conf's `options attempts:`), so one question
+    /// takes at most `timeout` × `attempts`.
     pub attempts: usize,
-    /// Answers kept in the resolver's cache, in records, each for its TTL
-    /// (negative answers too, RFC 2308). 0 turns the cache off.
+    /// Answers (DNS responses) kept in the resolver's cache, each for its
+    /// TTL (negative answers too, RFC 2308). 0 turns the cache off.
     pub cache_size: u64,
 }
 

@@ -126,7 +126,7 @@ impl Dns {
 /// Builds the server's hickory resolver from `[dns]`: `servers` (or, when
 /// empty, the `nameserver` lines of /etc/resolv.conf), each asked over UDP
 /// with TCP fallback for truncated answers; `timeout` per query,
-/// `attempts` queries per question, a cache of `cache_size` records;
+/// `attempts` queries per question, a cache of `cache_size` answers;
 /// absolute names only (no search domains) and never /etc/hosts. Needs no
 /// async runtime until the first lookup.
 ///
@@ -178,7 +178,9 @@ fn build_with(config: &DnsConfig, resolv_conf: &Path) -> Result<TokioResolver, B
     options.use_hosts_file = ResolveHosts::Never;
     options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     options.timeout = config.timeout.0;
-    options.attempts = config.attempts.max(1);
+    // hickory's `attempts` counts retries after the first query; ours
+    // counts queries (as resolv.conf's `options attempts:`).
+    options.attempts = config.attempts.max(1) - 1;
     options.cache_size = config.cache_size;
     builder.build().map_err(|e| BuildError {
         key: "dns",
@@ -438,6 +440,34 @@ mod tests {
         let dns = Dns::from_config(&config).unwrap();
         assert!(dns.hickory.is_some());
         assert!(Dns::fake(Arc::new(StaticResolver::new())).hickory.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_gets_attempts_queries_each_within_the_timeout() {
+        // A DNS server that reads queries and never answers.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        silent.set_nonblocking(true).unwrap();
+        for attempts in [1, 3] {
+            let config = DnsConfig {
+                servers: vec![silent.local_addr().unwrap()],
+                timeout: crate::config::HumanDuration(std::time::Duration::from_millis(200)),
+                attempts,
+                cache_size: 0,
+            };
+            let r = HickoryResolver::new(build(&config).unwrap());
+            let start = std::time::Instant::now();
+            let e = r.ipv4("2.0.0.127.bl.test").await.unwrap_err();
+            let took = start.elapsed();
+            assert!(matches!(e, DnsError::Temporary(_)), "{e:?}");
+            let mut queries = 0;
+            let mut buf = [0u8; 512];
+            while silent.recv(&mut buf).is_ok() {
+                queries += 1;
+            }
+            assert_eq!(queries, attempts, "attempts = {attempts}");
+            let most = std::time::Duration::from_millis(200 * attempts as u64 + 150);
+            assert!(took < most, "attempts = {attempts}: took {took:?}");
+        }
     }
 
     #[tokio::test]
