@@ -760,6 +760,26 @@ pub enum ConfigError {
 /// 0.1 ms even when every rule is a regex.
 const MAX_RULES_PER_LIST: u32 = 25_000;
 
+/// Big public recursive resolvers (Google, Cloudflare, Quad9, OpenDNS),
+/// whose queries DNS lists refuse: a `[[dnsbl]]` asked through them lists
+/// nobody.
+const PUBLIC_RESOLVERS: &[&str] = &[
+    "8.8.8.8",
+    "8.8.4.4",
+    "1.1.1.1",
+    "1.0.0.1",
+    "9.9.9.9",
+    "149.112.112.112",
+    "208.67.222.222",
+    "208.67.220.220",
+    "2001:4860:4860::8888",
+    "2001:4860:4860::8844",
+    "2606:4700:4700::1111",
+    "2606:4700:4700::1001",
+    "2620:fe::fe",
+    "2620:fe::9",
+];
+
 /// Environment variables with the `BOXTRAP_` prefix that are not config keys.
 const RESERVED_ENV: &[&str] = &["BOXTRAP_CONFIG", "BOXTRAP_LOG"];
 
@@ -828,6 +848,18 @@ impl Config {
                  postmaster@{} routes (RFC 5321 §4.5.1 requires postmaster to work)",
                 self.hostname
             ));
+        }
+        if !self.dnsbl.is_empty() || !self.dnswl.is_empty() {
+            for server in &self.dns.servers {
+                if PUBLIC_RESOLVERS.contains(&server.ip().to_string().as_str()) {
+                    out.push(format!(
+                        "dns.servers: {} is a public resolver; DNS lists such as Spamhaus \
+                         refuse queries that come through one (answering 127.255.255.x), so \
+                         the [[dnsbl]] zones would list nobody: use a resolver of your own",
+                        server.ip()
+                    ));
+                }
+            }
         }
         out
     }
@@ -1632,6 +1664,29 @@ mod tests {
             let e = load_str(text, &[]).unwrap_err().to_string();
             assert!(e.starts_with(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn dns_lists_asked_through_a_public_resolver_are_warned_about() {
+        let public = |c: &Config| {
+            c.warnings()
+                .into_iter()
+                .filter(|w| w.starts_with("dns.servers: "))
+                .collect::<Vec<_>>()
+        };
+        let c = load_str("[dns]\nservers = [\"8.8.8.8:53\", \"127.0.0.1:53\"]\n", &[]).unwrap();
+        assert!(public(&c).is_empty(), "no lists, nothing to warn about");
+        let c = load_str(
+            "[dns]\nservers = [\"8.8.8.8:53\", \"127.0.0.1:53\"]\n[[dnsbl]]\nzone = \"bl.test\"\n",
+            &[],
+        )
+        .unwrap();
+        let w = public(&c);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("dns.servers: 8.8.8.8 is a public resolver"),
+            "{w:?}"
+        );
     }
 
     #[test]
