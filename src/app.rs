@@ -496,6 +496,9 @@ impl App {
                         .clone()
                         .map(|r| Authenticator::new(r, &config.hostname, &config.auth)),
                     &config.auth,
+                    // SPF can chain lookups (RFC 7208 §4.6.4 allows 10).
+                    (config.dns.timeout.0 * (config.dns.attempts.max(1) as u32) * 2)
+                        .max(std::time::Duration::from_secs(1)),
                     &config.hostname,
                     spam_scorer,
                     &config.spam,

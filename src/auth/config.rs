@@ -57,6 +57,12 @@ impl fmt::Display for Alignment {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// Check SPF, DKIM, DMARC and ARC at all. Off: no check is made and no
+    /// `Authentication-Results:` header added, no sender counts as
+    /// authenticated (so only `challenge_unauthenticated` gets anyone a
+    /// challenge), nothing is refused for DMARC. For a server behind a
+    /// gateway that checks, and for measuring what the checks cost.
+    pub enabled: bool,
     /// The authserv-id of the `Authentication-Results:` header boxtrap adds
     /// (RFC 8601 §2.5); incoming headers claiming it are removed first.
     /// Empty means `hostname`.
@@ -87,6 +93,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
+            enabled: true,
             authserv_id: String::new(),
             dmarc_reject: true,
             alignment: Alignment::Relaxed,

@@ -35,9 +35,12 @@ pub enum Checked {
 
 /// The checks, built once per server.
 pub struct MessageChecks {
-    /// `None` when the server has no real resolver (a test's fake one):
-    /// then no sender is authenticated.
+    /// `None` when `[auth] enabled` is off or the server has no real
+    /// resolver (a test's fake one): then no sender is authenticated.
     authenticator: Option<Authenticator>,
+    /// How long SPF, DKIM, DMARC and ARC together may take (their DNS
+    /// lookups chain); past it they are `temperror`.
+    auth_time_limit: std::time::Duration,
     auth: AuthConfig,
     authserv_id: String,
     scorer: SpamScorer,
@@ -45,15 +48,21 @@ pub struct MessageChecks {
 }
 
 impl MessageChecks {
+    /// The checks for `auth` (`authenticator` is used only when
+    /// `auth.enabled`), our `hostname` (the default authserv-id), the
+    /// scorer and `[spam]`. `auth_time_limit` bounds the authentication
+    /// checks of one message.
     pub fn new(
         authenticator: Option<Authenticator>,
         auth: &AuthConfig,
+        auth_time_limit: std::time::Duration,
         hostname: &str,
         scorer: SpamScorer,
         spam: &SpamConfig,
     ) -> MessageChecks {
         MessageChecks {
-            authenticator,
+            authenticator: authenticator.filter(|_| auth.enabled),
+            auth_time_limit,
             authserv_id: auth.authserv_id_or(hostname).to_owned(),
             auth: auth.clone(),
             scorer,
@@ -78,7 +87,8 @@ impl MessageChecks {
         let verify = async {
             match &self.authenticator {
                 Some(a) => Some(
-                    a.verify(
+                    a.verify_within(
+                        self.auth_time_limit,
                         &data,
                         env.client.addr.ip(),
                         &env.client.helo,
@@ -112,8 +122,20 @@ impl MessageChecks {
         if let SpamCheck::Unavailable(why) = &spam {
             tracing::warn!(queue_id = %env.queue_id, "spamd unavailable, message not scored: {why}");
         }
-        let spam_score = spam.verdict().map(|v| v.score);
-        let spam_report = spam.summary();
+        // DNS blocklists' score zones add to the score (the session found
+        // them at the first RCPT).
+        let spam_score = match (spam.verdict(), env.dnsbl.is_empty()) {
+            (Some(v), _) => Some(v.score + env.dnsbl_score()),
+            (None, false) => Some(env.dnsbl_score()),
+            (None, true) => None,
+        };
+        let mut spam_report = spam.summary();
+        for hit in &env.dnsbl {
+            spam_report.push_str(&format!(
+                "; client listed on {} ({}): {:+.1}",
+                hit.zone, hit.answer, hit.score
+            ));
+        }
         if let Some(score) = spam_score
             && score >= self.spam.reject_score
         {
@@ -139,7 +161,11 @@ impl MessageChecks {
             None => (
                 SenderAuth::Unauthenticated {
                     failed: None,
-                    results: "not checked: the server has no DNS resolver".into(),
+                    results: if self.auth.enabled {
+                        "not checked: the server has no DNS resolver".into()
+                    } else {
+                        "not checked: [auth] enabled is false".into()
+                    },
                 },
                 String::new(),
                 String::new(),

@@ -25,4 +25,5 @@ mod outbound;
 mod peers;
 mod real_mail;
 mod smtp_dialogue;
+mod spam;
 mod web_limits;
