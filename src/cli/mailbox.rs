@@ -71,12 +71,12 @@ pub struct MailboxSetArgs {
     keep_days: Option<i64>,
     /// Spam score below which mail is delivered without a challenge
     /// (default -2.5), or off.
-    #[arg(long, value_name = "SCORE|off", value_parser = spam_score)]
+    #[arg(long, value_name = "SCORE|off", value_parser = spam_score, allow_negative_numbers = true)]
     spam_bypass_below: Option<SpamBypass>,
     /// Spam score at or above which mail is held without a challenge
     /// (default 5.0), or off. Mail at or above the server's
     /// spam.reject_score is refused before it is held.
-    #[arg(long, value_name = "SCORE|off", value_parser = spam_score)]
+    #[arg(long, value_name = "SCORE|off", value_parser = spam_score, allow_negative_numbers = true)]
     spam_no_challenge_at: Option<SpamBypass>,
     /// Mail from an allowed sender also allows the other addresses in its
     /// To/Cc (off by default): only when its From: is on the allow list and

@@ -53,9 +53,8 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// Whether mail may go to the `From:` address: it is authenticated.
-    /// Challenges are decided by the policy; notices (`returnverify`,
-    /// `blacklist`) ask this.
+    /// Whether the `From:` address is authenticated (DKIM or SPF passed
+    /// for a domain aligned with it): what whitelist by association needs.
     pub fn sender_authenticated(&self) -> bool {
         matches!(self.auth, SenderAuth::Authenticated(_))
     }
@@ -239,6 +238,20 @@ impl Quarantine {
         Ok(Plan::Decided(d))
     }
 
+    /// Whether a notice (`returnverify`, `blacklist`) may go to the
+    /// message's sender, by the rule that decides a challenge: the `From:`
+    /// address is authenticated, or the admin's relaxed mode applies to
+    /// this mailbox and no check failed. A DNS failure proves nothing.
+    fn may_mail_sender(&self, m: &Screening<'_>, s: &MailboxSettings) -> bool {
+        match &m.checks.auth {
+            SenderAuth::Authenticated(_) => true,
+            SenderAuth::Unauthenticated { failed: None, .. } => {
+                self.challenge_unauthenticated(&s.address)
+            }
+            SenderAuth::Unauthenticated { .. } | SenderAuth::Temporary(_) => false,
+        }
+    }
+
     /// Whether mail to `address` is delivered to mailbox `mailbox_id`.
     async fn reaches(&self, address: &str, mailbox_id: i64) -> Result<bool, StoreError> {
         let Ok(address) = EmailAddress::parse_relaxed(address, true) else {
@@ -295,7 +308,7 @@ impl Quarantine {
                 if s.notify_blocked
                     && !sender.is_empty()
                     && d.reason != Reason::NullSender
-                    && m.checks.sender_authenticated()
+                    && self.may_mail_sender(m, s)
                 {
                     let mailed = &m.env.recipients[rcpt_index].original;
                     self.challenges
@@ -535,7 +548,7 @@ impl Quarantine {
         // A sender who proved nothing is sent nothing.
         if env_sender.is_empty()
             || !policy::is_human_reply_from(facts, env_sender)
-            || !m.checks.sender_authenticated()
+            || !self.may_mail_sender(m, s)
         {
             return Ok(());
         }

@@ -450,3 +450,44 @@ async fn notices_go_only_to_authenticated_senders() {
     let sent: Vec<String> = app.outbox().into_iter().map(|m| m.rcpt).collect();
     assert_eq!(sent, ["ann@spf.example"], "no notice to the forged sender");
 }
+
+#[tokio::test]
+async fn quarantine_show_says_why_no_challenge_was_sent() {
+    let (records, _rsa, _ed) = zone();
+    let app = TestApp::spawn_with_dns(Backend::Sqlite, &records, |_| {}).await;
+    app.challenge_on(ALICE).await;
+    let m = message("eve@forged.example", "invoice", "q1@test");
+    let r = send_raw(&app, "eve@forged.example", ALICE, &m).await;
+    assert!(r.starts_with("250"), "{r}");
+    let id = app.held().await[0].id.to_string();
+    let config = write_test_config(app.dir.path(), "", "");
+    let out = run_boxtrap(&config, &["quarantine", "show", &id], None);
+    assert!(out.success, "{out:#?}");
+    let line = |key: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line: {}", out.stdout))
+            .to_owned()
+    };
+    assert_eq!(line("reason: "), "reason: not-authenticated");
+    assert!(
+        line("reason-detail: ")
+            .starts_with("reason-detail: sender not authenticated (SPF fail (forged.example)"),
+        "{}",
+        out.stdout
+    );
+    let auth = line("authentication: ");
+    assert!(
+        auth.starts_with(
+            "authentication: mx.example.test; spf=fail smtp.mailfrom=eve@forged.example;"
+        ),
+        "{auth}"
+    );
+    assert!(auth.contains("dmarc=none"), "{auth}");
+    // Not scored: no spamd here, and no GTUBE.
+    assert_eq!(
+        line("spam-score: "),
+        "spam-score: none (spam score not checked: no spamd configured ([spamd] address is empty))"
+    );
+}

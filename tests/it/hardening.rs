@@ -68,8 +68,10 @@ fn config_in(dir: &Path) -> PathBuf {
         "data_dir = {:?}\nhostname = \"mx.example.test\"\n\
          [smtp]\nlisten = [\"127.0.0.1:0\"]\n\
          [web]\nlisten = \"127.0.0.1:0\"\n\
-         [outbound]\nrun_interval = \"1s\"\n",
-        dir.join("data").display().to_string()
+         [outbound]\nrun_interval = \"1s\"\n\
+         [dns]\nservers = [\"{}\"]\n[auth]\nchallenge_unauthenticated = true\n",
+        dir.join("data").display().to_string(),
+        TestDns::shared().addr
     );
     std::fs::write(&path, text).unwrap();
     path

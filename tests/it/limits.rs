@@ -314,8 +314,10 @@ async fn forty_sessions_holding_24_mb_of_unfinished_data_stay_within_the_data_bu
         format!(
             "data_dir = {:?}\nhostname = \"mx.example.test\"\n\
              [smtp]\nlisten = [\"127.0.0.1:0\"]\nmax_inflight_data = \"64M\"\n\
-             [database]\nmax_connections = 4\n[web]\nlisten = \"127.0.0.1:0\"\n",
-            dir.path().display().to_string()
+             [database]\nmax_connections = 4\n[web]\nlisten = \"127.0.0.1:0\"\n\
+             [dns]\nservers = [\"{}\"]\n",
+            dir.path().display().to_string(),
+            TestDns::shared().addr
         ),
     )
     .unwrap();

@@ -52,6 +52,11 @@ on_both_backends!(
         let expected = format!(
             "Return-Path: <bob@example.org>\n\
          Delivered-To: alice@example.test\n\
+         Authentication-Results: mx.example.test;\n\
+         \tspf=none smtp.mailfrom=bob@example.org;\n\
+         \tdkim=none;\n\
+         \tdmarc=none header.from=example.org policy.dmarc=none;\n\
+         \tarc=none\n\
          Received: from client.example.org ([127.0.0.1])\n\
          \tby mx.example.test (boxtrap) with ESMTP id {qid}\n\
          \tfor <alice@example.test>;\n\
