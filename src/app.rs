@@ -597,6 +597,7 @@ impl App {
         let web = crate::web::router(crate::web::WebState {
             store: self.store.clone(),
             quarantine: self.quarantine.clone(),
+            sessions: crate::web::session::Sessions::new(&self.config, self.smtp.clock.clone()),
         });
         tracing::info!(addr = %self.web_addr, "web listening");
         crate::web::open_files::report(&self.config);

@@ -132,6 +132,12 @@ pub struct WebConfig {
     /// one gets 413. Bodies are read into memory whole, so this times
     /// `max_connections` bounds their memory.
     pub max_body_size: ByteSize,
+    /// An owner's web session ends after this long without a request;
+    /// they sign in again.
+    pub session_idle: HumanDuration,
+    /// An owner's web session ends this long after sign-in, however
+    /// active. At least `session_idle`.
+    pub session_lifetime: HumanDuration,
 }
 
 impl WebConfig {
@@ -151,6 +157,15 @@ impl WebConfig {
                 "web.idle_timeout: {} must be longer than web.request_timeout ({}), \
                  or a slow request is cut off without an answer",
                 self.idle_timeout, self.request_timeout
+            ));
+        }
+        if self.session_idle.0 < Duration::from_secs(60) {
+            return Err("web.session_idle: must be at least 1m".into());
+        }
+        if self.session_lifetime.0 < self.session_idle.0 {
+            return Err(format!(
+                "web.session_lifetime: {} must be at least web.session_idle ({})",
+                self.session_lifetime, self.session_idle
             ));
         }
         if self.max_connections == 0 {
@@ -649,6 +664,8 @@ impl Default for WebConfig {
             max_connections: 256,
             max_connections_per_ip: 32,
             max_body_size: ByteSize(64 * 1024),
+            session_idle: HumanDuration(Duration::from_secs(30 * 60)),
+            session_lifetime: HumanDuration(Duration::from_secs(12 * 3600)),
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod lists;
 pub mod mailboxes;
 pub mod queue;
 pub mod settings;
+pub mod web;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};

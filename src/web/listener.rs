@@ -210,7 +210,13 @@ pub async fn serve(
                 tokio::spawn(connection(
                     stream,
                     peer,
-                    TowerToHyperService::new(router.clone()),
+                    // Handlers that need the client's address (the
+                    // sign-in throttle) read it as ConnectInfo.
+                    TowerToHyperService::new(
+                        router
+                            .clone()
+                            .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+                    ),
                     builder.clone(),
                     config.idle_timeout.0,
                     shutdown.clone(),

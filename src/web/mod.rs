@@ -1,4 +1,5 @@
-//! The web listener: the sender's verification page and health check.
+//! The web listener: the sender's verification page, the health check
+//! and the mailbox owners' pages ([`owner`], signed in through [`session`]).
 //!
 //! `GET /verify/<token>` only shows who is asking and what is waiting; the
 //! button on it `POST`s to the same URL, and only that releases. Link
@@ -15,6 +16,8 @@
 
 pub mod listener;
 pub mod open_files;
+pub mod owner;
+pub mod session;
 
 use crate::challenge::issue::VerifyError;
 use crate::html::escape;
@@ -32,6 +35,8 @@ use std::sync::Arc;
 pub struct WebState {
     pub store: Store,
     pub quarantine: Arc<Quarantine>,
+    /// The owners' sign-in sessions ([`owner`]).
+    pub sessions: session::Sessions,
 }
 
 /// The routes, without limits: [`listener::serve`] adds them.
@@ -39,6 +44,7 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/verify/{token}", get(show).post(confirm))
         .route("/healthz", get(health))
+        .merge(owner::routes())
         .fallback(not_found)
         .with_state(state)
 }

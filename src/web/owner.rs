@@ -1,0 +1,869 @@
+//! The mailbox owner's pages: sign-in (`/login`, `/logout`) and the
+//! quarantine list (`/quarantine`) with its per-message actions.
+//!
+//! The mailbox is taken only from the session, never from the request,
+//! and every query is scoped by it: another mailbox's message id is "not
+//! found" (404) and nothing changes. Every state-changing request is a
+//! POST that carries the session's CSRF token and comes from this site
+//! (`Origin`, or `Referer` without one); sign-in itself, before there is a
+//! session, is checked for its origin. Pages are askama templates
+//! (`templates/web/`), escaped at compile time; fields from mail also have
+//! their control and direction-changing characters made visible.
+//!
+//! Sign-in is throttled in the database (so nodes sharing it share the
+//! count): [`MAX_FAILURES`] failed attempts within [`WINDOW_SECS`] for one
+//! account, or from one client address (IPv4, or IPv6 /64), answer 429 with
+//! `Retry-After` until the oldest of them leaves the window.
+
+use super::WebState;
+use super::listener::client_key;
+use super::session::{SignedIn, same_secret, secure_headers};
+use crate::address::EmailAddress;
+use crate::clock::Timestamp;
+use crate::quarantine::release::ReleasedBy;
+use crate::store::held::{ChallengeState, HeldState, OutboundState};
+use crate::store::web::{HeldCursor, HeldRow};
+use askama::Template;
+use axum::Router;
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+/// Failed sign-ins per account or client address within [`WINDOW_SECS`]
+/// before sign-in answers 429.
+pub const MAX_FAILURES: i64 = 5;
+/// The throttle's window: 15 minutes.
+pub const WINDOW_SECS: i64 = 15 * 60;
+/// Page sizes the quarantine list offers; the first is the default.
+pub const PAGE_SIZES: [i64; 3] = [25, 50, 100];
+
+/// The owner's routes, merged into [`super::router`].
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/quarantine", get(quarantine))
+        .route("/quarantine/{id}/{action}", post(act))
+        .route("/static/boxtrap.css", get(stylesheet))
+}
+
+// ---- pages -------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "web/login.html")]
+struct LoginPage<'a> {
+    title: &'a str,
+    who: &'a str,
+    csrf: &'a str,
+    notice: &'a str,
+    error: &'a str,
+    address: &'a str,
+    next: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "web/message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    who: &'a str,
+    csrf: &'a str,
+    text: &'a str,
+    link: &'a str,
+    link_text: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "web/quarantine.html")]
+struct QuarantinePage<'a> {
+    title: &'a str,
+    who: &'a str,
+    csrf: &'a str,
+    notice: String,
+    summary: String,
+    keep_days: i64,
+    groups: Vec<Day>,
+    first_page: bool,
+    limit: i64,
+    /// The cursor this page starts after (`""`: the newest).
+    after: &'a str,
+    /// The cursor of the next (older) page, `""` when there is none.
+    next: String,
+}
+
+struct Day {
+    day: String,
+    items: Vec<Item>,
+}
+
+/// One held message as shown: every field is display text.
+struct Item {
+    id: i64,
+    received: String,
+    subject: String,
+    from_name: String,
+    from_addr: String,
+    /// The From: address as stored; `""`: none, so no "allow".
+    from_addr_raw: String,
+    /// Shown only when it differs from the From: address.
+    env_sender: String,
+    size: String,
+    reason: String,
+    challenge: String,
+    expires: String,
+    releasing: bool,
+}
+
+/// A rendered page with the security headers.
+fn html(status: StatusCode, body: Result<String, askama::Error>, signed_in: bool) -> Response {
+    let mut r = match body {
+        Ok(b) => (status, b).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "web template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "template error\n").into_response()
+        }
+    };
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    secure_headers(&mut r, signed_in);
+    r
+}
+
+fn message(status: StatusCode, title: &str, text: &str, who: Option<&SignedIn>) -> Response {
+    let (link, link_text) = match who {
+        Some(_) => ("/quarantine", "Back to your quarantine"),
+        None => ("/login", "Sign in"),
+    };
+    let page = MessagePage {
+        title,
+        who: who.map_or("", |s| &s.session.address),
+        csrf: who.map_or("", |s| &s.session.csrf_token),
+        text,
+        link,
+        link_text,
+    };
+    html(status, page.render(), who.is_some())
+}
+
+fn forbidden(why: &str, who: Option<&SignedIn>) -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        "Request refused",
+        &format!(
+            "This request was refused and nothing was changed: {why}. Go back, reload the page and try again."
+        ),
+        who,
+    )
+}
+
+fn internal(e: &dyn std::error::Error) -> Response {
+    tracing::error!(error = %e, "owner web request failed");
+    message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "Your request could not be completed. Please try again in a few minutes.",
+        None,
+    )
+}
+
+fn see_other(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    secure_headers(&mut r, true);
+    r
+}
+
+async fn stylesheet() -> Response {
+    let mut r = include_str!("../../templates/web/style.css").into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    secure_headers(&mut r, false);
+    r
+}
+
+async fn home() -> Response {
+    see_other("/quarantine")
+}
+
+// ---- sign-in -----------------------------------------------------------
+
+/// A redirect target after sign-in: only a path on this site. `None` for
+/// anything else (`//host`, `/\host`, a scheme, control characters).
+pub fn safe_next(next: &str) -> Option<&str> {
+    let b = next.as_bytes();
+    let ok = b.first() == Some(&b'/')
+        && !matches!(b.get(1), Some(b'/' | b'\\'))
+        && next.len() <= 2000
+        && next.bytes().all(|c| c.is_ascii_graphic());
+    ok.then_some(next)
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+    done: Option<String>,
+}
+
+async fn login_page(State(st): State<WebState>, Query(q): Query<NextQuery>) -> Response {
+    let next = q
+        .next
+        .as_deref()
+        .and_then(safe_next)
+        .unwrap_or("/quarantine");
+    let notice = match q.done.as_deref() {
+        Some("out") => "You are signed out.",
+        _ => "",
+    };
+    let _ = &st;
+    let page = LoginPage {
+        title: "Sign in",
+        who: "",
+        csrf: "",
+        notice,
+        error: "",
+        address: "",
+        next,
+    };
+    html(StatusCode::OK, page.render(), false)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// A hash no password matches in practice, verified when the mailbox has
+/// none (or does not exist), so those answers take as long as a wrong
+/// password.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| {
+        let mut b = [0u8; 24];
+        rand::fill(&mut b[..]);
+        crate::password::hash(&URL_SAFE_NO_PAD.encode(b)).unwrap_or_default()
+    })
+}
+
+async fn login(
+    State(st): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if let Err(why) = st.sessions.same_origin(&headers) {
+        return forbidden(why, None);
+    }
+    let next = safe_next(&f.next).unwrap_or("/quarantine");
+    let typed: String = f.address.trim().chars().take(320).collect();
+    let account = EmailAddress::parse(&typed)
+        .map(|a| a.lookup_key())
+        .unwrap_or_else(|_| typed.to_lowercase());
+    let account_key = format!("account:{account}");
+    let ip_key = format!("ip:{}", client_key(peer.ip()));
+    let now = st.sessions.now();
+    let since = now.plus_secs(-WINDOW_SECS);
+    let mut wait = 0;
+    for key in [&account_key, &ip_key] {
+        match st.store.login_failures(key, since).await {
+            Ok((n, Some(oldest))) if n >= MAX_FAILURES => {
+                wait = wait.max(oldest.secs() + WINDOW_SECS - now.secs());
+            }
+            Ok(_) => {}
+            Err(e) => return internal(&e),
+        }
+    }
+    if wait > 0 {
+        let minutes = (wait + 59) / 60;
+        let page = LoginPage {
+            title: "Sign in",
+            who: "",
+            csrf: "",
+            notice: "",
+            error: &format!(
+                "Too many failed sign-ins for this address or from your network. \
+                 Try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            ),
+            address: &typed,
+            next,
+        };
+        let mut r = html(StatusCode::TOO_MANY_REQUESTS, page.render(), false);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+        return r;
+    }
+    let mailbox = match st.store.login_mailbox(&account).await {
+        Ok(m) => m,
+        Err(e) => return internal(&e),
+    };
+    let (id, phc) = match &mailbox {
+        Some(m) if !m.password_hash.is_empty() => (Some(m.id), m.password_hash.clone()),
+        _ => (None, decoy_hash().to_owned()),
+    };
+    let password = f.password;
+    let matched = tokio::task::spawn_blocking(move || crate::password::verify(&password, &phc))
+        .await
+        .unwrap_or(false);
+    match (id, matched) {
+        (Some(id), true) => {
+            if let Err(e) = st
+                .store
+                .purge_login_failures(since, Some(&account_key))
+                .await
+            {
+                return internal(&e);
+            }
+            let cookie = match st.sessions.start(&st.store, id).await {
+                Ok(c) => c,
+                Err(e) => return internal(&e),
+            };
+            tracing::info!(mailbox = %account, client = %peer.ip(), "owner signed in");
+            let mut r = see_other(next);
+            r.headers_mut().insert(header::SET_COOKIE, cookie);
+            r
+        }
+        _ => {
+            if let Err(e) = st
+                .store
+                .note_login_failure(&[&account_key, &ip_key], now)
+                .await
+            {
+                return internal(&e);
+            }
+            tracing::info!(mailbox = %account, client = %peer.ip(), "owner sign-in failed");
+            let page = LoginPage {
+                title: "Sign in",
+                who: "",
+                csrf: "",
+                notice: "",
+                error: "Wrong mailbox address or password.",
+                address: &typed,
+                next,
+            };
+            html(StatusCode::UNAUTHORIZED, page.render(), false)
+        }
+    }
+}
+
+/// The session, or the response to give instead (a redirect to sign-in).
+async fn signed_in(st: &WebState, headers: &HeaderMap, back: &str) -> Result<SignedIn, Response> {
+    match st.sessions.current(&st.store, headers).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(see_other(&format!("/login?next={}", percent(back)))),
+        Err(e) => Err(internal(&e)),
+    }
+}
+
+/// Checks a state-changing request: same origin, then the CSRF token.
+/// `Some`: the refusal to give.
+fn refused(st: &WebState, headers: &HeaderMap, s: &SignedIn, token: &str) -> Option<Response> {
+    if let Err(why) = st.sessions.same_origin(headers) {
+        return Some(forbidden(why, Some(s)));
+    }
+    if token.is_empty() {
+        return Some(forbidden(
+            "the form carried no security token (CSRF token)",
+            Some(s),
+        ));
+    }
+    if !same_secret(token, &s.session.csrf_token) {
+        return Some(forbidden(
+            "the form's security token (CSRF token) is not this session's; the page may be from an earlier sign-in",
+            Some(s),
+        ));
+    }
+    None
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let s = match signed_in(&st, &headers, "/quarantine").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Some(r) = refused(&st, &headers, &s, &f.csrf) {
+        return r;
+    }
+    if let Err(e) = st.store.delete_web_session(&s.id_hash).await {
+        return internal(&e);
+    }
+    let mut r = see_other("/login?done=out");
+    r.headers_mut()
+        .insert(header::SET_COOKIE, st.sessions.clear_cookie());
+    r
+}
+
+// ---- the quarantine list -------------------------------------------------
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    after: Option<String>,
+    done: Option<String>,
+}
+
+fn parse_limit(s: Option<&str>) -> Option<i64> {
+    match s {
+        None | Some("") => Some(PAGE_SIZES[0]),
+        Some(s) => s.parse().ok().filter(|n| PAGE_SIZES.contains(n)),
+    }
+}
+
+/// The opaque cursor of a page that starts after `c`.
+pub fn encode_cursor(c: HeldCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}.{}", c.arrived_at.0, c.id))
+}
+
+pub fn decode_cursor(s: &str) -> Option<HeldCursor> {
+    let raw = URL_SAFE_NO_PAD.decode(s).ok()?;
+    let raw = std::str::from_utf8(&raw).ok()?;
+    let (at, id) = raw.split_once('.')?;
+    Some(HeldCursor {
+        arrived_at: Timestamp(at.parse().ok()?),
+        id: id.parse().ok()?,
+    })
+}
+
+/// The result line of an action, from its code in the redirect
+/// (`delivered.1`, `allowed.3`, `deleted.1`, `gone`); a code that is none
+/// of ours shows nothing.
+fn done_text(code: &str) -> String {
+    let plural = |n: u32| if n == 1 { "" } else { "s" };
+    match code.split_once('.') {
+        Some(("delivered", n)) => n
+            .parse::<u32>()
+            .map_or(String::new(), |n| format!("{n} delivered.")),
+        Some(("allowed", n)) => n
+            .parse::<u32>()
+            .map_or(String::new(), |n| format!("{n} delivered, sender allowed.")),
+        Some(("deleted", n)) => n
+            .parse::<u32>()
+            .map_or(String::new(), |n| format!("{n} deleted.")),
+        Some(("busy", n)) => n.parse::<u32>().map_or(String::new(), |n| {
+            format!(
+                "{n} message{} already being delivered; nothing else done.",
+                plural(n)
+            )
+        }),
+        _ if code == "gone" => "Nothing done: the message was already delivered or deleted.".into(),
+        _ => String::new(),
+    }
+}
+
+async fn quarantine(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let back = match (&q.limit, &q.after) {
+        (Some(l), Some(a)) => format!("/quarantine?limit={l}&after={a}"),
+        (Some(l), None) => format!("/quarantine?limit={l}"),
+        _ => "/quarantine".to_owned(),
+    };
+    let s = match signed_in(&st, &headers, &back).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(limit) = parse_limit(q.limit.as_deref()) else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The page size must be 25, 50 or 100.",
+            Some(&s),
+        );
+    };
+    let after_text = q.after.as_deref().unwrap_or("");
+    let after = if after_text.is_empty() {
+        None
+    } else {
+        match decode_cursor(after_text) {
+            Some(c) => Some(c),
+            None => {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    "Bad request",
+                    "This page link is not valid. Start again from the newest mail.",
+                    Some(&s),
+                );
+            }
+        }
+    };
+    let mailbox_id = s.session.mailbox_id;
+    let mut rows = match st.store.held_page(mailbox_id, after, limit + 1).await {
+        Ok(r) => r,
+        Err(e) => return internal(&e),
+    };
+    let keep_days = match st.store.mailbox_settings(mailbox_id).await {
+        Ok(m) => m.keep_days,
+        Err(e) => return internal(&e),
+    };
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = match (more, rows.last()) {
+        (true, Some(r)) => encode_cursor(HeldCursor {
+            arrived_at: r.arrived_at,
+            id: r.id,
+        }),
+        _ => String::new(),
+    };
+    let now = st.sessions.now();
+    let shown = rows.len();
+    let mut groups: Vec<Day> = Vec::new();
+    for r in rows {
+        let day = day_of(r.arrived_at, now);
+        let item = item(&r, keep_days, now);
+        match groups.last_mut() {
+            Some(g) if g.day == day => g.items.push(item),
+            _ => groups.push(Day {
+                day,
+                items: vec![item],
+            }),
+        }
+    }
+    let summary = match (shown, after.is_some()) {
+        (0, _) => String::new(),
+        (1, false) => "The newest held message.".into(),
+        (n, false) => format!(
+            "The {n} newest held messages{}.",
+            if more { "" } else { " (all of them)" }
+        ),
+        (n, true) => format!("{n} older held message{}.", if n == 1 { "" } else { "s" }),
+    };
+    let page = QuarantinePage {
+        title: "Your quarantine",
+        who: &s.session.address,
+        csrf: &s.session.csrf_token,
+        notice: q.done.as_deref().map(done_text).unwrap_or_default(),
+        summary,
+        keep_days,
+        groups,
+        first_page: after.is_none(),
+        limit,
+        after: if after.is_some() { after_text } else { "" },
+        next,
+    };
+    html(StatusCode::OK, page.render(), true)
+}
+
+fn day_of(t: Timestamp, now: Timestamp) -> String {
+    let d = t.log_format()[..10].to_owned();
+    if d == now.log_format()[..10] {
+        format!("Today, {d}")
+    } else if d == now.plus_secs(-86400).log_format()[..10] {
+        format!("Yesterday, {d}")
+    } else {
+        d
+    }
+}
+
+fn item(r: &HeldRow, keep_days: i64, now: Timestamp) -> Item {
+    let from_addr = if r.sender.is_empty() {
+        "no address".to_owned()
+    } else {
+        printable(&r.sender)
+    };
+    let env = if r.env_sender.is_empty() {
+        "<> (a bounce or notice)".to_owned()
+    } else {
+        r.env_sender.clone()
+    };
+    let env_sender = if r.env_sender.eq_ignore_ascii_case(&r.sender) {
+        String::new()
+    } else {
+        printable(&env)
+    };
+    let subject = if r.subject.is_empty() {
+        "(no subject)".to_owned()
+    } else {
+        printable(&r.subject)
+    };
+    Item {
+        id: r.id,
+        received: r.arrived_at.log_format(),
+        subject,
+        from_name: printable(&r.sender_name),
+        from_addr,
+        from_addr_raw: r.sender.clone(),
+        env_sender,
+        size: size_text(r.size),
+        reason: printable(&r.reason_detail),
+        challenge: challenge_text(r),
+        expires: expires_text(r.arrived_at.plus_secs(keep_days * 86400), now),
+        releasing: r.state == HeldState::Releasing,
+    }
+}
+
+/// What became of the challenge for a held message, in words.
+fn challenge_text(r: &HeldRow) -> String {
+    let Some(_) = r.challenge_id else {
+        let why = match r.reason.as_str() {
+            "challenge-off" => "challenge-response is off for this mailbox",
+            "no-sender" | "unusable-from" => "no usable From: address",
+            "null-sender" => "a bounce or notice",
+            "role-sender" => "sent by an automated address",
+            "own-address" => "it claims to be from your own address",
+            "automated" => "automated mail",
+            "rate-limited" => "the challenge rate limit was reached",
+            "spam" => "the spam score is too high",
+            "not-authenticated" => "the sender is not authenticated",
+            "auth-temporary" => "the sender's authentication could not be checked",
+            "challenge-failed" => "the challenge could not be built",
+            _ => "see why held",
+        };
+        return format!("Not sent: {why}");
+    };
+    match r.challenge_state {
+        Some(ChallengeState::Verified) => "Answered: the sender confirmed".into(),
+        Some(ChallengeState::Expired) => "Expired without an answer".into(),
+        None => "Gone".into(),
+        Some(ChallengeState::Open) => match (r.mail_state, r.mail_done_at) {
+            (Some(OutboundState::Sent), Some(at)) => {
+                format!("Sent {}, waiting for an answer", Timestamp(at).log_format())
+            }
+            (Some(OutboundState::Failed), _) => format!(
+                "Could not be delivered to the sender: {}",
+                printable(r.mail_error.as_deref().unwrap_or("no reason given"))
+            ),
+            (Some(OutboundState::Queued), _) => "Queued to be sent".into(),
+            _ => "Sent, waiting for an answer".into(),
+        },
+    }
+}
+
+fn size_text(n: i64) -> String {
+    match n {
+        n if n < 1024 => format!("{n} bytes"),
+        n if n < 1024 * 1024 => format!("{:.1} KB", n as f64 / 1024.0),
+        n => format!("{:.1} MB", n as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+fn expires_text(at: Timestamp, now: Timestamp) -> String {
+    let left = at.secs() - now.secs();
+    let when = at.log_format();
+    match left {
+        l if l <= 0 => format!("{when} (due now)"),
+        l if l < 3600 => format!("{when} (in {} minutes)", (l + 59) / 60),
+        l if l < 2 * 86400 => format!("{when} (in {} hours)", l / 3600),
+        l => format!("{when} (in {} days)", l / 86400),
+    }
+}
+
+/// Text from mail made safe to look at: control characters shown as
+/// their Unicode pictures, and characters that reorder or hide text
+/// (bidi overrides, zero-width) as U+FFFD. HTML escaping is askama's.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .take(1000)
+        .map(|c| match c {
+            '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            '\u{7f}' => '\u{2421}',
+            '\u{80}'..='\u{9f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}' => '\u{fffd}',
+            c => c,
+        })
+        .collect()
+}
+
+// ---- actions -------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct ActForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    limit: String,
+    #[serde(default)]
+    after: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Deliver,
+    Allow,
+    Delete,
+}
+
+async fn act(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(f): Form<ActForm>,
+) -> Response {
+    let s = match signed_in(&st, &headers, "/quarantine").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Some(r) = refused(&st, &headers, &s, &f.csrf) {
+        return r;
+    }
+    let not_found = || {
+        message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "That message is not in your quarantine.",
+            Some(&s),
+        )
+    };
+    let action = match action.as_str() {
+        "deliver" => Action::Deliver,
+        "allow" => Action::Allow,
+        "delete" => Action::Delete,
+        _ => return not_found(),
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found();
+    };
+    let mailbox_id = s.session.mailbox_id;
+    let (id, sender, state) = match st.store.held_of_mailbox(mailbox_id, id).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return not_found(),
+        Err(e) => return internal(&e),
+    };
+    let done = if state != HeldState::Held && action != Action::Allow {
+        "busy.1".to_owned()
+    } else {
+        match action {
+            Action::Deliver => match st.quarantine.release_one(id).await {
+                Ok(true) => "delivered.1".to_owned(),
+                Ok(false) => "gone".to_owned(),
+                Err(e) => return internal(&e),
+            },
+            Action::Allow if sender.is_empty() => {
+                return message(
+                    StatusCode::CONFLICT,
+                    "Nothing to allow",
+                    "This message has no From: address, so there is no sender to allow. Deliver it on its own instead.",
+                    Some(&s),
+                );
+            }
+            Action::Allow => match st
+                .quarantine
+                .release_sender(mailbox_id, &sender, ReleasedBy::Owner)
+                .await
+            {
+                Ok(n) => format!("allowed.{n}"),
+                Err(e) => return internal(&e),
+            },
+            Action::Delete => match st.quarantine.delete_one(id).await {
+                Ok(true) => "deleted.1".to_owned(),
+                Ok(false) => "gone".to_owned(),
+                Err(e) => return internal(&e),
+            },
+        }
+    };
+    tracing::info!(mailbox = %s.session.address, held = id, action = ?action, result = %done, "owner acted on held mail");
+    let limit = parse_limit(Some(&f.limit)).unwrap_or(PAGE_SIZES[0]);
+    let mut to = format!("/quarantine?limit={limit}");
+    if decode_cursor(&f.after).is_some() {
+        to.push_str("&after=");
+        to.push_str(&f.after);
+    }
+    to.push_str("&done=");
+    to.push_str(&done);
+    see_other(&to)
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_own_paths_are_redirect_targets() {
+        for ok in ["/", "/quarantine", "/quarantine?limit=50&after=x"] {
+            assert_eq!(safe_next(ok), Some(ok));
+        }
+        for bad in [
+            "",
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example/",
+            "evil.example",
+            "javascript:alert(1)",
+            "/a b",
+            "/\r\nSet-Cookie: x=1",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_junk() {
+        let c = HeldCursor {
+            arrived_at: Timestamp(1_795_788_353_000_123),
+            id: 42,
+        };
+        assert_eq!(decode_cursor(&encode_cursor(c)), Some(c));
+        for bad in ["", "x", "!!", &URL_SAFE_NO_PAD.encode("1.x")] {
+            assert_eq!(decode_cursor(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn results_read_as_sentences_and_unknown_codes_show_nothing() {
+        assert_eq!(done_text("delivered.1"), "1 delivered.");
+        assert_eq!(done_text("allowed.3"), "3 delivered, sender allowed.");
+        assert_eq!(done_text("deleted.1"), "1 deleted.");
+        assert_eq!(done_text("<script>"), "");
+        assert_eq!(done_text("delivered.<b>"), "");
+    }
+
+    #[test]
+    fn control_and_bidi_characters_are_made_visible() {
+        assert_eq!(
+            printable("a\u{1b}[1mb\r\n"),
+            "a\u{241b}[1mb\u{240d}\u{240a}"
+        );
+        assert_eq!(printable("x\u{202e}gpj.exe"), "x\u{fffd}gpj.exe");
+        assert_eq!(printable("<script>"), "<script>");
+    }
+
+    #[test]
+    fn page_sizes_are_25_50_or_100() {
+        assert_eq!(parse_limit(None), Some(25));
+        assert_eq!(parse_limit(Some("100")), Some(100));
+        assert_eq!(parse_limit(Some("1000")), None);
+        assert_eq!(parse_limit(Some("x")), None);
+    }
+}
