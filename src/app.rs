@@ -589,6 +589,10 @@ impl App {
                 .run_queue(self.config.delivery.queue_run_interval.0, stop_rx.clone()),
         );
         let sweeper = tokio::spawn(self.quarantine.clone().run_sweeper(stop_rx.clone()));
+        let digests = tokio::spawn(
+            crate::digest::Digests::new(self.quarantine.clone())
+                .run(self.config.challenge.sweep_interval.0, stop_rx.clone()),
+        );
         let sender = tokio::spawn(
             self.outbound
                 .clone()
@@ -624,6 +628,7 @@ impl App {
         }
         let _ = worker.await;
         let _ = sweeper.await;
+        let _ = digests.await;
         let _ = sender.await;
         let _ = web_task.await;
         self.store.close().await;

@@ -56,6 +56,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod digest;
 pub mod dns;
 pub mod dnsbl;
 pub mod envelope;

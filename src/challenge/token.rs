@@ -186,6 +186,17 @@ impl Keyring {
         self.lookup(id).map(|(k, _)| k)
     }
 
+    /// The key with this id if it may still verify a token at `now`: the
+    /// current key, or a retired one until its `valid_until` (for other
+    /// token kinds signed with the same keys, such as the digest's links).
+    pub fn verifying_key(&self, id: u32, now: Timestamp) -> Result<&TokenKey, TokenError> {
+        let (key, valid_until) = self.lookup(id).ok_or(TokenError::UnknownKey(id))?;
+        if valid_until.is_some_and(|until| now > until) {
+            return Err(TokenError::KeyRetired(id));
+        }
+        Ok(key)
+    }
+
     /// The key with this id and, for a retired one, until when it verifies.
     fn lookup(&self, id: u32) -> Option<(&TokenKey, Option<Timestamp>)> {
         if self.current.id == id {

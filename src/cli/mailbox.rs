@@ -102,12 +102,23 @@ pub struct MailboxSetArgs {
     /// default: the server's [challenge] quarantine_max_bytes).
     #[arg(long, value_name = "SIZE|default", value_parser = byte_quota)]
     quarantine_max_bytes: Option<Quota>,
+    /// How often the owner gets a digest of newly held mail (default daily).
+    #[arg(long, value_name = "never|hourly|daily|weekly", value_parser = digest_frequency)]
+    digest: Option<crate::store::digest::DigestFrequency>,
     /// Another address that counts as this mailbox (repeatable).
     #[arg(long, value_name = "ADDR")]
     add_address: Vec<String>,
     /// Stop counting ADDR as this mailbox (repeatable).
     #[arg(long, value_name = "ADDR")]
     remove_address: Vec<String>,
+}
+
+/// A digest frequency: never, hourly, daily or weekly.
+fn digest_frequency(s: &str) -> Result<crate::store::digest::DigestFrequency, String> {
+    s.trim()
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| "expected never, hourly, daily or weekly".to_owned())
 }
 
 /// A mailbox's own quarantine quota (0: no limit), or `None` for the
@@ -290,6 +301,7 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         notify_blocked,
         quarantine_max_messages,
         quarantine_max_bytes,
+        digest,
         add_address,
         remove_address,
     } = args;
@@ -304,6 +316,7 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         && notify_blocked.is_none()
         && quarantine_max_messages.is_none()
         && quarantine_max_bytes.is_none()
+        && digest.is_none()
         && add_address.is_empty()
         && remove_address.is_empty()
     {
@@ -385,8 +398,17 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         s.quarantine_max_bytes = v;
     }
     store.change_mailbox_settings(&s, &add, &remove).await?;
+    let digest_was = store.digest_state(s.id).await?.map(|d| d.digest);
+    if let Some(d) = digest {
+        store.set_digest(s.id, d).await?;
+    }
 
     say!("updated mailbox {}", s.address);
+    if let (Some(now), Some(was)) = (digest, digest_was)
+        && now != was
+    {
+        say!("  digest: {now} (was {was})");
+    }
     let quota = &admin.config.challenge;
     let (mut before, mut after) = (settings_lines(&old), settings_lines(&s));
     before.extend(quota_lines(&old, quota));
@@ -497,6 +519,12 @@ async fn show(admin: &Admin, address: &str) -> anyhow::Result<()> {
         }
     }
     say!("template-overrides: {}", joined_or_none(&overridden));
+    if let Some(d) = store.digest_state(s.id).await? {
+        let last = d.last_at.map_or("never".to_owned(), |t| {
+            crate::clock::Timestamp(t).log_format() + " UTC"
+        });
+        say!("digest: {} (last sent: {last})", d.digest);
+    }
     say!("held: {}", store.list_held(Some(s.id), None).await?.len());
     let used = store.quarantine_use(&[s.id]).await?;
     say!("held-bytes: {}", used.first().map_or(0, |u| u.bytes));

@@ -256,6 +256,41 @@ impl Quarantine {
         }))
     }
 
+    /// How full one mailbox's quarantine is against its quota, full or
+    /// not (for the owner's digest); `None` for an unknown mailbox.
+    pub async fn quarantine_fill(
+        &self,
+        mailbox_id: i64,
+    ) -> Result<Option<QuarantineFull>, StoreError> {
+        let uses = self.store.quarantine_use(&[mailbox_id]).await?;
+        Ok(uses.first().map(|u| {
+            let (max_messages, max_bytes) = self.quota(u);
+            QuarantineFull {
+                mailbox: u.address.clone(),
+                messages: u.messages,
+                bytes: u.bytes,
+                max_messages,
+                max_bytes,
+            }
+        }))
+    }
+
+    /// The store, clock and delivery the quarantine works with (the
+    /// owner's digest, [`crate::digest`], uses the same).
+    pub fn store(&self) -> &crate::store::Store {
+        &self.store
+    }
+
+    /// See [`Quarantine::store`].
+    pub fn clock(&self) -> &Arc<dyn crate::clock::Clock> {
+        &self.clock
+    }
+
+    /// See [`Quarantine::store`].
+    pub fn delivery(&self) -> &Arc<crate::delivery::Delivery> {
+        &self.delivery
+    }
+
     /// Runs the sweeper until shutdown.
     pub async fn run_sweeper(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = self.config.sweep_interval.0;

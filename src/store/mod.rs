@@ -33,6 +33,7 @@
 //! single-statement writes and reads alike.
 
 pub mod column;
+pub mod digest;
 pub mod dkim;
 pub mod domains;
 pub mod held;

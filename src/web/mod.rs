@@ -14,6 +14,7 @@
 //! bounded; [`open_files`] keeps the process's descriptors enough for both
 //! listeners.
 
+pub mod digest;
 pub mod listener;
 pub mod open_files;
 pub mod owner;
@@ -43,6 +44,7 @@ pub struct WebState {
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/verify/{token}", get(show).post(confirm))
+        .route("/digest/{token}", get(digest::show).post(digest::confirm))
         .route("/healthz", get(health))
         .merge(owner::routes())
         .fallback(not_found)

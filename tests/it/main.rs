@@ -14,6 +14,7 @@ mod cli_quarantine;
 mod corpus;
 mod crash;
 mod delivery;
+mod digest;
 mod dkim;
 mod dnsbl;
 mod growth;

@@ -1,0 +1,207 @@
+//! The digest of newly held mail: each mailbox's frequency, when its last
+//! digest went and what it covered (migration 0010), and the held mail a
+//! digest lists. What goes into a digest and when is [`crate::digest`]'s.
+
+use super::column::text_enum;
+use super::held::HeldSummary;
+use super::{Store, StoreError};
+use crate::clock::Timestamp;
+
+text_enum! {
+    /// How often a mailbox's owner gets a digest (`mailboxes.digest`).
+    pub enum DigestFrequency("digest frequency") {
+        /// No digest at all.
+        Never = "never",
+        /// At most one an hour.
+        Hourly = "hourly",
+        /// At most one a day (the default).
+        Daily = "daily",
+        /// At most one a week.
+        Weekly = "weekly",
+    }
+}
+
+impl DigestFrequency {
+    /// The shortest time between two digests; `None` for never.
+    pub fn period_secs(self) -> Option<i64> {
+        match self {
+            DigestFrequency::Never => None,
+            DigestFrequency::Hourly => Some(3600),
+            DigestFrequency::Daily => Some(86400),
+            DigestFrequency::Weekly => Some(7 * 86400),
+        }
+    }
+}
+
+/// Where a mailbox's digest stands.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DigestState {
+    pub mailbox_id: i64,
+    /// The mailbox's address (its lookup key): where the digest goes.
+    pub address: String,
+    pub digest: DigestFrequency,
+    /// When the last digest went (microseconds); `None`: never.
+    pub last_at: Option<i64>,
+    /// The highest held message id the last digest covered (0: none).
+    pub last_held: i64,
+    /// When a digest last warned that the quarantine was full.
+    pub full_at: Option<i64>,
+    /// Days held mail is kept: a held message's links expire with it.
+    pub keep_days: i64,
+    /// The spam score (tenths) at or above which mail is held without a
+    /// challenge: such mail gets no one-click deliver link.
+    pub spam_no_challenge_at: Option<i64>,
+}
+
+/// A held message as a digest lists it, with its challenge's state.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DigestItem {
+    #[sqlx(flatten)]
+    pub held: HeldSummary,
+    /// `open`, `verified`, `expired`; `None`: no challenge was sent.
+    pub challenge_state: Option<String>,
+    /// When the challenge was sent (microseconds).
+    pub challenge_at: Option<i64>,
+}
+
+const STATE_COLUMNS: &str = "id AS mailbox_id, address, digest, digest_last_at AS last_at, \
+     digest_last_held AS last_held, digest_full_at AS full_at, keep_days, spam_no_challenge_at";
+
+/// The columns of [`HeldSummary`] (as `store::held` lists them) and the
+/// challenge's state.
+const ITEM_COLUMNS: &str = "h.id, h.mailbox_id, m.address AS mailbox, h.queue_id, h.rcpt_index, h.env_sender, \
+     h.original_rcpt, h.sender, h.sender_name, h.subject, h.message_id, h.date_header, h.size, \
+     h.arrived_at, h.reason, h.reason_detail, h.challenge_id, h.state, h.auth_results, h.spam_score, \
+     h.spam_report, c.state AS challenge_state, c.created_at AS challenge_at";
+
+impl Store {
+    /// The digest state of every mailbox whose owner wants digests.
+    pub async fn digest_mailboxes(&self) -> Result<Vec<DigestState>, StoreError> {
+        let sql =
+            format!("SELECT {STATE_COLUMNS} FROM mailboxes WHERE digest <> 'never' ORDER BY id");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// One mailbox's digest state.
+    pub async fn digest_state(&self, mailbox_id: i64) -> Result<Option<DigestState>, StoreError> {
+        let sql = format!("SELECT {STATE_COLUMNS} FROM mailboxes WHERE id = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(mailbox_id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    /// Sets a mailbox's digest frequency.
+    pub async fn set_digest(
+        &self,
+        mailbox_id: i64,
+        digest: DigestFrequency,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE mailboxes SET digest = $1 WHERE id = $2")
+            .bind(digest.as_str())
+            .bind(mailbox_id)
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    /// How many messages are held for the mailbox with an id in
+    /// `(after, upto]`, and the highest such id (0 when none).
+    pub async fn held_after(&self, mailbox_id: i64, after: i64) -> Result<(i64, i64), StoreError> {
+        let (count, max): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM held_messages
+             WHERE mailbox_id = $1 AND id > $2 AND state = 'held'",
+        )
+        .bind(mailbox_id)
+        .bind(after)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((count, max))
+    }
+
+    /// The mailbox's held messages with an id in `(after, upto]`, newest
+    /// first, at most `limit` (still held or being released).
+    pub async fn digest_items(
+        &self,
+        mailbox_id: i64,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<DigestItem>, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM held_messages h JOIN mailboxes m ON m.id = h.mailbox_id
+             LEFT JOIN challenges c ON c.id = h.challenge_id
+             WHERE h.mailbox_id = $1 AND h.id > $2 AND h.id <= $3
+             ORDER BY h.id DESC LIMIT $4"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(mailbox_id)
+            .bind(after)
+            .bind(upto)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Records that a digest goes now, covering held mail up to `upto`
+    /// (and warning of a full quarantine when `warned_full`), if nobody
+    /// else did since `seen_last_at` was read: true when this call did, so
+    /// two sweepers (or nodes) never send the same digest twice.
+    pub async fn claim_digest(
+        &self,
+        mailbox_id: i64,
+        seen_last_at: Option<i64>,
+        now: Timestamp,
+        upto: i64,
+        warned_full: bool,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE mailboxes SET digest_last_at = $1,
+                digest_last_held = CASE WHEN $2 > digest_last_held THEN $2 ELSE digest_last_held END,
+                digest_full_at = CASE WHEN $3 = 1 THEN $1 ELSE digest_full_at END
+             WHERE id = $4 AND COALESCE(digest_last_at, -1) = $5",
+        )
+        .bind(now.0)
+        .bind(upto)
+        .bind(i64::from(warned_full))
+        .bind(mailbox_id)
+        .bind(seen_last_at.unwrap_or(-1))
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{Domain, EmailAddress};
+    use crate::both_backends;
+
+    both_backends!(
+        digest_state_defaults_to_daily_and_is_claimed_once,
+        |store: Store| async move {
+            let now = Timestamp::from_secs(1000);
+            let d = Domain::parse("example.test").unwrap();
+            store.add_domain(&d, now).await.unwrap();
+            let a = EmailAddress::parse("alice@example.test").unwrap();
+            let id = store.add_mailbox(&a, "", now).await.unwrap().id;
+            let s = store.digest_state(id).await.unwrap().unwrap();
+            assert_eq!(s.digest, DigestFrequency::Daily);
+            assert_eq!((s.last_at, s.last_held, s.full_at), (None, 0, None));
+            assert_eq!(store.digest_mailboxes().await.unwrap().len(), 1);
+            assert!(store.claim_digest(id, None, now, 5, true).await.unwrap());
+            assert!(!store.claim_digest(id, None, now, 5, true).await.unwrap());
+            let s = store.digest_state(id).await.unwrap().unwrap();
+            assert_eq!(
+                (s.last_at, s.last_held, s.full_at),
+                (Some(now.0), 5, Some(now.0))
+            );
+            store.set_digest(id, DigestFrequency::Never).await.unwrap();
+            assert!(store.digest_mailboxes().await.unwrap().is_empty());
+            assert_eq!(store.held_after(id, 0).await.unwrap(), (0, 0));
+        }
+    );
+}

@@ -1,0 +1,219 @@
+//! The digest's link pages, `/digest/<token>` ([`crate::digest`]).
+//!
+//! GET shows what the link is for and what its button will do, and
+//! changes nothing (mail scanners fetch and render links). POST to the same
+//! URL acts, and only with the hidden field the page carries. Every refused
+//! token (tampered, expired, another mailbox's, unknown) gets the same 404
+//! page and changes nothing.
+
+use super::{WebState, internal_error, page};
+use crate::digest::token::DigestAction;
+use crate::digest::{Delivered, Digests, Opened, challenge_words, from_line, subject_of, why_held};
+use crate::html::escape;
+use crate::store::digest::DigestItem;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+/// The hidden field of a confirmation form.
+#[derive(Debug, serde::Deserialize)]
+pub struct ConfirmForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+fn invalid() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "This link cannot be used",
+        "<p>This link is not valid: it may have been altered or copied incompletely, \
+         or it has expired. Use the link from your digest exactly as it arrived.</p>",
+    )
+}
+
+async fn opened(st: &WebState, token: &str) -> Result<(Digests, Opened), Response> {
+    let digests = Digests::new(st.quarantine.clone());
+    match digests.open(token).await {
+        Ok(Some(o)) => Ok((digests, o)),
+        Ok(None) => Err(invalid()),
+        Err(e) => Err(internal_error(&e)),
+    }
+}
+
+fn details(item: &DigestItem) -> String {
+    let h = &item.held;
+    format!(
+        "<table><tr><th>From</th><td>{}</td></tr><tr><th>Subject</th><td>{}</td></tr>\
+         <tr><th>Received</th><td>{} UTC</td></tr><tr><th>Size</th><td>{} bytes</td></tr>\
+         <tr><th>Why held</th><td>{}</td></tr><tr><th>Challenge</th><td>{}</td></tr></table>",
+        escape(&from_line(h)),
+        escape(&subject_of(h)),
+        escape(&h.arrived_at.log_format()),
+        h.size,
+        escape(&why_held(h)),
+        escape(&challenge_words(item)),
+    )
+}
+
+fn form(action: &str, confirm: &str, button: &str) -> String {
+    // No action: the form posts to the page's own URL.
+    let action = if action.is_empty() {
+        String::new()
+    } else {
+        format!(" action=\"{}\"", escape(action))
+    };
+    format!(
+        "<form method=\"post\"{action}><input type=\"hidden\" name=\"confirm\" value=\"{}\">\
+         <button type=\"submit\">{}</button></form>",
+        escape(confirm),
+        escape(button)
+    )
+}
+
+const GONE: &str = "<p>This message is no longer in the quarantine: it has already been \
+                    delivered, or it was deleted or expired. Nothing more to do.</p>";
+
+const HIGH_SCORE: &str = "<p>This message was held for its high spam score, so it cannot be \
+                          delivered from a link. Sign in and review it in your quarantine.</p>";
+
+/// GET: shows what the link is for; changes nothing.
+pub async fn show(State(st): State<WebState>, Path(token): Path<String>) -> Response {
+    let (digests, link) = match opened(&st, &token).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let mailbox = escape(&link.mailbox);
+    match link.action {
+        DigestAction::Review | DigestAction::Deliver => {
+            let Some(item) = &link.held else {
+                return page(StatusCode::OK, "No longer held", GONE);
+            };
+            let mut body = format!(
+                "<p>Held for <strong>{mailbox}</strong>:</p>{}",
+                details(item)
+            );
+            if digests.is_high_score(&link, item) {
+                body.push_str(HIGH_SCORE);
+            } else if link.action == DigestAction::Deliver {
+                body.push_str(&format!(
+                    "<p>Deliver this one message to {mailbox}? The sender is not added to any list.</p>{}",
+                    form("", &link.confirmation, "Deliver it")
+                ));
+            } else if let Some((t, confirm)) = digests.deliver_link(&link, item) {
+                body.push_str(&format!(
+                    "<p>To deliver this one message to {mailbox}, press the button.</p>{}",
+                    form(&format!("/digest/{t}"), &confirm, "Deliver it")
+                ));
+            }
+            let title = if link.action == DigestAction::Deliver {
+                "Deliver this message?"
+            } else {
+                "A held message"
+            };
+            page(StatusCode::OK, title, &body)
+        }
+        DigestAction::ReviewAll => {
+            if link.items.is_empty() {
+                return page(
+                    StatusCode::OK,
+                    "Nothing left to review",
+                    "<p>Every message in this digest has left the quarantine: delivered, \
+                     deleted or expired.</p>",
+                );
+            }
+            let mut body = format!(
+                "<p>Held for <strong>{mailbox}</strong> and listed in this digest:</p><ol>"
+            );
+            let mut deliverable = 0;
+            for item in &link.items {
+                let high = digests.is_high_score(&link, item);
+                if !high {
+                    deliverable += 1;
+                }
+                body.push_str(&format!(
+                    "<li>{}{}</li>",
+                    details(item),
+                    if high {
+                        "<p class=\"muted\">High spam score: not delivered by this page.</p>"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            body.push_str("</ol>");
+            if deliverable > 0 {
+                body.push_str(&form(
+                    "",
+                    &link.confirmation,
+                    &format!(
+                        "Deliver all {deliverable} listed{}",
+                        if deliverable < link.items.len() {
+                            " (not the high-score ones)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            page(StatusCode::OK, "Review this digest", &body)
+        }
+    }
+}
+
+/// POST: acts, if the page's hidden field came back.
+pub async fn confirm(
+    State(st): State<WebState>,
+    Path(token): Path<String>,
+    form: Result<Form<ConfirmForm>, FormRejection>,
+) -> Response {
+    let (digests, link) = match opened(&st, &token).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let given = form.map(|Form(f)| f.confirm).unwrap_or_default();
+    if !digests.confirmed(&link, &given) {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Please confirm on the page",
+            "<p>Nothing was done. Open the link and use the button on its page.</p>",
+        );
+    }
+    let mailbox = escape(&link.mailbox);
+    match link.action {
+        DigestAction::Review => page(
+            StatusCode::BAD_REQUEST,
+            "Nothing to do",
+            "<p>This link only shows a message; nothing was done.</p>",
+        ),
+        DigestAction::Deliver => match digests.deliver(&link).await {
+            Ok(Delivered::Now) => page(
+                StatusCode::OK,
+                "Delivered",
+                &format!("<p>The message was delivered to {mailbox}.</p>"),
+            ),
+            Ok(Delivered::Already) => page(StatusCode::OK, "Already delivered", GONE),
+            Ok(Delivered::HighScore) => page(StatusCode::FORBIDDEN, "Not delivered", HIGH_SCORE),
+            Err(e) => internal_error(&e),
+        },
+        DigestAction::ReviewAll => match digests.deliver_all(&link).await {
+            Ok(done) => {
+                let mut body = format!(
+                    "<p>{} delivered to {mailbox}.</p>",
+                    match done.delivered {
+                        1 => "1 message".to_owned(),
+                        n => format!("{n} messages"),
+                    }
+                );
+                if done.kept > 0 {
+                    body.push_str(&format!(
+                        "<p>{} with a high spam score stayed in the quarantine.</p>",
+                        done.kept
+                    ));
+                }
+                page(StatusCode::OK, "Done", &body)
+            }
+            Err(e) => internal_error(&e),
+        },
+    }
+}
