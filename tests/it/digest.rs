@@ -393,3 +393,81 @@ on_both_backends!(
         assert_eq!(run(&app).await.sent, 0);
     }
 );
+
+on_both_backends!(
+    a_digest_lists_the_newest_twenty_and_counts_the_rest,
+    |backend| async move {
+        let app = alice_challenging(backend, 0).await;
+        for i in 0..23 {
+            hold(
+                &app,
+                &format!("sender{i}@example.org"),
+                "Someone",
+                &format!("Message {i}"),
+                "x",
+            )
+            .await;
+        }
+        assert_eq!(run(&app).await.sent, 1);
+        let d = &digests(&app)[0];
+        let (text, html) = parts(d);
+        assert!(text.contains("23 new messages were held"), "{text}");
+        assert!(text.contains("... and 3 more."), "{text}");
+        assert!(html.contains("and 3 more."));
+        assert_eq!(text.matches("   Review: ").count(), 20);
+        assert!(text.contains("Subject: Message 22") && text.contains("Subject: Message 3"));
+        assert!(
+            !text.contains("Subject: Message 2\n"),
+            "the oldest are counted, not listed"
+        );
+        // Review all shows all 23 and delivers them.
+        let all = review_all(d);
+        let (_, page) = app.http("GET", &all).await;
+        assert!(page.contains("Message 0") && page.contains("Deliver all 23 listed"));
+        let (status, done) =
+            post(app.web, &all, &format!("confirm={}", confirm_field(&page))).await;
+        assert_eq!(status, 200);
+        assert!(done.contains("23 messages delivered"), "{done}");
+        assert!(app.held().await.is_empty());
+        assert_eq!(app.messages(ALICE).len(), 24);
+    }
+);
+
+struct Cli {
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+impl AdminCommands for Cli {
+    fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+}
+
+#[test]
+fn mailbox_set_digest_changes_the_frequency_and_show_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_test_config(dir.path(), "", "");
+    let cli = Cli { _dir: dir, config };
+    cli.ok(&["domain", "add", "example.test"]);
+    cli.ok(&["mailbox", "add", ALICE, "--no-password"]);
+    let shown = cli.ok(&["mailbox", "show", ALICE]);
+    assert!(
+        shown.contains("digest: daily (last sent: never)"),
+        "{shown}"
+    );
+    let out = cli.ok(&["mailbox", "set", ALICE, "--digest", "weekly"]);
+    assert!(out.contains("digest: weekly (was daily)"), "{out}");
+    let shown = cli.ok(&["mailbox", "show", ALICE]);
+    assert!(shown.contains("digest: weekly"), "{shown}");
+    let err = cli.refused(&["mailbox", "set", ALICE, "--digest", "monthly"], &[1, 2]);
+    assert!(
+        err.stderr.contains("never, hourly, daily or weekly"),
+        "{err:#?}"
+    );
+    cli.ok(&["mailbox", "set", ALICE, "--digest", "never"]);
+    assert!(
+        cli.ok(&["mailbox", "show", ALICE])
+            .contains("digest: never")
+    );
+}
