@@ -28,3 +28,4 @@ mod real_mail;
 mod smtp_dialogue;
 mod spam;
 mod web_limits;
+mod web_owner;

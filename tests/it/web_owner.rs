@@ -1,0 +1,762 @@
+//! The mailbox owner's web pages over real HTTP on the TestApp's web
+//! listener: sign-in and its throttle, the session cookie, CSRF and
+//! same-origin checks, two mailboxes that never see each other's mail,
+//! escaping, and held mail delivered from the quarantine page.
+
+use crate::on_both_backends;
+use crate::support::*;
+use boxtrap::clock::Timestamp;
+use boxtrap::store::held::{self, NewHeld};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+const ALICE: &str = "alice@example.test";
+const BOB: &str = "bob@example.test";
+const ALICE_PW: &str = "alice correct horse";
+
+/// A refused POST: its form, extra headers, and what the refusal names.
+type RefusalCase = (String, Vec<(&'static str, &'static str)>, &'static str);
+
+/// One HTTP response: status, headers (lower-case names) and body.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The session id a `Set-Cookie` gives (`""`: a clearing one).
+    fn session_cookie(&self) -> Option<String> {
+        let c = self.header("set-cookie")?;
+        let v = c.strip_prefix("boxtrap_session=")?;
+        Some(v.split(';').next().unwrap_or("").to_owned())
+    }
+
+    /// The CSRF token in the page's forms.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("no csrf field in {}", self.body));
+        self.body[at + 19..at + 19 + 64].to_owned()
+    }
+}
+
+/// One request over a fresh connection from the loopback address `src`.
+async fn request_from(
+    src: &str,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(to).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if method == "POST" {
+        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf))
+        .await
+        .expect("no HTTP response within 30 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A browser: keeps the session cookie and sends our own Origin on POSTs.
+struct Browser {
+    web: SocketAddr,
+    src: &'static str,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Browser {
+        Browser {
+            web: app.web,
+            src: "127.0.0.1",
+            cookie: None,
+        }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.web)
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        let cookie = self.cookie.as_ref().map(|c| format!("boxtrap_session={c}"));
+        let mut h = Vec::new();
+        if let Some(c) = &cookie {
+            h.push(("Cookie", c.as_str()));
+        }
+        request_from(self.src, self.web, "GET", path, &h, "").await
+    }
+
+    /// A POST with extra headers (an Origin of our own unless given).
+    async fn post_with(&self, path: &str, form: &str, extra: &[(&str, &str)]) -> Resp {
+        let cookie = self.cookie.as_ref().map(|c| format!("boxtrap_session={c}"));
+        let origin = self.origin();
+        let mut h: Vec<(&str, &str)> = extra.to_vec();
+        if !extra
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("origin") || k.eq_ignore_ascii_case("referer"))
+        {
+            h.push(("Origin", origin.as_str()));
+        }
+        if let Some(c) = &cookie {
+            h.push(("Cookie", c.as_str()));
+        }
+        request_from(self.src, self.web, "POST", path, &h, form).await
+    }
+
+    async fn post(&self, path: &str, form: &str) -> Resp {
+        self.post_with(path, form, &[]).await
+    }
+
+    async fn login(&mut self, address: &str, password: &str) -> Resp {
+        let r = self
+            .post(
+                "/login",
+                &format!("address={}&password={}", enc(address), enc(password)),
+            )
+            .await;
+        if let Some(c) = r.session_cookie() {
+            self.cookie = Some(c);
+        }
+        r
+    }
+
+    /// Signs in (expecting success) and returns the quarantine page.
+    async fn signed_in(app: &TestApp, address: &str, password: &str) -> (Browser, Resp) {
+        let mut b = Browser::new(app);
+        let r = b.login(address, password).await;
+        assert_eq!(r.status, 303, "{r:?}");
+        let page = b.get("/quarantine").await;
+        assert_eq!(page.status, 200, "{page:?}");
+        (b, page)
+    }
+}
+
+/// Form-encodes a value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn set_password(app: &TestApp, mailbox: &str, pw: &str) {
+    let h = boxtrap::password::hash(pw).unwrap();
+    app.store
+        .set_password_hash(&addr_of(mailbox), &h)
+        .await
+        .unwrap();
+}
+
+async fn app_with_alice(backend: Backend) -> TestApp {
+    let app = TestApp::spawn_on(backend).await;
+    set_password(&app, ALICE, ALICE_PW).await;
+    app
+}
+
+/// Puts a message in `mailbox`'s quarantine as the SMTP hook would have;
+/// returns its id.
+async fn hold(app: &TestApp, mailbox: &str, sender: &str, name: &str, subject: &str) -> i64 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let queue_id = format!("1wH3kL-{n:06}-3k");
+    let data = format!(
+        "From: {sender}\r\nTo: {mailbox}\r\nSubject: held {n}\r\nMessage-ID: <w{n}@example.org>\r\n\r\nBody {n}.\r\n"
+    );
+    let id = app.mailbox_id(mailbox).await;
+    let mut tx = app.store.begin_write().await.unwrap();
+    let hid = held::insert_held(
+        &mut tx,
+        &NewHeld {
+            mailbox_id: id,
+            queue_id: &queue_id,
+            rcpt_index: 0,
+            env_sender: sender,
+            original_rcpt: mailbox,
+            sender,
+            sender_name: name,
+            subject,
+            message_id: &format!("<w{n}@example.org>"),
+            date_header: "",
+            arrived_at: Timestamp::from_secs(T0 - 600 + n as i64),
+            reason: "rate-limited",
+            reason_detail: "challenge rate limit reached (per sender); held without a challenge",
+            challenge_id: None,
+            data: data.as_bytes(),
+            auth_results: "",
+            spam_score: None,
+            spam_report: "",
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    hid
+}
+
+async fn held_ids(app: &TestApp, mailbox: &str) -> Vec<i64> {
+    let id = app.mailbox_id(mailbox).await;
+    app.store
+        .list_held(Some(id), None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.id)
+        .collect()
+}
+
+fn assert_security_headers(r: &Resp) {
+    let csp = r.header("content-security-policy").unwrap_or("");
+    for part in [
+        "default-src 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "CSP {csp:?} lacks {part}");
+    }
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("referrer-policy"), Some("same-origin"));
+}
+
+on_both_backends!(
+    sign_in_gives_a_fresh_session_and_sign_out_ends_it,
+    |backend| async move {
+        let app = app_with_alice(backend).await;
+        let mut b = Browser::new(&app);
+        let page = b.get("/login").await;
+        assert_eq!(page.status, 200);
+        assert_security_headers(&page);
+        assert!(
+            page.body.contains("<label for=\"password\">"),
+            "{}",
+            page.body
+        );
+
+        // Not signed in: the quarantine sends to the sign-in page.
+        let r = b.get("/quarantine?limit=50").await;
+        assert_eq!(r.status, 303);
+        assert_eq!(
+            r.header("location"),
+            Some("/login?next=/quarantine%3Flimit%3D50")
+        );
+
+        let wrong = b.login(ALICE, "not the password").await;
+        assert_eq!(wrong.status, 401);
+        assert!(wrong.body.contains("Wrong mailbox address or password."));
+        assert!(wrong.header("set-cookie").is_none());
+
+        // A session id the visitor already had (set by an attacker, say)
+        // is never the one sign-in gives.
+        let planted = "ab".repeat(32);
+        b.cookie = Some(planted.clone());
+        let ok = b.login(ALICE, ALICE_PW).await;
+        assert_eq!(ok.status, 303, "{ok:?}");
+        assert_eq!(ok.header("location"), Some("/quarantine"));
+        let cookie = ok.header("set-cookie").unwrap();
+        for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+            assert!(cookie.contains(flag), "{cookie}");
+        }
+        assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+        let first = b.cookie.clone().unwrap();
+        assert_ne!(first, planted);
+        assert_eq!(first.len(), 64);
+        // The database keeps only a hash of it.
+        let stored: Vec<String> = sqlx::query_scalar("SELECT id_hash FROM web_sessions")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_ne!(stored[0], first);
+
+        let page = b.get("/quarantine").await;
+        assert_eq!(page.status, 200, "{page:?}");
+        assert_security_headers(&page);
+        assert_eq!(page.header("cache-control"), Some("no-store"));
+        assert!(
+            page.body
+                .contains("Signed in as <strong>alice@example.test</strong>")
+        );
+
+        // Signing in again gives another id.
+        let again = b.login(ALICE, ALICE_PW).await;
+        assert_eq!(again.status, 303);
+        let second = b.cookie.clone().unwrap();
+        assert_ne!(second, first);
+
+        let csrf = b.get("/quarantine").await.csrf();
+        let out = b.post("/logout", &format!("csrf={csrf}")).await;
+        assert_eq!(out.status, 303, "{out:?}");
+        assert_eq!(out.header("location"), Some("/login?done=out"));
+        assert_eq!(out.session_cookie().as_deref(), Some(""));
+        let after = b.get("/quarantine").await;
+        assert_eq!(after.status, 303, "the old cookie no longer works");
+        assert!(
+            b.get("/login?done=out")
+                .await
+                .body
+                .contains("You are signed out.")
+        );
+    }
+);
+
+on_both_backends!(
+    a_mailbox_without_a_password_and_an_unknown_one_answer_as_a_wrong_password,
+    |backend| async move {
+        let app = app_with_alice(backend).await;
+        let mut b = Browser::new(&app);
+        let wrong = b.login(ALICE, "not the password").await;
+        for (who, pw) in [
+            (BOB, ""),
+            (BOB, "anything at all"),
+            ("nobody@example.test", "x"),
+        ] {
+            let r = b.login(who, pw).await;
+            assert_eq!(r.status, wrong.status, "{who}");
+            assert!(r.header("set-cookie").is_none());
+            assert_eq!(
+                r.body.replace(who, ALICE),
+                wrong.body,
+                "{who} tells more than a wrong password"
+            );
+        }
+    }
+);
+
+on_both_backends!(
+    sessions_end_when_idle_and_at_their_lifetime,
+    |backend| async move {
+        let app = app_with_alice(backend).await;
+        let (b, _) = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        // 29 minutes idle: still signed in (defaults: 30m idle, 12h).
+        app.clock.advance_secs(29 * 60);
+        assert_eq!(b.get("/quarantine").await.status, 200);
+        for _ in 0..24 {
+            app.clock.advance_secs(29 * 60);
+            if b.get("/quarantine").await.status != 200 {
+                break;
+            }
+        }
+        // 25 x 29 minutes > 12 hours: the lifetime ended it, however active.
+        assert_eq!(b.get("/quarantine").await.status, 303);
+        let (b, _) = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        app.clock.advance_secs(31 * 60);
+        assert_eq!(b.get("/quarantine").await.status, 303, "idle too long");
+        // Expired sessions are purged at the next sign-in.
+        let _ = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM web_sessions")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+);
+
+on_both_backends!(
+    sign_in_is_throttled_per_account_and_per_client_address,
+    |backend| async move {
+        let app = app_with_alice(backend).await;
+        let mut b = Browser::new(&app);
+        b.src = "127.0.0.2";
+        for _ in 0..5 {
+            assert_eq!(b.login(ALICE, "guess").await.status, 401);
+        }
+        let r = b.login(ALICE, ALICE_PW).await;
+        assert_eq!(r.status, 429, "even the right password waits");
+        assert!(r.header("set-cookie").is_none());
+        let wait: i64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=900).contains(&wait), "{wait}");
+        assert!(r.body.contains("Too many failed sign-ins"));
+        // The account is throttled from another address too.
+        let mut c = Browser::new(&app);
+        c.src = "127.0.0.3";
+        assert_eq!(c.login(ALICE, ALICE_PW).await.status, 429);
+
+        // One address trying many accounts is throttled for all of them.
+        let mut d = Browser::new(&app);
+        d.src = "127.0.0.4";
+        for i in 0..5 {
+            assert_eq!(
+                d.login(&format!("u{i}@example.test"), "x").await.status,
+                401
+            );
+        }
+        set_password(&app, BOB, "bob correct horse").await;
+        assert_eq!(d.login(BOB, "bob correct horse").await.status, 429);
+        let mut e = Browser::new(&app);
+        e.src = "127.0.0.5";
+        assert_eq!(e.login(BOB, "bob correct horse").await.status, 303);
+
+        // After the window, the right password works again.
+        app.clock.advance_secs(wait);
+        assert_eq!(c.login(ALICE, ALICE_PW).await.status, 303);
+    }
+);
+
+on_both_backends!(
+    after_sign_in_only_our_own_paths_are_followed,
+    |backend| async move {
+        let app = app_with_alice(backend).await;
+        let b = Browser::new(&app);
+        for (next, to) in [
+            ("//evil.example/x", "/quarantine"),
+            ("/\\evil.example", "/quarantine"),
+            ("https://evil.example/", "/quarantine"),
+            ("javascript:alert(1)", "/quarantine"),
+            ("/quarantine?limit=50", "/quarantine?limit=50"),
+        ] {
+            let r = b
+                .post(
+                    "/login",
+                    &format!(
+                        "address={}&password={}&next={}",
+                        enc(ALICE),
+                        enc(ALICE_PW),
+                        enc(next)
+                    ),
+                )
+                .await;
+            assert_eq!(r.status, 303);
+            assert_eq!(r.header("location"), Some(to), "next={next}");
+        }
+        // The sign-in page never puts a foreign target in its form.
+        let page = b.get("/login?next=//evil.example").await;
+        assert!(!page.body.contains("evil.example"), "{}", page.body);
+    }
+);
+
+on_both_backends!(
+    state_changes_need_the_csrf_token_and_our_origin,
+    |backend| async move {
+        let app = app_with_alice(backend).await;
+        let id = hold(&app, ALICE, "carol@example.org", "Carol", "Hello").await;
+        let (b, page) = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        let csrf = page.csrf();
+        let path = format!("/quarantine/{id}/deliver");
+        let cases: Vec<RefusalCase> = vec![
+            (String::new(), vec![], "no security token"),
+            (
+                format!("csrf={}", "0".repeat(64)),
+                vec![],
+                "not this session",
+            ),
+            (
+                format!("csrf={csrf}"),
+                vec![("Origin", "https://evil.example")],
+                "Origin",
+            ),
+            (format!("csrf={csrf}"), vec![("Origin", "null")], "Origin"),
+            (
+                format!("csrf={csrf}"),
+                vec![("Referer", "https://evil.example/quarantine")],
+                "Referer",
+            ),
+        ];
+        for (form, headers, why) in &cases {
+            let r = b.post_with(&path, form, headers).await;
+            assert_eq!(r.status, 403, "{form} {headers:?}: {r:?}");
+            assert!(r.body.contains(why), "{why}: {}", r.body);
+            assert!(r.body.contains("nothing was changed"));
+        }
+        // No Origin and no Referer at all.
+        let cookie = format!("boxtrap_session={}", b.cookie.as_ref().unwrap());
+        let r = request_from(
+            "127.0.0.1",
+            app.web,
+            "POST",
+            &path,
+            &[("Cookie", cookie.as_str())],
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(r.status, 403);
+        assert!(r.body.contains("no Origin"), "{}", r.body);
+        // A GET changes nothing either.
+        assert_eq!(b.get(&path).await.status, 405);
+        // Logout and sign-in are checked too.
+        assert_eq!(b.post("/logout", "csrf=x").await.status, 403);
+        let r = b
+            .post_with(
+                "/login",
+                &format!("address={}&password={}", enc(ALICE), enc(ALICE_PW)),
+                &[("Origin", "https://evil.example")],
+            )
+            .await;
+        assert_eq!(r.status, 403);
+        assert!(r.header("set-cookie").is_none());
+        assert_eq!(held_ids(&app, ALICE).await, vec![id], "nothing changed");
+        assert!(app.messages(ALICE).is_empty());
+        // With our Referer instead of an Origin it works.
+        let referer = format!("http://{}/quarantine", app.web);
+        let r = b
+            .post_with(&path, &format!("csrf={csrf}"), &[("Referer", &referer)])
+            .await;
+        assert_eq!(r.status, 303, "{r:?}");
+        assert!(held_ids(&app, ALICE).await.is_empty());
+        assert_eq!(app.messages(ALICE).len(), 1);
+    }
+);
+
+on_both_backends!(
+    alice_never_sees_or_acts_on_bobs_held_mail,
+    |backend| async move {
+        let app = app_with_alice(backend).await;
+        set_password(&app, BOB, "bob correct horse").await;
+        let mine = hold(&app, ALICE, "carol@example.org", "Carol", "For Alice").await;
+        let bobs = hold(&app, BOB, "dave@example.org", "Dave", "Bob's secret").await;
+        let (b, page) = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        assert!(page.body.contains("For Alice"));
+        assert!(!page.body.contains("secret"), "{}", page.body);
+        assert!(!page.body.contains("dave@"), "{}", page.body);
+        let csrf = page.csrf();
+        for action in ["deliver", "allow", "delete"] {
+            let r = b
+                .post(
+                    &format!("/quarantine/{bobs}/{action}"),
+                    &format!("csrf={csrf}"),
+                )
+                .await;
+            assert_eq!(r.status, 404, "{action}: {r:?}");
+            assert!(!r.body.contains("secret"));
+        }
+        for path in [
+            format!("/quarantine/{}/deliver", bobs + 1000),
+            format!("/quarantine/x{bobs}/deliver"),
+            format!("/quarantine/{mine}/release"),
+        ] {
+            let r = b.post(&path, &format!("csrf={csrf}")).await;
+            assert_eq!(r.status, 404, "{path}");
+        }
+        assert_eq!(held_ids(&app, BOB).await, vec![bobs]);
+        assert!(app.messages(BOB).is_empty());
+        assert!(app.allow_list(BOB).await.is_empty());
+        assert!(app.allow_list(ALICE).await.is_empty());
+        assert_eq!(held_ids(&app, ALICE).await, vec![mine]);
+        // Bob's own session sees his, not Alice's.
+        let (_, page) = Browser::signed_in(&app, BOB, "bob correct horse").await;
+        assert!(
+            page.body.contains("Bob&#39;s secret") || page.body.contains("Bob&#x27;s secret"),
+            "{}",
+            page.body
+        );
+        assert!(!page.body.contains("For Alice"));
+    }
+);
+
+on_both_backends!(fields_from_mail_are_shown_escaped, |backend| async move {
+    let app = app_with_alice(backend).await;
+    hold(
+        &app,
+        ALICE,
+        "x\"><script>alert(2)</script>@example.org",
+        "\"><img src=x onerror=alert(1)>\u{1b}[31m",
+        "<script>alert(1)</script>\u{7}\u{202e}gpj.exe",
+    )
+    .await;
+    let (_, page) = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+    let body = &page.body;
+    assert!(!body.contains("<script>"), "{body}");
+    assert!(!body.contains("<img"), "{body}");
+    // askama escapes < > " as numeric references.
+    let esc = |t: &str| {
+        t.replace('&', "&#38;")
+            .replace('<', "&#60;")
+            .replace('>', "&#62;")
+            .replace('"', "&#34;")
+    };
+    assert!(body.contains(&esc("<script>alert(1)</script>")), "{body}");
+    assert!(
+        body.contains(&esc("\"><img src=x onerror=alert(1)>")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&esc("x\"><script>alert(2)</script>@example.org")),
+        "{body}"
+    );
+    // Control characters are shown as symbols, bidi overrides replaced.
+    assert!(
+        body.contains('\u{2407}') && body.contains('\u{241b}'),
+        "{body}"
+    );
+    assert!(!body.contains('\u{1b}') && !body.contains('\u{202e}'));
+});
+
+on_both_backends!(
+    mail_held_over_smtp_is_listed_and_delivered_from_the_page,
+    |backend| async move {
+        let app = app_with_alice(backend).await;
+        app.challenge_on(ALICE).await;
+        let mail = |subject: &str, n: u32| {
+            format!(
+                "From: Carol Example <carol@example.org>\r\nTo: {ALICE}\r\nSubject: {subject}\r\n\
+                 Message-ID: <c{n}@example.org>\r\nDate: Fri, 27 Nov 2026 14:00:00 +0000\r\n\r\nHi.\r\n"
+            )
+        };
+        app.send("bounces+x@lists.example.org", &[ALICE], &mail("Lunch?", 1))
+            .await;
+        let (b, page) = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        let body = &page.body;
+        assert!(body.contains("Lunch?"), "{body}");
+        assert!(
+            body.contains("Carol Example &lt;carol@example.org&gt;"),
+            "{body}"
+        );
+        assert!(
+            body.contains("bounces+x@lists.example.org"),
+            "the envelope sender differs: {body}"
+        );
+        assert!(body.contains("Today, "), "{body}");
+        assert!(body.contains("Expires"), "{body}");
+        let id = held_ids(&app, ALICE).await[0];
+        let r = b
+            .post(
+                &format!("/quarantine/{id}/deliver"),
+                &format!("csrf={}", page.csrf()),
+            )
+            .await;
+        assert_eq!(r.status, 303, "{r:?}");
+        let to = r.header("location").unwrap().to_owned();
+        assert_eq!(to, "/quarantine?limit=25&done=delivered.1");
+        let page = b.get(&to).await;
+        assert!(
+            page.body
+                .contains("<div role=\"status\" class=\"status\">1 delivered.</div>"),
+            "{}",
+            page.body
+        );
+        assert!(!page.body.contains("Lunch?"));
+        let delivered = app.messages(ALICE);
+        assert_eq!(delivered.len(), 1);
+        assert!(String::from_utf8_lossy(&delivered[0].1).contains("Subject: Lunch?"));
+        assert!(
+            app.allow_list(ALICE).await.is_empty(),
+            "deliver does not allow"
+        );
+
+        // Two more from Carol: allow her and deliver both.
+        app.send("carol@example.org", &[ALICE], &mail("Again", 2))
+            .await;
+        app.send("carol@example.org", &[ALICE], &mail("And again", 3))
+            .await;
+        let page = b.get("/quarantine").await;
+        assert!(page.body.contains("Again") && page.body.contains("And again"));
+        let id = held_ids(&app, ALICE).await[0];
+        let r = b
+            .post(
+                &format!("/quarantine/{id}/allow"),
+                &format!("csrf={}", page.csrf()),
+            )
+            .await;
+        let page = b.get(r.header("location").unwrap()).await;
+        assert!(
+            page.body.contains("2 delivered, sender allowed."),
+            "{}",
+            page.body
+        );
+        assert_eq!(app.messages(ALICE).len(), 3);
+        assert_eq!(
+            app.allow_list(ALICE).await,
+            vec!["from ^carol@example\\.org$"]
+        );
+
+        // Delete.
+        let gone = hold(&app, ALICE, "eve@example.org", "Eve", "Spam").await;
+        let page = b.get("/quarantine").await;
+        let r = b
+            .post(
+                &format!("/quarantine/{gone}/delete"),
+                &format!("csrf={}", page.csrf()),
+            )
+            .await;
+        let page = b.get(r.header("location").unwrap()).await;
+        assert!(page.body.contains("1 deleted."), "{}", page.body);
+        assert!(held_ids(&app, ALICE).await.is_empty());
+        assert_eq!(app.messages(ALICE).len(), 3);
+        // A second click finds nothing to do.
+        let r = b
+            .post(
+                &format!("/quarantine/{gone}/delete"),
+                &format!("csrf={}", page.csrf()),
+            )
+            .await;
+        assert_eq!(r.status, 404);
+    }
+);
+
+#[tokio::test]
+async fn the_list_pages_by_keyset_newest_first() {
+    let app = app_with_alice(Backend::Sqlite).await;
+    for i in 0..30 {
+        hold(
+            &app,
+            ALICE,
+            "carol@example.org",
+            "Carol",
+            &format!("Message {i:02}"),
+        )
+        .await;
+    }
+    let (b, page) = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+    assert_eq!(page.body.matches("<li id=\"m").count(), 25);
+    assert!(page.body.contains("Message 29"));
+    assert!(!page.body.contains("Message 04"));
+    let at = page.body.find("after=").expect("an Older link");
+    let cursor: String = page.body[at + 6..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let older = b.get(&format!("/quarantine?limit=25&after={cursor}")).await;
+    assert_eq!(older.status, 200);
+    assert_eq!(older.body.matches("<li id=\"m").count(), 5);
+    assert!(older.body.contains("Message 04") && older.body.contains("Message 00"));
+    assert!(!older.body.contains("Message 05"));
+    let all = b.get("/quarantine?limit=50").await;
+    assert_eq!(all.body.matches("<li id=\"m").count(), 30);
+    assert_eq!(b.get("/quarantine?limit=1000").await.status, 400);
+    assert_eq!(b.get("/quarantine?after=bogus!").await.status, 400);
+}
