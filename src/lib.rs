@@ -26,6 +26,8 @@
 //!    [`outbound`] queue; it verifies tokens that come back.
 //! 5. [`web`] — `GET /verify/<token>` shows what waits, only `POST`
 //!    releases: the sender is allowed and every held message delivered once.
+//!    The owner hears of held mail from the [`digest`], whose signed links
+//!    (`/digest/<token>`) likewise only show on `GET` and act on `POST`.
 //! 6. [`delivery`] — the message is written into each mailbox's Maildir
 //!    ([`delivery::maildir`], fsync'd), or, if that fails for now, committed
 //!    to the database queue ([`store::queue`]) and retried later. Nothing

@@ -10,6 +10,10 @@
 //! page (404, "This link is not valid"), so the page tells nobody which ids
 //! exist.
 //!
+//! `/digest/<token>` ([`digest`]) serves the owner's digest links the same
+//! way: GET shows, only the page's POST acts, every refused token gets one
+//! 404 page.
+//!
 //! [`listener`] serves these routes with every connection and request
 //! bounded; [`open_files`] keeps the process's descriptors enough for both
 //! listeners.
