@@ -340,11 +340,16 @@ async fn login(
             r
         }
         _ => {
+            // Failures older than the window are forgotten here too, so
+            // the table stays as small as the window under a flood.
             if let Err(e) = st
                 .store
                 .note_login_failure(&[&account_key, &ip_key], now)
                 .await
             {
+                return internal(&e);
+            }
+            if let Err(e) = st.store.purge_login_failures(since, None).await {
                 return internal(&e);
             }
             tracing::info!(mailbox = %account, client = %peer.ip(), "owner sign-in failed");
