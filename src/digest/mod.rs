@@ -684,3 +684,85 @@ pub fn challenge_words(item: &DigestItem) -> String {
 fn crlf(s: &str) -> String {
     s.replace("\r\n", "\n").replace('\n', "\r\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quarantine::sweep::QuarantineFull;
+
+    fn fill(messages: i64, bytes: i64, max_messages: i64, max_bytes: i64) -> Fill {
+        Fill::of(&QuarantineFull {
+            mailbox: "alice@example.test".into(),
+            messages,
+            bytes,
+            max_messages,
+            max_bytes,
+        })
+    }
+
+    #[test]
+    fn a_quarantine_is_full_at_its_quota_and_nearly_full_at_ninety_percent() {
+        assert_eq!(fill(10, 0, 10, 0), Fill::Full);
+        assert_eq!(fill(9, 0, 10, 0), Fill::Near);
+        assert_eq!(fill(8, 0, 10, 0), Fill::Room);
+        assert_eq!(fill(1, 1000, 10, 1000), Fill::Full);
+        assert_eq!(fill(1, 900, 10, 1000), Fill::Near);
+        assert_eq!(fill(1_000_000, i64::MAX, 0, 0), Fill::Room, "0: no limit");
+        assert_eq!(Fill::Room.warning(None), None);
+        let full = Fill::Full.warning(None).unwrap();
+        assert!(full.starts_with("Your quarantine is full: new mail is refused with 452"));
+        assert!(Fill::Near.warning(None).unwrap().contains("nearly full"));
+    }
+
+    fn held(reason: &str, score: Option<i64>) -> HeldSummary {
+        HeldSummary {
+            id: 1,
+            mailbox_id: 1,
+            mailbox: "alice@example.test".into(),
+            queue_id: "q".into(),
+            rcpt_index: 0,
+            env_sender: String::new(),
+            original_rcpt: String::new(),
+            sender: "bob@example.org".into(),
+            sender_name: String::new(),
+            subject: String::new(),
+            message_id: String::new(),
+            date_header: String::new(),
+            size: 0,
+            arrived_at: Timestamp(0),
+            reason: reason.into(),
+            reason_detail: String::new(),
+            challenge_id: None,
+            state: HeldState::Held,
+            auth_results: String::new(),
+            spam_score: score,
+            spam_report: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_spam_at_the_no_challenge_score_loses_its_deliver_link() {
+        assert!(high_score(&held("spam", Some(50)), Some(50)));
+        assert!(high_score(&held("spam", Some(900)), Some(50)));
+        assert!(!high_score(&held("spam", Some(49)), Some(50)));
+        assert!(
+            high_score(&held("spam", None), Some(50)),
+            "no score to compare"
+        );
+        assert!(!high_score(&held("unknown-sender", Some(900)), Some(50)));
+    }
+
+    #[test]
+    fn attacker_written_fields_lose_control_characters_and_length() {
+        assert_eq!(clean("a\r\nBcc: x\tb"), "a  Bcc: x b");
+        let long = "x".repeat(500);
+        let cut = clean(&long);
+        assert_eq!(cut.chars().count(), FIELD_MAX + 1);
+        assert!(cut.ends_with('…'));
+        let mut h = held("unknown-sender", None);
+        assert_eq!(subject_of(&h), "(no subject)");
+        assert_eq!(from_line(&h), "bob@example.org");
+        h.sender_name = "Bob\r\nX-Evil: 1".into();
+        assert_eq!(from_line(&h), "Bob  X-Evil: 1 <bob@example.org>");
+    }
+}

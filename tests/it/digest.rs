@@ -280,6 +280,11 @@ on_both_backends!(
             let (status, page) = post(app.web, &path, "confirm=x").await;
             assert_eq!((status, &page), (404, &bad_page), "{bad}");
         }
+        // A digest token is no challenge token, nor the other way round.
+        let (status, _) = app.http("GET", &format!("/verify/{token}")).await;
+        assert!((400..500).contains(&status), "{status}");
+        let (status, _) = post(app.web, &format!("/verify/{token}"), "").await;
+        assert!((400..500).contains(&status), "{status}");
         // An expired token too.
         let expired = issue(
             &keyring,
