@@ -12,9 +12,29 @@ use crate::digest::{Delivered, Digests, Opened, challenge_words, from_line, subj
 use crate::html::escape;
 use crate::store::digest::DigestItem;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Path, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Extension, Form, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use std::net::SocketAddr;
+
+/// The client, as the listener gives it (absent when the router is
+/// served some other way).
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// Every use of a digest link goes into the log with the client's
+/// address and user agent (link scanners show up here).
+fn log_use(link: &Opened, method: &str, peer: &Peer, headers: &HeaderMap, outcome: &str) {
+    let client = peer.as_ref().map_or_else(
+        || "unknown".to_owned(),
+        |Extension(ConnectInfo(a))| a.ip().to_string(),
+    );
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info!(mailbox = %link.mailbox, action = ?link.action, method, client = %client,
+        user_agent = %agent, outcome, "digest link used");
+}
 
 /// The hidden field of a confirmation form.
 #[derive(Debug, serde::Deserialize)]
@@ -78,11 +98,17 @@ const HIGH_SCORE: &str = "<p>This message was held for its high spam score, so i
                           delivered from a link. Sign in and review it in your quarantine.</p>";
 
 /// GET: shows what the link is for; changes nothing.
-pub async fn show(State(st): State<WebState>, Path(token): Path<String>) -> Response {
+pub async fn show(
+    State(st): State<WebState>,
+    Path(token): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Response {
     let (digests, link) = match opened(&st, &token).await {
         Ok(o) => o,
         Err(r) => return r,
     };
+    log_use(&link, "GET", &peer, &headers, "shown");
     let mailbox = escape(&link.mailbox);
     match link.action {
         DigestAction::Review | DigestAction::Deliver => {
@@ -165,6 +191,8 @@ pub async fn show(State(st): State<WebState>, Path(token): Path<String>) -> Resp
 pub async fn confirm(
     State(st): State<WebState>,
     Path(token): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
     form: Result<Form<ConfirmForm>, FormRejection>,
 ) -> Response {
     let (digests, link) = match opened(&st, &token).await {
@@ -172,7 +200,19 @@ pub async fn confirm(
         Err(r) => return r,
     };
     let given = form.map(|Form(f)| f.confirm).unwrap_or_default();
-    if !digests.confirmed(&link, &given) {
+    let confirmed = digests.confirmed(&link, &given);
+    log_use(
+        &link,
+        "POST",
+        &peer,
+        &headers,
+        if confirmed {
+            "confirmed"
+        } else {
+            "not confirmed: nothing done"
+        },
+    );
+    if !confirmed {
         return page(
             StatusCode::BAD_REQUEST,
             "Please confirm on the page",
