@@ -55,16 +55,17 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// A complete page with headers that keep it private and uncached.
+/// A complete page with headers that keep it private and uncached, in
+/// the owner pages' look (their stylesheet, `templates/web/style.css`).
+/// `Referrer-Policy: no-referrer`: these URLs carry tokens.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"robots\" content=\"noindex\"><title>{}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}}\
-         h1{{font-size:1.4rem}}table{{border-collapse:collapse;width:100%}}td,th{{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}}\
-         button{{font-size:1.1rem;font-weight:600;padding:.6rem 1.4rem;background:#0b6b3a;color:#fff;border:0;border-radius:.3rem;cursor:pointer}}\
-         .muted{{color:#666;font-size:.9rem}}</style></head><body>\n<h1>{}</h1>\n{}\n</body></html>\n",
+         <link rel=\"stylesheet\" href=\"/static/boxtrap.css\"></head><body>\
+         <header class=\"top\"><span class=\"brand\">boxtrap</span></header>\
+         <main id=\"main\">\n<h1>{}</h1>\n{}\n</main></body></html>\n",
         escape(title),
         escape(title),
         body
@@ -86,7 +87,13 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     r
 }
