@@ -309,7 +309,7 @@ impl Digests {
                 "<li style=\"margin-bottom:1em\"><strong>{}</strong><br>\nFrom: {}<br>\n\
                  Received: {} UTC<br>\nWhy held: {}<br>\nChallenge: {}<br>\n<a href=\"{}\">Review</a>",
                 escape(&subject),
-                escape(&from),
+                from_html(h),
                 escape(&h.arrived_at.log_format()),
                 escape(&why),
                 escape(&challenge),
@@ -625,13 +625,35 @@ fn high_score(h: &HeldSummary, at: Option<i64>) -> bool {
 pub fn clean(s: &str) -> String {
     let mut out: String = s
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if is_hidden(c) { ' ' } else { c })
         .take(FIELD_MAX)
         .collect();
     if s.chars().count() > FIELD_MAX {
         out.push('…');
     }
     out
+}
+
+/// The From line for HTML, escaped, the name and the address on lines of
+/// their own (each stays far below the 998-byte line limit).
+fn from_html(h: &HeldSummary) -> String {
+    let address = escape(&clean(if h.sender.is_empty() {
+        "(no address)"
+    } else {
+        &h.sender
+    }));
+    if h.sender_name.is_empty() {
+        address
+    } else {
+        format!("{}\n&lt;{address}&gt;", escape(&clean(&h.sender_name)))
+    }
+}
+
+/// Control characters, and the invisible ones that reorder or hide text
+/// (bidi overrides and isolates, zero-width characters).
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// `Name <address>`, or the address alone.
@@ -755,6 +777,7 @@ mod tests {
     #[test]
     fn attacker_written_fields_lose_control_characters_and_length() {
         assert_eq!(clean("a\r\nBcc: x\tb"), "a  Bcc: x b");
+        assert_eq!(clean("invoice\u{202E}fdp.exe"), "invoice fdp.exe");
         let long = "x".repeat(500);
         let cut = clean(&long);
         assert_eq!(cut.chars().count(), FIELD_MAX + 1);
