@@ -60,6 +60,9 @@ pub enum DigestError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Quarantine(#[from] QuarantineError),
+    /// The digest could not be written into the owner's Maildir.
+    #[error("digest delivery failed: {0}")]
+    Deliver(std::io::Error),
 }
 
 /// What one digest pass did.
@@ -217,9 +220,11 @@ impl Digests {
             data: Arc::new(data),
         };
         if let Err(e) = self.quarantine.delivery().deliver_once(copy).await {
+            // Undone, so the next pass tries again.
+            store.unclaim_digest(s, now).await?;
             tracing::error!(mailbox = %s.address, error = %e,
-                "digest could not be written into the mailbox; it is not sent again");
-            return Ok(false);
+                "digest could not be written into the mailbox; the next pass tries again");
+            return Err(DigestError::Deliver(e));
         }
         tracing::info!(mailbox = %s.address, held = new_count, "digest delivered");
         Ok(true)

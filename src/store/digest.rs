@@ -174,6 +174,30 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Undoes [`Store::claim_digest`] made at `claimed_at` (the digest could
+    /// not be delivered): the state goes back to `before`, so the next pass
+    /// tries again; nothing if another claim came since.
+    pub async fn unclaim_digest(
+        &self,
+        before: &DigestState,
+        claimed_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE mailboxes SET digest_last_at = $1, digest_last_held = $2, digest_full_at = $3
+             WHERE id = $4 AND digest_last_at = $5",
+        )
+        .bind(before.last_at)
+        .bind(before.last_held)
+        .bind(before.full_at)
+        .bind(before.mailbox_id)
+        .bind(claimed_at.0)
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +218,17 @@ mod tests {
             assert_eq!(store.digest_mailboxes().await.unwrap().len(), 1);
             assert!(store.claim_digest(id, None, now, 5, true).await.unwrap());
             assert!(!store.claim_digest(id, None, now, 5, true).await.unwrap());
+            let claimed = store.digest_state(id).await.unwrap().unwrap();
+            let fresh = DigestState {
+                last_at: None,
+                last_held: 0,
+                full_at: None,
+                ..claimed.clone()
+            };
+            assert!(store.unclaim_digest(&fresh, now).await.unwrap());
+            assert_eq!(store.digest_state(id).await.unwrap().unwrap(), fresh);
+            assert!(!store.unclaim_digest(&fresh, now).await.unwrap());
+            assert!(store.claim_digest(id, None, now, 5, true).await.unwrap());
             let s = store.digest_state(id).await.unwrap().unwrap();
             assert_eq!(
                 (s.last_at, s.last_held, s.full_at),

@@ -168,6 +168,12 @@ pub async fn show(
                 ));
             }
             body.push_str("</ol>");
+            if link.items.len() as i64 >= crate::digest::REVIEW_ALL_MAX {
+                body.push_str(&format!(
+                    "<p class=\"muted\">Only the newest {} are shown; sign in to see the rest.</p>",
+                    crate::digest::REVIEW_ALL_MAX
+                ));
+            }
             if deliverable > 0 {
                 body.push_str(&form(
                     "",

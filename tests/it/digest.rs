@@ -476,3 +476,22 @@ fn mailbox_set_digest_changes_the_frequency_and_show_prints_it() {
             .contains("digest: never")
     );
 }
+
+on_both_backends!(
+    a_digest_that_cannot_be_delivered_is_tried_again,
+    |backend| async move {
+        let app = alice_challenging(backend, 0).await;
+        hold(&app, "bob@example.org", "Bob", "Lunch?", "Hello.").await;
+        // A file where alice's Maildir should be: nothing can be written.
+        let maildir = app.maildir(ALICE);
+        std::fs::create_dir_all(maildir.parent().unwrap()).unwrap();
+        std::fs::write(&maildir, b"in the way").unwrap();
+        let r = run(&app).await;
+        assert_eq!((r.sent, r.failed), (0, 1));
+        std::fs::remove_file(&maildir).unwrap();
+        assert_eq!(run(&app).await.sent, 1, "tried again");
+        assert_eq!(digests(&app).len(), 1);
+        assert!(digests(&app)[0].contains("Subject: Lunch?"));
+        assert_eq!(run(&app).await.sent, 0);
+    }
+);
