@@ -144,16 +144,33 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Records one failed sign-in under each key.
+    /// Records one failed sign-in under each key; returns the rows' ids.
     pub async fn note_login_failure(
         &self,
         keys: &[&str],
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut ids = Vec::new();
         for key in keys {
-            sqlx::query("INSERT INTO web_login_failures (key, at) VALUES ($1, $2)")
+            ids.push(
+                sqlx::query_scalar(
+                    "INSERT INTO web_login_failures (key, at) VALUES ($1, $2) RETURNING id",
+                )
                 .bind(*key)
                 .bind(now.0)
+                .fetch_one(self.writer())
+                .await?,
+            );
+        }
+        Ok(ids)
+    }
+
+    /// Takes back the rows [`Store::note_login_failure`] made (the attempt
+    /// did not fail after all).
+    pub async fn forget_login_attempt(&self, ids: &[i64]) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query("DELETE FROM web_login_failures WHERE id = $1")
+                .bind(*id)
                 .execute(self.writer())
                 .await?;
         }
@@ -355,10 +372,11 @@ mod tests {
             .note_login_failure(&["account:a", "ip:1"], t(10))
             .await
             .unwrap();
-        store
+        let ids = store
             .note_login_failure(&["account:a", "ip:2"], t(20))
             .await
             .unwrap();
+        assert_eq!(ids.len(), 2);
         assert_eq!(
             store.login_failures("account:a", t(0)).await.unwrap(),
             (2, Some(t(10)))
@@ -369,11 +387,15 @@ mod tests {
         );
         assert_eq!(store.login_failures("ip:1", t(0)).await.unwrap().0, 1);
         assert_eq!(store.login_failures("ip:9", t(0)).await.unwrap(), (0, None));
+        // Taking back the account row of the second attempt.
+        store.forget_login_attempt(&ids[..1]).await.unwrap();
+        assert_eq!(store.login_failures("account:a", t(0)).await.unwrap().0, 1);
+        assert_eq!(store.login_failures("ip:2", t(0)).await.unwrap().0, 1);
         store
             .purge_login_failures(t(10), Some("ip:2"))
             .await
             .unwrap();
-        assert_eq!(store.login_failures("account:a", t(0)).await.unwrap().0, 1);
+        assert_eq!(store.login_failures("account:a", t(0)).await.unwrap().0, 0);
         assert_eq!(store.login_failures("ip:2", t(0)).await.unwrap().0, 0);
     });
 

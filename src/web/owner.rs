@@ -50,7 +50,7 @@ pub fn routes() -> Router<WebState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/quarantine", get(quarantine))
-        .route("/quarantine/{id}/{action}", post(act))
+        .route("/quarantine/{id}/{action}", post(act).get(act_by_get))
         .route("/static/boxtrap.css", get(stylesheet))
 }
 
@@ -279,10 +279,21 @@ async fn login(
     let ip_key = format!("ip:{}", client_key(peer.ip()));
     let now = st.sessions.now();
     let since = now.plus_secs(-WINDOW_SECS);
+    // The attempt counts as a failure before the password is checked, so
+    // guesses sent side by side cannot get past the count; a success takes
+    // its rows back.
+    let attempt = match st
+        .store
+        .note_login_failure(&[&account_key, &ip_key], now)
+        .await
+    {
+        Ok(ids) => ids,
+        Err(e) => return internal(&e),
+    };
     let mut wait = 0;
     for key in [&account_key, &ip_key] {
         match st.store.login_failures(key, since).await {
-            Ok((n, Some(oldest))) if n >= MAX_FAILURES => {
+            Ok((n, Some(oldest))) if n > MAX_FAILURES => {
                 wait = wait.max(oldest.secs() + WINDOW_SECS - now.secs());
             }
             Ok(_) => {}
@@ -290,6 +301,10 @@ async fn login(
         }
     }
     if wait > 0 {
+        // Refused unchecked: not a failure of its own.
+        if let Err(e) = st.store.forget_login_attempt(&attempt).await {
+            return internal(&e);
+        }
         let minutes = (wait + 59) / 60;
         let page = LoginPage {
             title: "Sign in",
@@ -323,6 +338,9 @@ async fn login(
         .unwrap_or(false);
     match (id, matched) {
         (Some(id), true) => {
+            if let Err(e) = st.store.forget_login_attempt(&attempt).await {
+                return internal(&e);
+            }
             if let Err(e) = st
                 .store
                 .purge_login_failures(since, Some(&account_key))
@@ -340,15 +358,9 @@ async fn login(
             r
         }
         _ => {
-            // Failures older than the window are forgotten here too, so
-            // the table stays as small as the window under a flood.
-            if let Err(e) = st
-                .store
-                .note_login_failure(&[&account_key, &ip_key], now)
-                .await
-            {
-                return internal(&e);
-            }
+            // The attempt stays counted. Failures older than the window
+            // are forgotten here, so the table stays as small as the
+            // window under a flood.
             if let Err(e) = st.store.purge_login_failures(since, None).await {
                 return internal(&e);
             }
@@ -709,6 +721,19 @@ struct ActForm {
     limit: String,
     #[serde(default)]
     after: String,
+}
+
+/// A GET on an action's URL (a link scanner, a prefetch) changes nothing.
+async fn act_by_get() -> Response {
+    let mut r = message(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Nothing done",
+        "Actions on held mail are taken with the buttons on your quarantine page.",
+        None,
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

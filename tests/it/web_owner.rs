@@ -439,6 +439,40 @@ on_both_backends!(
 );
 
 on_both_backends!(
+    guesses_sent_side_by_side_cannot_get_past_the_throttle,
+    |backend| async move {
+        let app = app_with_alice(backend).await;
+        let web = app.web;
+        let origin = format!("http://{web}");
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let origin = origin.clone();
+            tasks.push(tokio::spawn(async move {
+                let form = format!("address={}&password=guess{i}", enc(ALICE));
+                request_from(
+                    "127.0.0.6",
+                    web,
+                    "POST",
+                    "/login",
+                    &[("Origin", origin.as_str())],
+                    &form,
+                )
+                .await
+                .status
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert!(checked <= 5, "{statuses:?}");
+        assert_eq!(checked + refused, 12, "{statuses:?}");
+    }
+);
+
+on_both_backends!(
     after_sign_in_only_our_own_paths_are_followed,
     |backend| async move {
         let app = app_with_alice(backend).await;
@@ -517,7 +551,10 @@ on_both_backends!(
         assert_eq!(r.status, 403);
         assert!(r.body.contains("no Origin"), "{}", r.body);
         // A GET changes nothing either.
-        assert_eq!(b.get(&path).await.status, 405);
+        let r = b.get(&path).await;
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("allow"), Some("POST"));
+        assert_security_headers(&r);
         // Logout and sign-in are checked too.
         assert_eq!(b.post("/logout", "csrf=x").await.status, 403);
         let r = b
