@@ -93,6 +93,8 @@ pub struct Opened {
     pub items: Vec<DigestItem>,
     /// The spam score (tenths) at or above which mail gets no deliver link.
     pub high_score_at: Option<i64>,
+    /// Days the mailbox keeps held mail (when each message expires).
+    pub keep_days: i64,
     /// The value the confirmation form must carry back.
     pub confirmation: String,
     parts: DigestTokenParts,
@@ -471,6 +473,7 @@ impl Digests {
             held,
             items,
             high_score_at: state.spam_no_challenge_at,
+            keep_days: state.keep_days,
             confirmation,
             parts,
             token: token.to_owned(),
@@ -503,6 +506,11 @@ impl Digests {
         let parts = token::decode(&t).ok()?;
         let confirm = token::confirmation(&keyring, &parts, &t)?;
         Some((t, confirm))
+    }
+
+    /// When a listed message expires from the quarantine.
+    pub fn expires(&self, link: &Opened, item: &DigestItem) -> Timestamp {
+        expiry(item.held.arrived_at, link.keep_days)
     }
 
     /// Whether an item is held for a high spam score (no one-click deliver).

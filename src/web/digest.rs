@@ -61,18 +61,20 @@ async fn opened(st: &WebState, token: &str) -> Result<(Digests, Opened), Respons
     }
 }
 
-fn details(item: &DigestItem) -> String {
+fn details(item: &DigestItem, expires: crate::clock::Timestamp) -> String {
     let h = &item.held;
     format!(
         "<table><tr><th>From</th><td>{}</td></tr><tr><th>Subject</th><td>{}</td></tr>\
          <tr><th>Received</th><td>{} UTC</td></tr><tr><th>Size</th><td>{} bytes</td></tr>\
-         <tr><th>Why held</th><td>{}</td></tr><tr><th>Challenge</th><td>{}</td></tr></table>",
+         <tr><th>Why held</th><td>{}</td></tr><tr><th>Challenge</th><td>{}</td></tr>\
+         <tr><th>Expires</th><td>{} UTC</td></tr></table>",
         escape(&from_line(h)),
         escape(&subject_of(h)),
         escape(&h.arrived_at.log_format()),
         h.size,
         escape(&why_held(h)),
         escape(&challenge_words(item)),
+        escape(&expires.log_format()),
     )
 }
 
@@ -117,7 +119,7 @@ pub async fn show(
             };
             let mut body = format!(
                 "<p>Held for <strong>{mailbox}</strong>:</p>{}",
-                details(item)
+                details(item, digests.expires(&link, item))
             );
             if digests.is_high_score(&link, item) {
                 body.push_str(HIGH_SCORE);
@@ -159,7 +161,7 @@ pub async fn show(
                 }
                 body.push_str(&format!(
                     "<li>{}{}</li>",
-                    details(item),
+                    details(item, digests.expires(&link, item)),
                     if high {
                         "<p class=\"muted\">High spam score: not delivered by this page.</p>"
                     } else {

@@ -200,6 +200,12 @@ on_both_backends!(
             page.contains("Lunch?") && page.contains("Deliver it"),
             "{page}"
         );
+        // Kept 15 days: the message (and its link) expires then.
+        let expires = boxtrap::clock::Timestamp::from_secs(T0 + 15 * 86400).log_format();
+        assert!(
+            page.contains(&format!("<th>Expires</th><td>{expires} UTC")),
+            "{page}"
+        );
         let (status, _) = app.http("HEAD", &deliver).await;
         assert_eq!(status, 200);
         assert_eq!(app.held().await.len(), 3);
