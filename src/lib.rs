@@ -28,6 +28,8 @@
 //!    releases: the sender is allowed and every held message delivered once.
 //!    The owner hears of held mail from the [`digest`], whose signed links
 //!    (`/digest/<token>`) likewise only show on `GET` and act on `POST`.
+//!    Owners sign in ([`web::session`]) and review their own held mail at
+//!    `/quarantine` ([`web::owner`]): deliver, allow and deliver, delete.
 //! 6. [`delivery`] — the message is written into each mailbox's Maildir
 //!    ([`delivery::maildir`], fsync'd), or, if that fails for now, committed
 //!    to the database queue ([`store::queue`]) and retried later. Nothing
