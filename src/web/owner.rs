@@ -216,17 +216,26 @@ struct NextQuery {
     done: Option<String>,
 }
 
-async fn login_page(State(st): State<WebState>, Query(q): Query<NextQuery>) -> Response {
+async fn login_page(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
     let next = q
         .next
         .as_deref()
         .and_then(safe_next)
         .unwrap_or("/quarantine");
+    // Already signed in: straight on.
+    match st.sessions.current(&st.store, &headers).await {
+        Ok(Some(_)) => return see_other(next),
+        Ok(None) => {}
+        Err(e) => return internal(&e),
+    }
     let notice = match q.done.as_deref() {
         Some("out") => "You are signed out.",
         _ => "",
     };
-    let _ = &st;
     let page = LoginPage {
         title: "Sign in",
         who: "",
@@ -364,7 +373,7 @@ async fn login(
             if let Err(e) = st.store.purge_login_failures(since, None).await {
                 return internal(&e);
             }
-            tracing::info!(mailbox = %account, client = %peer.ip(), "owner sign-in failed");
+            tracing::info!(mailbox = ?account, client = %peer.ip(), "owner sign-in failed");
             let page = LoginPage {
                 title: "Sign in",
                 who: "",

@@ -322,6 +322,10 @@ on_both_backends!(
             page.body
                 .contains("Signed in as <strong>alice@example.test</strong>")
         );
+        // The sign-in page sends a signed-in owner straight on.
+        let r = b.get("/login?next=/quarantine%3Flimit%3D50").await;
+        assert_eq!(r.status, 303);
+        assert_eq!(r.header("location"), Some("/quarantine?limit=50"));
 
         // Signing in again gives another id.
         let again = b.login(ALICE, ALICE_PW).await;
