@@ -801,3 +801,25 @@ async fn the_list_pages_by_keyset_newest_first() {
     assert_eq!(b.get("/quarantine?limit=1000").await.status, 400);
     assert_eq!(b.get("/quarantine?after=bogus!").await.status, 400);
 }
+
+#[tokio::test]
+async fn behind_https_the_cookie_is_secure_and_the_public_origin_counts() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.web.base_url = "https://mail.example.test".into();
+    })
+    .await;
+    set_password(&app, ALICE, ALICE_PW).await;
+    let b = Browser::new(&app);
+    let form = format!("address={}&password={}", enc(ALICE), enc(ALICE_PW));
+    let r = b
+        .post_with("/login", &form, &[("Origin", "https://mail.example.test")])
+        .await;
+    assert_eq!(r.status, 303, "{r:?}");
+    let cookie = r.header("set-cookie").unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+    let r = b
+        .post_with("/login", &form, &[("Origin", "https://other.example.test")])
+        .await;
+    assert_eq!(r.status, 403);
+}
