@@ -16,6 +16,7 @@
 //! This module decides nothing about a message's fate, and does not know
 //! the SMTP session, the quarantine or the store.
 
+mod cache;
 mod config;
 mod results;
 mod strip;
@@ -29,14 +30,14 @@ pub use results::{
 };
 pub use strip::strip_own_results;
 
+use cache::TxtCache;
 use hickory_resolver::TokioResolver;
-use mail_auth::common::cache::NoCache;
 use mail_auth::common::crypto::Algorithm;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::{Dmarc, Policy, Psd};
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfResult, Txt,
+    AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, Parameters, SpfResult,
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -48,9 +49,14 @@ pub const MAX_DKIM_SIGNATURES: usize = 10;
 /// Verifies incoming mail. Cheap to clone (the resolver inside is shared);
 /// every check asks the DNS through the resolver it was built with (whose
 /// cache is the only one).
+/// Parsed records [`Authenticator`] keeps (each until its TTL runs out).
+const TXT_CACHE_RECORDS: u64 = 10_000;
+
 #[derive(Clone)]
 pub struct Authenticator {
     inner: MessageAuthenticator,
+    /// Parsed SPF, DKIM key and DMARC records, until their TTL runs out.
+    txt: TxtCache,
     hostname: String,
     trusted_arc_sealers: Vec<String>,
 }
@@ -62,6 +68,7 @@ impl Authenticator {
     pub fn new(resolver: TokioResolver, hostname: &str, config: &AuthConfig) -> Authenticator {
         Authenticator {
             inner: MessageAuthenticator(resolver),
+            txt: TxtCache::new(TXT_CACHE_RECORDS),
             hostname: hostname.to_owned(),
             trusted_arc_sealers: config
                 .trusted_arc_sealers
@@ -89,6 +96,7 @@ impl Authenticator {
         let mut dns_errors = Vec::new();
         let mut orgs = OrgDomains {
             auth: &self.inner,
+            txt: &self.txt,
             memo: HashMap::new(),
         };
         let Some(mut parsed) = AuthenticatedMessage::parse(message) else {
@@ -142,18 +150,23 @@ impl Authenticator {
         // SPF, DKIM and ARC wait for different DNS answers: ask at once.
         let ((spf_output, mut spf), dkim_output, arc_output) = tokio::join!(
             self.check_spf(client_ip, helo, mail_from),
-            self.inner.verify_dkim(&parsed),
-            self.inner.verify_arc(&parsed),
+            self.inner
+                .verify_dkim(Parameters::new(&parsed).with_txt_cache(&self.txt)),
+            self.inner
+                .verify_arc(Parameters::new(&parsed).with_txt_cache(&self.txt)),
         );
         let spf_domain = spf.domain.clone();
         let dmarc_output = self
             .inner
-            .verify_dmarc(DmarcParameters::new(
-                &parsed,
-                &dkim_output,
-                &spf_domain,
-                &spf_output,
-            ))
+            .verify_dmarc(
+                Parameters::new(DmarcParameters::new(
+                    &parsed,
+                    &dkim_output,
+                    &spf_domain,
+                    &spf_output,
+                ))
+                .with_txt_cache(&self.txt),
+            )
             .await;
 
         let from_domain = dmarc_output.domain().to_ascii_lowercase();
@@ -351,17 +364,23 @@ impl Authenticator {
         let output = match mail_from {
             Some(addr) => {
                 self.inner
-                    .verify_spf(SpfParameters::verify_mail_from(
-                        ip,
-                        helo,
-                        &self.hostname,
-                        addr,
-                    ))
+                    .verify_spf(
+                        Parameters::new(SpfParameters::verify_mail_from(
+                            ip,
+                            helo,
+                            &self.hostname,
+                            addr,
+                        ))
+                        .with_txt_cache(&self.txt),
+                    )
                     .await
             }
             None => {
                 self.inner
-                    .verify_spf(SpfParameters::verify_ehlo(ip, helo, &self.hostname))
+                    .verify_spf(
+                        Parameters::new(SpfParameters::verify_ehlo(ip, helo, &self.hostname))
+                            .with_txt_cache(&self.txt),
+                    )
                     .await
             }
         };
@@ -448,6 +467,7 @@ fn algorithm_name(a: Algorithm) -> &'static str {
 /// DMARC uses), found once per message.
 struct OrgDomains<'a> {
     auth: &'a MessageAuthenticator,
+    txt: &'a TxtCache,
     memo: HashMap<String, Result<String, String>>,
 }
 
@@ -495,7 +515,7 @@ impl OrgDomains<'_> {
         if let Some(found) = self.memo.get(domain) {
             return found.clone();
         }
-        let found = organizational_domain(self.auth, domain).await;
+        let found = organizational_domain(self.auth, self.txt, domain).await;
         self.memo.insert(domain.to_owned(), found.clone());
         found
     }
@@ -515,6 +535,7 @@ fn push_once(list: &mut Vec<String>, e: String) {
 /// itself. A DNS failure (not NXDOMAIN/NODATA) is an error naming the name.
 async fn organizational_domain(
     auth: &MessageAuthenticator,
+    txt: &TxtCache,
     domain: &str,
 ) -> Result<String, String> {
     let labels: Vec<&str> = domain.split('.').filter(|l| !l.is_empty()).collect();
@@ -528,10 +549,7 @@ async fn organizational_domain(
         let dropped = total - count;
         let name = labels[dropped..].join(".");
         let key = format!("_dmarc.{name}.");
-        match auth
-            .txt_lookup::<Dmarc>(key.as_str(), None::<&NoCache<Box<str>, Txt>>)
-            .await
-        {
+        match auth.txt_lookup::<Dmarc>(key.as_str(), Some(txt)).await {
             Ok(record) => {
                 let stop = matches!(record.psd, Psd::Yes | Psd::No);
                 found.push((dropped, record.psd.clone()));
