@@ -43,7 +43,10 @@
 # pipelining, and smtp-source stops at the first non-2xx reply). Postfix is
 # the system instance configured "Local only", listening on
 # 127.0.0.1:$PF_PORT and delivering to ~bench/Maildir; boxtrap is a release
-# build. Everything stays on loopback; no resolver is consulted.
+# build. Everything stays on loopback: boxtrap's only resolver is a dnsmasq
+# started here on 127.0.0.1:$DNS_PORT, publishing SPF for the sender's
+# domain (so every message is checked as real mail is, SPF passing, and
+# the answers cached).
 #
 # Results: $RESULTS/raw.txt (one key=value line per run, with rep=, backend=,
 # mode= and, for held runs, held_new= appended) and on stdout two Markdown
@@ -71,6 +74,7 @@ BACKENDS=${BACKENDS:-"sqlite postgres"}
 PF_PORT=${PF_PORT:-2601}
 BT_PORT=${BT_PORT:-2602}
 BT_WEB_PORT=${BT_WEB_PORT:-2612}
+DNS_PORT=${DNS_PORT:-2622}
 BT_DATA=${BT_DATA:-/var/tmp/boxtrap-bench}
 PG_VERSION=${PG_VERSION:-15}
 PG_CLUSTER=${PG_CLUSTER:-main}
@@ -175,15 +179,34 @@ CG=/sys/fs/cgroup/cpuacct/peer-postfix
 mkdir -p "$CG"
 
 declare -A BT_PID BT_CONF BT_DIR BT_SMTP
+DNS_PID=
 cleanup() {
   local b
   for b in "${!BT_PID[@]}"; do kill "${BT_PID[$b]}" 2>/dev/null || true; done
   for b in "${!BT_PID[@]}"; do wait "${BT_PID[$b]}" 2>/dev/null || true; done
+  [[ -z $DNS_PID ]] || kill "$DNS_PID" 2>/dev/null || true
   postfix stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 # Start Postfix inside its own cgroup so the harness sees all its processes.
 ( echo $BASHPID > "$CG/cgroup.procs"; postfix start >/dev/null 2>&1 )
+
+# --- DNS for boxtrap ---------------------------------------------------------------
+# SPF for the sender's domain; answers live 300 s so the resolver caches
+# them. dnsmasq's NXDOMAIN carries no SOA and so is never cached (a real
+# zone's is, RFC 2308): the TXT records at the _dmarc names DMARC asks for,
+# which are no DMARC records, stand in for those cached negative answers.
+command -v dnsmasq >/dev/null || PATH=$PATH:/usr/sbin
+command -v dnsmasq >/dev/null || die "dnsmasq missing (apt-get install dnsmasq-base)"
+sender_domain=${SENDER#*@}
+dnsmasq --keep-in-foreground --listen-address=127.0.0.1 --bind-interfaces --port="$DNS_PORT" \
+  --no-resolv --no-hosts --no-poll --conf-file=/dev/null --pid-file= --local=/#/ \
+  --local-ttl=300 --neg-ttl=300 --log-facility=- \
+  "--txt-record=$sender_domain,v=spf1 ip4:127.0.0.1 -all" \
+  "--txt-record=_dmarc.$sender_domain,not a DMARC record" \
+  "--txt-record=_dmarc.${sender_domain#*.},not a DMARC record" \
+  2>"/tmp/boxtrap-bench-dnsmasq.log" &
+DNS_PID=$!
 
 # --- boxtrap: one server per backend ---------------------------------------------
 rm -rf "$BT_DATA"; mkdir -p "$BT_DATA"
@@ -219,7 +242,7 @@ quarantine_max_bytes = 0
 # Challenges go to $dir/outbox as .eml files: nothing leaves the machine.
 mode = "file"
 [dns]
-servers = ["127.0.0.1:53"]
+servers = ["127.0.0.1:$DNS_PORT"]
 EOF
   BT_CONF[$b]=$dir/boxtrap.toml BT_DIR[$b]=$dir BT_SMTP[$b]=$smtp_port
   bt() { BOXTRAP_CONFIG=${BT_CONF[$b]} "$BOXTRAP" "$@"; }
