@@ -4,6 +4,7 @@
 //! signer).
 
 use super::*;
+use crate::testing::{Dnsmasq, txt_record as txt};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,99 +15,6 @@ use std::time::Duration;
 const HOST: &str = "mx.example.test";
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const OTHER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-
-/// A dnsmasq on a loopback port answering only from its command line:
-/// `--local=/#/` makes every other name NXDOMAIN.
-struct Dnsmasq {
-    child: std::process::Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Dnsmasq {
-    fn start(records: &[String]) -> Dnsmasq {
-        let bin = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .chain(["/usr/sbin".into(), "/sbin".into()])
-            .map(|dir| dir.join("dnsmasq"))
-            .find(|path| path.is_file())
-            .expect("dnsmasq not found: install dnsmasq-base (bash scripts/test.sh does)");
-        let dir = tempfile::tempdir().unwrap();
-        let log_path = dir.path().join("dnsmasq.log");
-        for _ in 0..5 {
-            let port = std::net::UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let log = std::fs::File::create(&log_path).unwrap();
-            let mut child = Command::new(&bin)
-                .args([
-                    "--keep-in-foreground",
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--no-poll",
-                    "--conf-file=/dev/null",
-                    "--pid-file=",
-                    "--log-facility=-",
-                    "--log-queries",
-                    "--local=/#/",
-                ])
-                .arg(format!("--port={port}"))
-                .args(records)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            for _ in 0..100 {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if std::net::TcpStream::connect(addr).is_ok() {
-                    return Dnsmasq { child, addr, dir };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!(
-            "dnsmasq did not start:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dnsmasq.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `--txt-record` for `name`, the text cut into the 255-octet strings of
-/// one TXT record (RFC 7208 §3.3, RFC 6376 §3.6.2.2). On dnsmasq's command
-/// line quotes are kept as text and commas separate the strings, so the
-/// text must have no commas.
-fn txt(name: &str, text: &str) -> String {
-    assert!(!text.contains(','), "{text}");
-    let strings: Vec<String> = text
-        .as_bytes()
-        .chunks(255)
-        .map(|c| std::str::from_utf8(c).unwrap().to_owned())
-        .collect();
-    format!("--txt-record={name},{}", strings.join(","))
-}
 
 /// A resolver asking only `server`, once, waiting 2 s for an answer.
 fn resolver(server: SocketAddr) -> TokioResolver {
@@ -300,7 +208,7 @@ impl Fixture {
             records.push(txt(&format!("ed._domainkey.{domain}"), &keys.record("ed")));
         }
         Fixture {
-            dns: Dnsmasq::start(&records),
+            dns: Dnsmasq::start(&[vec!["--local=/#/".to_owned()], records].concat()),
             keys,
         }
     }

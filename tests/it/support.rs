@@ -1188,17 +1188,10 @@ where
 }
 
 /// dnsmasq's option publishing `record` as the TXT record of `name`, e.g.
-/// `txt("example.org", "v=spf1 ip4:127.0.0.1 -all")`. On the command line
-/// dnsmasq takes quotes literally, and a comma starts the record's next
-/// string: a record longer than 255 octets (an RSA key) is given in
-/// pieces, which SPF and DKIM join again (RFC 7208 §3.3).
+/// `txt("example.org", "v=spf1 ip4:127.0.0.1 -all")`
+/// ([`boxtrap::testing::txt_record`]).
 pub fn txt(name: &str, record: &str) -> String {
-    let pieces: Vec<String> = record
-        .as_bytes()
-        .chunks(255)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect();
-    format!("--txt-record={name},{}", pieces.join(","))
+    boxtrap::testing::txt_record(name, record)
 }
 
 /// An SPF record (RFC 7208) for `domain` that passes the test clients
@@ -1207,93 +1200,23 @@ pub fn spf(domain: &str) -> String {
     txt(domain, "v=spf1 ip4:127.0.0.1 -all")
 }
 
-/// A private DNS server on loopback for one test or one test binary:
-/// Debian's dnsmasq answering only from its command line (`records`, in
-/// dnsmasq's option syntax, e.g. `--txt-record=example.org,"v=spf1
-/// ip4:127.0.0.1 -all"`); every other name is NXDOMAIN (`--local=/#/`),
-/// so SPF, DKIM and DMARC find nothing published. It runs under a shell
-/// that reads our end of a pipe and kills dnsmasq when it closes, so it
-/// goes away with the test process however that ends (and on drop). A
-/// missing dnsmasq fails the test (scripts/test.sh installs dnsmasq-base).
+/// A private DNS server on loopback for one test or one test binary
+/// ([`boxtrap::testing::Dnsmasq`]): `records` in dnsmasq's option syntax
+/// (see [`spf`], [`txt`]), and every other name NXDOMAIN (`--local=/#/`),
+/// so SPF, DKIM and DMARC find nothing else published.
 pub struct TestDns {
     pub addr: SocketAddr,
-    child: ChildGuard,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+    server: boxtrap::testing::Dnsmasq,
 }
 
 impl TestDns {
     pub fn start(records: &[String]) -> TestDns {
-        use std::process::{Command, Stdio};
-        let bin = ["/usr/sbin/dnsmasq", "/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .expect("dnsmasq not found: install dnsmasq-base (bash scripts/test.sh does)");
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("dnsmasq.log");
-        for _ in 0..10 {
-            let port = std::net::UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut args = vec![
-                bin.to_owned(),
-                "--keep-in-foreground".into(),
-                "--listen-address=127.0.0.1".into(),
-                "--bind-interfaces".into(),
-                "--no-resolv".into(),
-                "--no-hosts".into(),
-                "--no-poll".into(),
-                "--conf-file=/dev/null".into(),
-                "--pid-file=".into(),
-                "--local=/#/".into(),
-                "--log-facility=-".into(),
-                "--log-queries".into(),
-                format!("--port={port}"),
-            ];
-            args.extend(records.iter().cloned());
-            let quoted: Vec<String> = args
-                .iter()
-                .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
-                .collect();
-            // dnsmasq in the background; the shell waits for our end of
-            // stdin to close (we exit or drop it), then kills it.
-            let script = format!(
-                "{} 2>>'{}' & pid=$!; trap 'kill $pid 2>/dev/null' EXIT; \
-                 while read -r _; do :; done; kill $pid 2>/dev/null; wait $pid",
-                quoted.join(" "),
-                log.display()
-            );
-            let child = Command::new("sh")
-                .args(["-c", &script])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("cannot run sh");
-            let mut child = ChildGuard(Some(child));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            for _ in 0..200 {
-                if child.get().try_wait().unwrap().is_some() {
-                    break;
-                }
-                if std::net::TcpStream::connect(addr).is_ok() {
-                    return TestDns {
-                        addr,
-                        child,
-                        log,
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            child.kill9();
+        let args = [vec!["--local=/#/".to_owned()], records.to_vec()].concat();
+        let server = boxtrap::testing::Dnsmasq::start(&args);
+        TestDns {
+            addr: server.addr,
+            server,
         }
-        panic!(
-            "dnsmasq did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
     }
 
     /// The one server every test of this binary shares that needs no
@@ -1304,18 +1227,8 @@ impl TestDns {
         DNS.get_or_init(|| TestDns::start(&[]))
     }
 
-    /// What dnsmasq logged (with `--log-queries`, every question).
+    /// What dnsmasq logged (every question).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for TestDns {
-    fn drop(&mut self) {
-        // Closing stdin lets the shell kill dnsmasq; then reap the shell.
-        if let Some(c) = self.child.0.as_mut() {
-            drop(c.stdin.take());
-        }
-        let _ = self.child.wait_timeout(Duration::from_secs(5));
+        self.server.log()
     }
 }

@@ -9,6 +9,7 @@ use crate::dns::StaticResolver;
 use crate::outbound::test_smtp::{
     Behaviour, TestSmtp, closed_port, full_listener, listeners_on_one_port,
 };
+use crate::testing::Dnsmasq;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -268,15 +269,6 @@ async fn a_silent_server_times_out_at_the_greeting_as_temporary() {
 
 // ---- direct MX, against dnsmasq on loopback ----
 
-/// A private dnsmasq answering only from its command line, on a loopback
-/// port; killed on drop. A missing dnsmasq fails the test (scripts/test.sh
-/// installs dnsmasq-base).
-struct Dnsmasq {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
 /// The zone every direct-delivery test uses. `--local` makes dnsmasq
 /// answer NXDOMAIN/NODATA for these zones itself; any other name has no
 /// upstream, so dnsmasq answers REFUSED.
@@ -296,78 +288,9 @@ const ZONE: &[&str] = &[
     "--mx-host=dangling.test,nowhere.test,10",
 ];
 
-impl Dnsmasq {
-    fn start(records: &[&str]) -> Dnsmasq {
-        let bin = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .chain(["/usr/sbin".into(), "/sbin".into()])
-            .map(|dir| dir.join("dnsmasq"))
-            .find(|path| path.is_file())
-            .expect("dnsmasq not found: install dnsmasq-base (bash scripts/test.sh does)");
-        let dir = tempfile::tempdir().unwrap();
-        let log_path = dir.path().join("dnsmasq.log");
-        for _ in 0..5 {
-            let port = std::net::UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let log = std::fs::File::create(&log_path).unwrap();
-            let mut child = std::process::Command::new(&bin)
-                .args([
-                    "--keep-in-foreground",
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--no-poll",
-                    "--conf-file=/dev/null",
-                    "--pid-file=",
-                    "--log-facility=-",
-                    "--log-queries",
-                ])
-                .arg(format!("--port={port}"))
-                .args(records)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            for _ in 0..100 {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if std::net::TcpStream::connect(addr).is_ok() {
-                    return Dnsmasq {
-                        child,
-                        addr,
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!(
-            "dnsmasq did not start:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("dnsmasq.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// [`ZONE`] as [`Dnsmasq::start`] takes it.
+fn zone() -> Vec<String> {
+    ZONE.iter().map(|a| (*a).to_owned()).collect()
 }
 
 fn direct(dns: SocketAddr, mx_port: u16) -> Transport {
@@ -380,7 +303,7 @@ fn direct(dns: SocketAddr, mx_port: u16) -> Transport {
 
 #[tokio::test]
 async fn direct_delivery_follows_mx_preference_past_a_dead_exchanger() {
-    let dns = Dnsmasq::start(ZONE);
+    let dns = Dnsmasq::start(&zone());
     let server = TestSmtp::start(Behaviour::default()).await;
     let t = direct(dns.addr, server.addr.port());
     let said = t
@@ -408,7 +331,7 @@ async fn direct_delivery_follows_mx_preference_past_a_dead_exchanger() {
 
 #[tokio::test]
 async fn a_domain_without_mx_gets_its_address_as_implicit_mx() {
-    let dns = Dnsmasq::start(ZONE);
+    let dns = Dnsmasq::start(&zone());
     let server = TestSmtp::start(Behaviour::default()).await;
     let t = direct(dns.addr, server.addr.port());
     let said = t
@@ -447,7 +370,7 @@ async fn an_exchanger_that_is_this_server_is_a_loop() {
 
 #[tokio::test]
 async fn a_5xx_from_an_exchanger_is_permanent() {
-    let dns = Dnsmasq::start(ZONE);
+    let dns = Dnsmasq::start(&zone());
     let server = TestSmtp::start(Behaviour {
         rcpt_reply: Some("550 5.1.1 no such user"),
         ..Behaviour::default()
@@ -460,7 +383,7 @@ async fn a_5xx_from_an_exchanger_is_permanent() {
 
 #[tokio::test]
 async fn when_every_exchanger_fails_temporarily_the_last_error_is_reported() {
-    let dns = Dnsmasq::start(ZONE);
+    let dns = Dnsmasq::start(&zone());
     let server = TestSmtp::start(Behaviour {
         rcpt_reply: Some("451 4.7.1 greylisted"),
         ..Behaviour::default()
@@ -477,7 +400,7 @@ async fn when_every_exchanger_fails_temporarily_the_last_error_is_reported() {
 
 #[tokio::test]
 async fn a_failed_starttls_with_an_exchanger_falls_back_to_plain_text() {
-    let dns = Dnsmasq::start(ZONE);
+    let dns = Dnsmasq::start(&zone());
     let server = TestSmtp::start(Behaviour {
         broken_starttls: true,
         ..Behaviour::default()
@@ -500,7 +423,7 @@ async fn a_domain_that_does_not_exist_is_permanent() {
     // RFC 5321 §5.1: no MX and no address for the domain is an error,
     // and an NXDOMAIN answer says the domain itself does not exist: no
     // retry will change that.
-    let dns = Dnsmasq::start(ZONE);
+    let dns = Dnsmasq::start(&zone());
     let t = direct(dns.addr, closed_port().await);
     let e = permanent(t.send(None, "bob@nx.test", MESSAGE).await);
     assert!(e.contains("nx.test does not exist"), "{e}\n{}", dns.log());
@@ -508,7 +431,7 @@ async fn a_domain_that_does_not_exist_is_permanent() {
 
 #[tokio::test]
 async fn a_null_mx_is_permanent() {
-    let dns = Dnsmasq::start(ZONE);
+    let dns = Dnsmasq::start(&zone());
     let t = direct(dns.addr, closed_port().await);
     let e = permanent(t.send(None, "bob@nullmx.test", MESSAGE).await);
     assert!(e.contains("null MX"), "{e}\n{}", dns.log());
@@ -516,7 +439,7 @@ async fn a_null_mx_is_permanent() {
 
 #[tokio::test]
 async fn an_mx_host_without_address_is_permanent() {
-    let dns = Dnsmasq::start(ZONE);
+    let dns = Dnsmasq::start(&zone());
     let t = direct(dns.addr, closed_port().await);
     let e = permanent(t.send(None, "bob@dangling.test", MESSAGE).await);
     assert!(e.contains("nowhere.test"), "{e}\n{}", dns.log());
@@ -527,7 +450,7 @@ async fn a_refusing_dns_server_is_temporary() {
     // REFUSED (like SERVFAIL) says nothing about the domain: the DNS
     // may answer later, so the message waits (RFC 5321 §5.1 "temporary
     // error").
-    let dns = Dnsmasq::start(ZONE);
+    let dns = Dnsmasq::start(&zone());
     let t = direct(dns.addr, closed_port().await);
     let e = temporary(t.send(None, "bob@elsewhere.example", MESSAGE).await);
     assert!(
