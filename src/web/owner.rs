@@ -52,6 +52,7 @@ pub fn routes() -> Router<WebState> {
         .route("/quarantine", get(quarantine))
         .route("/quarantine/{id}/{action}", post(act).get(act_by_get))
         .route("/static/boxtrap.css", get(stylesheet))
+        .merge(super::message::routes())
 }
 
 // ---- pages -------------------------------------------------------------
@@ -121,7 +122,11 @@ struct Item {
 }
 
 /// A rendered page with the security headers.
-fn html(status: StatusCode, body: Result<String, askama::Error>, signed_in: bool) -> Response {
+pub(super) fn html(
+    status: StatusCode,
+    body: Result<String, askama::Error>,
+    signed_in: bool,
+) -> Response {
     let mut r = match body {
         Ok(b) => (status, b).into_response(),
         Err(e) => {
@@ -137,7 +142,12 @@ fn html(status: StatusCode, body: Result<String, askama::Error>, signed_in: bool
     r
 }
 
-fn message(status: StatusCode, title: &str, text: &str, who: Option<&SignedIn>) -> Response {
+pub(super) fn message(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    who: Option<&SignedIn>,
+) -> Response {
     let (link, link_text) = match who {
         Some(_) => ("/quarantine", "Back to your quarantine"),
         None => ("/login", "Sign in"),
@@ -164,7 +174,7 @@ fn forbidden(why: &str, who: Option<&SignedIn>) -> Response {
     )
 }
 
-fn internal(e: &dyn std::error::Error) -> Response {
+pub(super) fn internal(e: &dyn std::error::Error) -> Response {
     tracing::error!(error = %e, "owner web request failed");
     message(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -389,7 +399,11 @@ async fn login(
 }
 
 /// The session, or the response to give instead (a redirect to sign-in).
-async fn signed_in(st: &WebState, headers: &HeaderMap, back: &str) -> Result<SignedIn, Response> {
+pub(super) async fn signed_in(
+    st: &WebState,
+    headers: &HeaderMap,
+    back: &str,
+) -> Result<SignedIn, Response> {
     match st.sessions.current(&st.store, headers).await {
         Ok(Some(s)) => Ok(s),
         Ok(None) => Err(see_other(&format!("/login?next={}", percent(back)))),
@@ -646,7 +660,7 @@ fn item(r: &HeldRow, keep_days: i64, now: Timestamp) -> Item {
 }
 
 /// What became of the challenge for a held message, in words.
-fn challenge_text(r: &HeldRow) -> String {
+pub(super) fn challenge_text(r: &HeldRow) -> String {
     let Some(_) = r.challenge_id else {
         let why = match r.reason.as_str() {
             "challenge-off" => "challenge-response is off for this mailbox",
@@ -682,7 +696,7 @@ fn challenge_text(r: &HeldRow) -> String {
     }
 }
 
-fn size_text(n: i64) -> String {
+pub(super) fn size_text(n: i64) -> String {
     match n {
         n if n < 1024 => format!("{n} bytes"),
         n if n < 1024 * 1024 => format!("{:.1} KB", n as f64 / 1024.0),
@@ -690,7 +704,7 @@ fn size_text(n: i64) -> String {
     }
 }
 
-fn expires_text(at: Timestamp, now: Timestamp) -> String {
+pub(super) fn expires_text(at: Timestamp, now: Timestamp) -> String {
     let left = at.secs() - now.secs();
     let when = at.log_format();
     match left {

@@ -823,3 +823,279 @@ async fn behind_https_the_cookie_is_secure_and_the_public_origin_counts() {
         .await;
     assert_eq!(r.status, 403);
 }
+
+// ---- the message page ------------------------------------------------------
+
+/// A hostile message: an HTML part with a script, an `onerror` image and
+/// a remote image, and an attachment whose name has a quote, `<`, control
+/// and direction characters and non-ASCII.
+const ATTACHMENT: &str = "MZ not really <script>alert(1)</script>\r\n";
+
+fn hostile_message(to: &str) -> String {
+    format!(
+        "From: \"Mallory <x>\" <mallory@example.org>\r\nTo: {to}\r\nSubject: =?UTF-8?Q?Invoice_<b>=E2=80=AE?=\r\n\
+Message-ID: <hostile@example.org>\r\nDate: Mon, 30 Nov 2026 01:00:00 +0000\r\nX-Evil: <img src=x onerror=alert(3)>\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n\
+--outer\r\nContent-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n\
+--alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlain <b>text</b> \u{1b}[31m here\r\n\
+--alt\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+<p>Hi</p><script>alert(1)</script><img src=x onerror=\"alert(2)\">\
+<img src=\"http://tracker.example/pixel.gif\"><img src=\"https://images.example/logo.png\">\
+<a href=\"https://evil.example/login\" onclick=\"steal()\">your bank</a>\r\n\
+--alt--\r\n\
+--outer\r\nContent-Type: application/x-msdownload\r\n\
+Content-Disposition: attachment; filename*=UTF-8''ev%22il%3Cb%3E%01%E2%80%AEgpj%C3%A9.exe\r\n\r\n\
+{ATTACHMENT}\r\n--outer--\r\n"
+    )
+}
+
+/// Holds `data` for `mailbox` with a stored authentication result and
+/// spam score; returns the id.
+async fn hold_data(app: &TestApp, mailbox: &str, data: &str, at: i64) -> i64 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let id = app.mailbox_id(mailbox).await;
+    let mut tx = app.store.begin_write().await.unwrap();
+    let hid = held::insert_held(
+        &mut tx,
+        &NewHeld {
+            mailbox_id: id,
+            queue_id: &format!("1wM5sG-{n:06}-9z"),
+            rcpt_index: 0,
+            env_sender: "bounce@example.org",
+            original_rcpt: mailbox,
+            sender: "mallory@example.org",
+            sender_name: "Mallory <x>",
+            subject: "Invoice <b>",
+            message_id: "<hostile@example.org>",
+            date_header: "",
+            arrived_at: Timestamp::from_secs(at),
+            reason: "not-authenticated",
+            reason_detail: "DMARC <fail> for example.org",
+            challenge_id: None,
+            data: data.as_bytes(),
+            auth_results: "mx.example.test; dmarc=fail header.from=example.org",
+            spam_score: Some(43),
+            spam_report: "BAYES_50 <0.8>",
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    hid
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+on_both_backends!(
+    the_message_page_shows_hostile_mail_safely,
+    |backend| async move {
+        let app = app_with_alice(backend).await;
+        set_password(&app, BOB, "bob's password").await;
+        let older = hold(&app, ALICE, "old@example.org", "", "older one").await;
+        let data = hostile_message(ALICE);
+        let id = hold_data(&app, ALICE, &data, T0).await;
+        let (b, list) = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        assert!(
+            list.body
+                .contains(&format!("<a href=\"/quarantine/{id}\">")),
+            "{}",
+            list.body
+        );
+
+        let page = b.get(&format!("/quarantine/{id}")).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        let body = &page.body;
+        let csp = page.header("content-security-policy").unwrap();
+        assert!(
+            csp.contains("frame-src 'self'") && csp.contains("default-src 'none'"),
+            "{csp}"
+        );
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(page.header("cache-control"), Some("no-store"));
+        // Nothing from the mail reaches the page unescaped.
+        for raw in [
+            "<script",
+            "<img",
+            "<b>",
+            "<a href=\"https://evil",
+            "\u{202e}",
+            "\u{1b}",
+            "\u{1}",
+        ] {
+            assert!(!body.contains(raw), "{raw:?} in {body}");
+        }
+        assert!(
+            body.contains("&#60;img src=x onerror=alert(3)&#62;"),
+            "{body}"
+        );
+        assert!(
+            body.contains("Plain &#60;b&#62;text&#60;/b&#62; \u{241b}[31m here"),
+            "{body}"
+        );
+        assert!(body.contains("<details><summary>All headers</summary>"));
+        assert!(
+            body.contains("Envelope sender</dt><dd>bounce@example.org"),
+            "{body}"
+        );
+        // Why held, in words.
+        assert!(
+            body.contains("DMARC &#60;fail&#62; for example.org"),
+            "{body}"
+        );
+        assert!(body.contains("dmarc=fail header.from=example.org"));
+        assert!(
+            body.contains("4.3") && body.contains("BAYES_50 &#60;0.8&#62;"),
+            "{body}"
+        );
+        assert!(
+            body.contains("Not sent: the sender is not authenticated"),
+            "{body}"
+        );
+        for action in ["deliver", "allow", "delete"] {
+            assert!(body.contains(&format!("action=\"/quarantine/{id}/{action}\"")));
+        }
+        assert!(
+            body.contains(&format!("href=\"/quarantine/{older}\" rel=\"next\"")),
+            "{body}"
+        );
+        // The HTML part: a sandboxed frame, images blocked by default.
+        assert!(
+            body.contains(&format!("<iframe sandbox=\"\" title=\"HTML part of the message\" referrerpolicy=\"no-referrer\" src=\"/quarantine/{id}/html\"")),
+            "{body}"
+        );
+        assert!(body.contains("Remote images are blocked."));
+        assert!(body.contains(&format!("href=\"/quarantine/{id}?images=1\">Load images")));
+        let with = b.get(&format!("/quarantine/{id}?images=1")).await;
+        assert!(
+            with.body
+                .contains(&format!("src=\"/quarantine/{id}/html?images=1\""))
+        );
+        assert!(with.body.contains("Remote images (https only) are loaded"));
+
+        // The attachment: listed escaped, with size and hash.
+        assert!(
+            body.contains("ev&#34;il&#60;b&#62;\u{2401}\u{fffd}gpj\u{e9}.exe"),
+            "{body}"
+        );
+        assert!(body.contains("application/x-msdownload"));
+        assert!(
+            body.contains(&format!("<td>{}</td>", ATTACHMENT.len())),
+            "{body}"
+        );
+        assert!(body.contains(&sha256_hex(ATTACHMENT.as_bytes())));
+
+        let h = b.get(&format!("/quarantine/{id}/html")).await;
+        assert_eq!(h.status, 200);
+        assert_eq!(h.header("content-type"), Some("text/html; charset=utf-8"));
+        let csp = h.header("content-security-policy").unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("img-src data:;"),
+            "{csp}"
+        );
+        assert!(
+            csp.contains("frame-ancestors 'self'") && !csp.contains("https:"),
+            "{csp}"
+        );
+        assert!(!csp.contains("script-src"), "{csp}");
+        assert_eq!(h.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(h.header("x-frame-options"), Some("SAMEORIGIN"));
+        for bad in ["<script", "alert", "onerror", "onclick", "steal"] {
+            assert!(!h.body.contains(bad), "{bad:?} in {}", h.body);
+        }
+        assert!(h.body.contains("<p>Hi</p>"));
+        assert!(
+            h.body.contains("href=\"https://evil.example/login\""),
+            "{}",
+            h.body
+        );
+        assert!(h.body.contains("rel=\"noopener noreferrer\""));
+        assert!(
+            h.body.contains("attr(href)"),
+            "link targets shown: {}",
+            h.body
+        );
+        let h = b.get(&format!("/quarantine/{id}/html?images=1")).await;
+        let csp = h.header("content-security-policy").unwrap();
+        assert!(
+            csp.contains("img-src data: https:;") && !csp.contains("http:"),
+            "{csp}"
+        );
+
+        let a = b.get(&format!("/quarantine/{id}/attachment/0")).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(
+            a.header("content-disposition"),
+            Some("attachment; filename*=UTF-8''ev%22il%3Cb%3E__gpj%C3%A9.exe")
+        );
+        assert_eq!(a.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
+        assert!(
+            a.header("content-security-policy")
+                .unwrap()
+                .starts_with("default-src 'none'")
+        );
+        assert_eq!(a.body, ATTACHMENT);
+        assert_eq!(
+            b.get(&format!("/quarantine/{id}/attachment/1"))
+                .await
+                .status,
+            404
+        );
+
+        let r = b.get(&format!("/quarantine/{id}/raw")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(r.body, data);
+        let e = b.get(&format!("/quarantine/{id}/eml")).await;
+        assert_eq!(e.status, 200);
+        assert_eq!(e.header("content-type"), Some("message/rfc822"));
+        assert_eq!(
+            e.header("content-disposition"),
+            Some(format!("attachment; filename=\"message-{id}.eml\"").as_str())
+        );
+        assert_eq!(e.body, data);
+
+        let routes = [
+            format!("/quarantine/{id}"),
+            format!("/quarantine/{id}?images=1"),
+            format!("/quarantine/{id}/html"),
+            format!("/quarantine/{id}/html?images=1"),
+            format!("/quarantine/{id}/attachment/0"),
+            format!("/quarantine/{id}/raw"),
+            format!("/quarantine/{id}/eml"),
+        ];
+        // Another mailbox: 404 everywhere, the same page as an unknown id.
+        let (bob, _) = Browser::signed_in(&app, BOB, "bob's password").await;
+        let unknown = bob.get("/quarantine/999999999").await;
+        assert_eq!(unknown.status, 404);
+        for path in &routes {
+            let r = bob.get(path).await;
+            assert_eq!(r.status, 404, "{path}");
+            assert_eq!(r.body, unknown.body, "{path}");
+            assert!(
+                !r.body.contains("Invoice") && !r.body.contains("mallory"),
+                "{path}"
+            );
+        }
+        // Signed out: to sign-in.
+        let anon = Browser::new(&app);
+        for path in &routes {
+            let r = anon.get(path).await;
+            assert_eq!(r.status, 303, "{path}");
+            assert!(
+                r.header("location")
+                    .unwrap()
+                    .starts_with("/login?next=/quarantine"),
+                "{path}"
+            );
+        }
+    }
+);
