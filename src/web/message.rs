@@ -540,4 +540,24 @@ mod tests {
         assert!(!out.contains("<form"), "{out}");
         assert!(out.contains("rel=\"noopener noreferrer\""), "{out}");
     }
+
+    #[test]
+    fn svg_math_styles_and_remote_css_are_dropped() {
+        let out = sanitise(
+            "<svg><animate onbegin=alert(1) attributeName=href to=javascript:alert(2)></svg>\
+             <math><annotation-xml encoding=text/html><img src=x onerror=alert(3)></annotation-xml></math>\
+             <style>@import url(http://t.example/a.css)</style>\
+             <p style=\"background:url(http://t.example/b)\">x</p><a href=\"javascript:alert(4)\">j</a>",
+        );
+        for bad in [
+            "<svg",
+            "<math",
+            "alert",
+            "url(http",
+            "@import",
+            "javascript:",
+        ] {
+            assert!(!out.contains(bad), "{bad:?} in {out}");
+        }
+    }
 }
