@@ -152,10 +152,9 @@ impl MessageChecks {
             };
         }
 
-        let (sender_auth, auth_results, header) = match &auth {
+        let (sender_auth, header) = match &auth {
             Some(results) => (
                 self.sender_auth(results),
-                results.header_value(&self.authserv_id),
                 results.header_value(&self.authserv_id),
             ),
             None => (
@@ -168,9 +167,16 @@ impl MessageChecks {
                     },
                 },
                 String::new(),
-                String::new(),
             ),
         };
+        // The stored value: the header field's value unfolded on one line.
+        let auth_results = header
+            .trim_end()
+            .strip_prefix("Authentication-Results:")
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut top = header.into_bytes();
         if let Some(v) = spam.verdict() {
             top.extend_from_slice(v.header_lines().as_bytes());
@@ -185,13 +191,7 @@ impl MessageChecks {
             data,
             checks: Checks {
                 auth: sender_auth,
-                auth_results: auth_results
-                    .trim_end()
-                    .strip_prefix("Authentication-Results:")
-                    .unwrap_or(&auth_results)
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                auth_results,
                 spam_score,
                 spam_report,
             },
