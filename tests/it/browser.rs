@@ -90,7 +90,7 @@ async fn browse(url: &str, shots: &Path, click: bool) -> Vec<Step> {
 /// The members of a flat JSON object whose values are all strings, such as
 /// browser.py's `{"step": "get", "title": "...", "text": "..."}`; `None`
 /// for anything else.
-fn json_strings(line: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn json_strings(line: &str) -> Option<Vec<(String, String)>> {
     let mut it = line.trim().chars().peekable();
     let skip_ws = |it: &mut std::iter::Peekable<std::str::Chars>| {
         while it.next_if(|c| c.is_ascii_whitespace()).is_some() {}

@@ -8,6 +8,7 @@ mod association;
 mod authentication;
 mod automated;
 mod browser;
+mod browser_owner;
 mod challenge;
 mod cli;
 mod cli_quarantine;
