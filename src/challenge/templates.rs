@@ -11,11 +11,13 @@
 //! ([`super::compose`]).
 //!
 //! Templates are rendered without auto-escaping (the text is plain; the HTML
-//! part is escaped in `compose`), with unknown variables as errors, and —
-//! because this minijinja build has no fuel limit — with only `if` / `elif` /
-//! `else` / `endif` / `raw` tags, no `*` operator and a few linear filters,
-//! so that rendering time and output stay proportional to the template's
-//! size whatever an owner writes.
+//! part is escaped in `compose`), with unknown variables as errors, with
+//! only `if` / `elif` / `else` / `endif` / `raw` tags, no `*` operator and a
+//! few linear filters, so that rendering time and output stay proportional
+//! to the template's size whatever an owner writes. On top of that every
+//! render is bounded: at most [`FUEL`] minijinja steps, a template of at
+//! most [`MAX_TEMPLATE_BYTES`] and a result of at most
+//! [`MAX_RENDERED_BYTES`].
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -25,6 +27,15 @@ use minijinja::{Environment, UndefinedBehavior, Value, context};
 
 /// Largest override accepted, in bytes.
 pub const MAX_TEMPLATE_BYTES: usize = 16 * 1024;
+
+/// Largest rendered text (subject and body), in bytes: a template that
+/// repeats a variable many times is refused rather than sent.
+pub const MAX_RENDERED_BYTES: usize = 64 * 1024;
+
+/// minijinja steps one render of one part may take (minijinja's "fuel").
+/// The built-in texts take a few hundred; a template at the size limit
+/// that only prints variables takes a few thousand.
+pub const FUEL: u64 = 100_000;
 
 /// Header values quoted from the original message are cut to this many
 /// characters: enough to recognise the message, too little to carry a payload.
@@ -109,6 +120,8 @@ pub enum TemplateError {
     UnknownName(String),
     #[error("template is {size} bytes; the limit is {MAX_TEMPLATE_BYTES}")]
     TooLarge { size: usize },
+    #[error("the rendered text is {size} bytes; the limit is {MAX_RENDERED_BYTES}")]
+    RenderedTooLarge { size: usize },
     #[error("a template must start with a \"Subject: ...\" line followed by an empty line")]
     MissingSubject,
     #[error("line {line}: {{% {tag} %}} is not allowed; only if, elif, else, endif and raw")]
@@ -129,6 +142,20 @@ pub enum TemplateError {
     },
     #[error("the verify template must show {{{{ link }}}} or {{{{ token }}}}")]
     MissingLink,
+}
+
+impl TemplateError {
+    /// The line the error points at, if any (the `Subject:` line is 1).
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            TemplateError::ForbiddenTag { line, .. }
+            | TemplateError::ForbiddenOperator { line } => Some(*line),
+            TemplateError::UnknownVariable { line, .. }
+            | TemplateError::Syntax { line, .. }
+            | TemplateError::Render { line, .. } => *line,
+            _ => None,
+        }
+    }
 }
 
 fn at(line: Option<usize>) -> String {
@@ -254,6 +281,10 @@ pub fn render(
     if !body.ends_with('\n') {
         body.push('\n');
     }
+    let size = subject.len() + body.len();
+    if size > MAX_RENDERED_BYTES {
+        return Err(TemplateError::RenderedTooLarge { size });
+    }
     Ok(Rendered {
         // RFC 5322 §2.2: a header field is one logical line; a CR or LF from
         // a variable or a literal must never start a new header.
@@ -284,6 +315,7 @@ fn environment() -> Environment<'static> {
     let mut env = Environment::empty();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_recursion_limit(RECURSION_LIMIT);
+    env.set_fuel(Some(FUEL));
     env.add_filter("upper", minijinja::filters::upper);
     env.add_filter("lower", minijinja::filters::lower);
     env.add_filter("title", minijinja::filters::title);
@@ -708,6 +740,17 @@ mod tests {
             validate(TemplateName::Verify, &text),
             Err(TemplateError::TooLarge { size: text.len() })
         );
+    }
+
+    #[test]
+    fn a_template_whose_text_grows_too_large_when_rendered_is_refused() {
+        // Under the template limit, but each `{{ link }}` prints ~100 bytes.
+        let text = verify_with(&"{{ link }}{{ link }}\n".repeat(700));
+        assert!(text.len() < MAX_TEMPLATE_BYTES);
+        match validate(TemplateName::Verify, &text) {
+            Err(TemplateError::RenderedTooLarge { size }) => assert!(size > MAX_RENDERED_BYTES),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

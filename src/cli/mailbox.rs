@@ -8,7 +8,10 @@ use crate::config::{ByteSize, ChallengeConfig, MIN_QUARANTINE_BYTES};
 use crate::delivery::maildir::Maildirs;
 use crate::password;
 use crate::policy::rules::ListKind;
-use crate::store::settings::MailboxSettings;
+use crate::store::settings::{
+    MailboxSettings, parse_digest, parse_display_name, parse_keep_days, parse_on_off,
+    parse_spam_score, spam_score_text,
+};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::io::{BufRead, IsTerminal};
@@ -61,13 +64,13 @@ pub struct MailboxSetArgs {
     /// The mailbox (any case).
     address: String,
     /// Challenge-response for this mailbox.
-    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     challenge: Option<bool>,
     /// Name shown on challenge mails ("" for none).
-    #[arg(long, value_name = "NAME", value_parser = display_name)]
+    #[arg(long, value_name = "NAME", value_parser = parse_display_name)]
     display_name: Option<String>,
     /// Days held mail is kept before it is purged (1 to 365).
-    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(1..=365))]
+    #[arg(long, value_name = "DAYS", value_parser = parse_keep_days)]
     keep_days: Option<i64>,
     /// Spam score below which mail is delivered without a challenge
     /// (default -2.5), or off.
@@ -82,16 +85,16 @@ pub struct MailboxSetArgs {
     /// To/Cc (off by default): only when its From: is on the allow list and
     /// its envelope sender has the same domain, at most
     /// challenge.max_associates_per_message per message.
-    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     whitelist_by_association: Option<bool>,
     /// People the owner writes to are allowed automatically.
-    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     auto_whitelist_sent: Option<bool>,
     /// Send the `verifyreleased` mail after a sender verified.
-    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     notify_released: Option<bool>,
     /// Send the `blacklist` mail when a blocked sender's mail is discarded.
-    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     notify_blocked: Option<bool>,
     /// Held messages the quarantine may hold before new mail is refused
     /// with 452 4.2.2 (0: no limit; default: the server's [challenge]
@@ -103,7 +106,7 @@ pub struct MailboxSetArgs {
     #[arg(long, value_name = "SIZE|default", value_parser = byte_quota)]
     quarantine_max_bytes: Option<Quota>,
     /// How often the owner gets a digest of newly held mail (default daily).
-    #[arg(long, value_name = "never|hourly|daily|weekly", value_parser = digest_frequency)]
+    #[arg(long, value_name = "never|hourly|daily|weekly", value_parser = parse_digest)]
     digest: Option<crate::store::digest::DigestFrequency>,
     /// Another address that counts as this mailbox (repeatable).
     #[arg(long, value_name = "ADDR")]
@@ -111,14 +114,6 @@ pub struct MailboxSetArgs {
     /// Stop counting ADDR as this mailbox (repeatable).
     #[arg(long, value_name = "ADDR")]
     remove_address: Vec<String>,
-}
-
-/// A digest frequency: never, hourly, daily or weekly.
-fn digest_frequency(s: &str) -> Result<crate::store::digest::DigestFrequency, String> {
-    s.trim()
-        .to_ascii_lowercase()
-        .parse()
-        .map_err(|_| "expected never, hourly, daily or weekly".to_owned())
 }
 
 /// A mailbox's own quarantine quota (0: no limit), or `None` for the
@@ -160,51 +155,9 @@ fn byte_quota(s: &str) -> Result<Quota, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpamBypass(Option<i64>);
 
-fn on_off(s: &str) -> Result<bool, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "on" | "yes" | "true" => Ok(true),
-        "off" | "no" | "false" => Ok(false),
-        _ => Err("expected on or off".into()),
-    }
-}
-
-/// Longest display name accepted, in characters.
-const MAX_DISPLAY_NAME_CHARS: usize = 100;
-
-fn display_name(s: &str) -> Result<String, String> {
-    if s.chars().any(char::is_control) {
-        return Err("control characters (line breaks, tabs...) are not allowed".into());
-    }
-    if s.chars().count() > MAX_DISPLAY_NAME_CHARS {
-        return Err(format!("longer than {MAX_DISPLAY_NAME_CHARS} characters"));
-    }
-    Ok(s.trim().to_owned())
-}
-
-/// `5`, `5.0`, `-1.5` (stored in tenths) or `off`.
+/// A spam score threshold (see [`parse_spam_score`]).
 fn spam_score(s: &str) -> Result<SpamBypass, String> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("off") {
-        return Ok(SpamBypass(None));
-    }
-    let bad =
-        || "expected a score such as 5.0 (one decimal at most, -100 to 100) or off".to_owned();
-    let (neg, digits) = match t.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    let (whole, tenth) = digits.split_once('.').unwrap_or((digits, "0"));
-    let all_digits =
-        |p: &str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(whole) || tenth.len() != 1 || !all_digits(tenth) {
-        return Err(bad());
-    }
-    let value =
-        whole.parse::<i64>().map_err(|_| bad())? * 10 + tenth.parse::<i64>().map_err(|_| bad())?;
-    if value > 1000 {
-        return Err(bad());
-    }
-    Ok(SpamBypass(Some(if neg { -value } else { value })))
+    parse_spam_score(s).map(SpamBypass)
 }
 
 fn read_password(src: &PasswordSource) -> anyhow::Result<String> {
@@ -397,17 +350,16 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
     if let Some(Quota(v)) = quarantine_max_bytes {
         s.quarantine_max_bytes = v;
     }
-    store.change_mailbox_settings(&s, &add, &remove).await?;
-    let digest_was = store.digest_state(s.id).await?.map(|d| d.digest);
     if let Some(d) = digest {
-        store.set_digest(s.id, d).await?;
+        s.digest = d;
     }
+    store.change_mailbox_settings(&s, &add, &remove).await?;
 
     say!("updated mailbox {}", s.address);
-    if let (Some(now), Some(was)) = (digest, digest_was)
-        && now != was
+    if let Some(now) = digest
+        && now != old.digest
     {
-        say!("  digest: {now} (was {was})");
+        say!("  digest: {now} (was {})", old.digest);
     }
     let quota = &admin.config.challenge;
     let (mut before, mut after) = (settings_lines(&old), settings_lines(&s));
@@ -431,24 +383,17 @@ fn on(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-fn spam_text(tenths: Option<i64>) -> String {
-    match tenths {
-        None => "off".into(),
-        Some(t) => {
-            let sign = if t < 0 { "-" } else { "" };
-            format!("{sign}{}.{}", t.abs() / 10, t.abs() % 10)
-        }
-    }
-}
-
 /// The settings `mailbox set` changes, as (key, value) in display order.
 fn settings_lines(s: &MailboxSettings) -> Vec<(&'static str, String)> {
     vec![
         ("challenge", on(s.challenge_enabled).into()),
         ("display-name", s.display_name.clone()),
         ("keep-days", s.keep_days.to_string()),
-        ("spam-bypass-below", spam_text(s.spam_bypass_below)),
-        ("spam-no-challenge-at", spam_text(s.spam_no_challenge_at)),
+        ("spam-bypass-below", spam_score_text(s.spam_bypass_below)),
+        (
+            "spam-no-challenge-at",
+            spam_score_text(s.spam_no_challenge_at),
+        ),
         (
             "whitelist-by-association",
             on(s.whitelist_by_association).into(),
@@ -594,9 +539,9 @@ mod tests {
         ] {
             assert!(spam_score(bad).is_err(), "{bad}");
         }
-        assert_eq!(spam_text(Some(50)), "5.0");
-        assert_eq!(spam_text(Some(-15)), "-1.5");
-        assert_eq!(spam_text(Some(-5)), "-0.5");
-        assert_eq!(spam_text(None), "off");
+        assert_eq!(spam_score_text(Some(50)), "5.0");
+        assert_eq!(spam_score_text(Some(-15)), "-1.5");
+        assert_eq!(spam_score_text(Some(-5)), "-0.5");
+        assert_eq!(spam_score_text(None), "off");
     }
 }

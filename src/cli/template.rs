@@ -3,7 +3,7 @@
 
 use super::output::one_line;
 use super::{Admin, read_input};
-use crate::challenge::templates::{self, MAX_TEMPLATE_BYTES, TemplateError, TemplateName};
+use crate::challenge::templates::{self, MAX_TEMPLATE_BYTES, TemplateName};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -41,19 +41,6 @@ fn template_name(s: &str) -> Result<TemplateName, String> {
     s.parse::<TemplateName>().map_err(|e| e.to_string())
 }
 
-/// The line a template error points at, if any.
-fn error_line(e: &TemplateError) -> Option<usize> {
-    match e {
-        TemplateError::ForbiddenTag { line, .. } | TemplateError::ForbiddenOperator { line } => {
-            Some(*line)
-        }
-        TemplateError::UnknownVariable { line, .. }
-        | TemplateError::Syntax { line, .. }
-        | TemplateError::Render { line, .. } => *line,
-        _ => None,
-    }
-}
-
 pub async fn run(admin: &Admin, cmd: TemplateCmd) -> anyhow::Result<()> {
     let store = &admin.store;
     match cmd {
@@ -75,7 +62,7 @@ pub async fn run(admin: &Admin, cmd: TemplateCmd) -> anyhow::Result<()> {
             let (text, source) = read_input(file.as_deref(), MAX_TEMPLATE_BYTES as u64)?;
             if let Err(e) = templates::validate(name, &text) {
                 let mut msg = format!("{source}: the {name} template is refused: {e}");
-                if let Some(n) = error_line(&e)
+                if let Some(n) = e.line()
                     && let Some(line) = text.lines().nth(n.saturating_sub(1))
                 {
                     msg.push_str(&format!("\n  {n} | {}", one_line(line.trim_end())));

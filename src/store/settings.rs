@@ -2,6 +2,7 @@
 //! as a mailbox, owners' template overrides and the challenge token keys.
 
 use super::column::IntFlag;
+use super::digest::DigestFrequency;
 use super::{Store, StoreError};
 use crate::clock::Timestamp;
 use sqlx::AnyConnection;
@@ -52,6 +53,12 @@ pub struct MailboxSettings {
     pub extra_addresses: Vec<String>,
     /// Changes with every edit of the sender lists (read-only here).
     pub rules_version: i64,
+    /// How often the owner gets a digest of newly held mail.
+    pub digest: DigestFrequency,
+    /// The owner's IANA time zone (`Europe/Berlin`), checked with
+    /// [`parse_time_zone`] before it is saved; `UTC` by default (migration
+    /// 0012). The owner's pages show times in it.
+    pub time_zone: String,
 }
 
 /// The settings and extra addresses of mailbox `$1`, one row per address
@@ -76,7 +83,7 @@ struct WithExtra {
 
 const COLUMNS: &str = "id, address, challenge_enabled, display_name, keep_days, spam_bypass_below, \
      spam_no_challenge_at, whitelist_by_association, auto_whitelist_sent, notify_released, notify_blocked, rules_version, \
-     quarantine_max_messages, quarantine_max_bytes";
+     quarantine_max_messages, quarantine_max_bytes, digest, time_zone";
 
 impl Store {
     /// A mailbox's settings with its extra addresses, in one query (it is
@@ -389,6 +396,118 @@ impl Store {
     }
 }
 
+// ---- settings as typed -------------------------------------------------
+//
+// What `boxtrap mailbox set` and the owner's /settings page (and its JSON
+// API) accept, checked in one place. Each error says what was expected,
+// without the field's name: the caller names the field.
+
+/// Days held mail may be kept: 1 to 365.
+pub const KEEP_DAYS: std::ops::RangeInclusive<i64> = 1..=365;
+
+/// Longest display name accepted, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
+
+/// `on`, `yes`, `true` or `off`, `no`, `false`, in any case.
+pub fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+/// A display name for challenge mails: no control characters, at most
+/// [`MAX_DISPLAY_NAME_CHARS`]; trimmed. `""`: none.
+pub fn parse_display_name(s: &str) -> Result<String, String> {
+    if s.chars().any(char::is_control) {
+        return Err("control characters (line breaks, tabs...) are not allowed".into());
+    }
+    if s.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        return Err(format!("longer than {MAX_DISPLAY_NAME_CHARS} characters"));
+    }
+    Ok(s.trim().to_owned())
+}
+
+/// Days to keep held mail: a whole number in [`KEEP_DAYS`].
+pub fn parse_keep_days(s: &str) -> Result<i64, String> {
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|d| KEEP_DAYS.contains(d))
+        .ok_or_else(|| {
+            format!(
+                "expected a whole number of days from {} to {}",
+                KEEP_DAYS.start(),
+                KEEP_DAYS.end()
+            )
+        })
+}
+
+/// A spam score threshold as typed (`5`, `5.0`, `-2.5`, `+2`) in tenths
+/// of a point, or `None` for `off`.
+/// One decimal at most, −100 to 100.
+pub fn parse_spam_score(s: &str) -> Result<Option<i64>, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let bad =
+        || "expected a score such as 5.0 (one decimal at most, -100 to 100) or off".to_owned();
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (whole, tenth) = digits.split_once('.').unwrap_or((digits, "0"));
+    let all_digits =
+        |p: &str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(whole) || tenth.len() != 1 || !all_digits(tenth) {
+        return Err(bad());
+    }
+    let value =
+        whole.parse::<i64>().map_err(|_| bad())? * 10 + tenth.parse::<i64>().map_err(|_| bad())?;
+    if value > 1000 {
+        return Err(bad());
+    }
+    Ok(Some(if neg { -value } else { value }))
+}
+
+/// A spam score in tenths as [`parse_spam_score`] reads it back: `-2.5`,
+/// `5.0`, or `off`.
+pub fn spam_score_text(tenths: Option<i64>) -> String {
+    match tenths {
+        None => "off".into(),
+        Some(t) => {
+            let sign = if t < 0 { "-" } else { "" };
+            format!("{sign}{}.{}", t.abs() / 10, t.abs() % 10)
+        }
+    }
+}
+
+/// A digest frequency: never, hourly, daily or weekly (any case).
+pub fn parse_digest(s: &str) -> Result<DigestFrequency, String> {
+    s.trim()
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| "expected never, hourly, daily or weekly".to_owned())
+}
+
+/// An IANA time zone name (`Europe/Berlin`, `UTC`; any case), checked
+/// against the bundled time zone database and returned as the database
+/// spells it.
+pub fn parse_time_zone(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let bad = || {
+        "expected a time zone name from the IANA database, such as Europe/Berlin, America/New_York or UTC"
+            .to_owned()
+    };
+    if t.is_empty() || t.len() > 64 {
+        return Err(bad());
+    }
+    let tz = jiff::tz::db().get(t).map_err(|_| bad())?;
+    Ok(tz.iana_name().unwrap_or(t).to_owned())
+}
+
 /// Inserts `token_key_retired.<id>` unless it exists.
 async fn insert_retired(
     conn: &mut AnyConnection,
@@ -451,7 +570,8 @@ async fn write_settings(conn: &mut AnyConnection, s: &MailboxSettings) -> Result
         "UPDATE mailboxes SET challenge_enabled = $1, display_name = $2, keep_days = $3,
             spam_bypass_below = $4, whitelist_by_association = $5, auto_whitelist_sent = $6,
             notify_released = $7, notify_blocked = $8, quarantine_max_messages = $10,
-            quarantine_max_bytes = $11, spam_no_challenge_at = $12
+            quarantine_max_bytes = $11, spam_no_challenge_at = $12, digest = $13,
+            time_zone = $14
          WHERE id = $9",
     )
     .bind(i64::from(s.challenge_enabled))
@@ -466,6 +586,8 @@ async fn write_settings(conn: &mut AnyConnection, s: &MailboxSettings) -> Result
     .bind(s.quarantine_max_messages)
     .bind(s.quarantine_max_bytes)
     .bind(s.spam_no_challenge_at)
+    .bind(s.digest.as_str())
+    .bind(&s.time_zone)
     .execute(conn)
     .await?;
     Ok(())

@@ -24,6 +24,8 @@ pub mod message;
 pub mod open_files;
 pub mod owner;
 pub mod session;
+pub mod settings;
+pub mod templates_page;
 
 use crate::challenge::issue::VerifyError;
 use crate::html::escape;

@@ -53,6 +53,8 @@ pub fn routes() -> Router<WebState> {
         .route("/quarantine/{id}/{action}", post(act).get(act_by_get))
         .route("/static/boxtrap.css", get(stylesheet))
         .merge(super::message::routes())
+        .merge(super::settings::routes())
+        .merge(super::templates_page::routes())
 }
 
 // ---- pages -------------------------------------------------------------
@@ -184,7 +186,7 @@ pub(super) fn internal(e: &dyn std::error::Error) -> Response {
     )
 }
 
-fn see_other(to: &str) -> Response {
+pub(super) fn see_other(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -413,7 +415,12 @@ pub(super) async fn signed_in(
 
 /// Checks a state-changing request: same origin, then the CSRF token.
 /// `Some`: the refusal to give.
-fn refused(st: &WebState, headers: &HeaderMap, s: &SignedIn, token: &str) -> Option<Response> {
+pub(super) fn refused(
+    st: &WebState,
+    headers: &HeaderMap,
+    s: &SignedIn,
+    token: &str,
+) -> Option<Response> {
     if let Err(why) = st.sessions.same_origin(headers) {
         return Some(forbidden(why, Some(s)));
     }
@@ -847,7 +854,7 @@ async fn act(
 }
 
 /// Percent-encodes everything but unreserved characters and `/`.
-fn percent(s: &str) -> String {
+pub(super) fn percent(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {

@@ -30,3 +30,4 @@ mod smtp_dialogue;
 mod spam;
 mod web_limits;
 mod web_owner;
+mod web_settings;

@@ -1,0 +1,510 @@
+//! The owner's settings page, `/settings`: challenge-response on or off,
+//! the display name, keep-days, the spam score bands, whitelisting by
+//! association and of the people the owner writes to, the
+//! `verifyreleased` and `blacklist` notices, the digest frequency and the
+//! time zone, each with a one-line explanation.
+//!
+//! One form, one POST (with the session's CSRF token and our own origin),
+//! all or nothing: every field is checked first with the same functions
+//! `boxtrap mailbox set` uses ([`crate::store::settings`]'s `parse_*`), a
+//! bad value is named next to its field with what was typed kept, and
+//! nothing is written; otherwise everything is written in one transaction
+//! ([`Store::change_mailbox_settings`]). [`change`] is that check-and-write,
+//! shared with the JSON API.
+
+use super::WebState;
+use super::owner::{html, internal, refused, see_other, signed_in};
+use crate::clock::Timestamp;
+use crate::store::settings::{
+    MailboxSettings, parse_digest, parse_display_name, parse_keep_days, parse_on_off,
+    parse_spam_score, parse_time_zone, spam_score_text,
+};
+use crate::store::{Store, StoreError};
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+
+/// The owner's settings routes, merged into [`super::owner::routes`].
+pub fn routes() -> Router<WebState> {
+    Router::new().route("/settings", get(page).post(save))
+}
+
+/// How a setting is edited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// On or off: a checkbox.
+    Switch,
+    /// A line of text.
+    Text,
+    /// One of a few words: a select.
+    Choice(&'static [&'static str]),
+}
+
+/// One setting: its field name (the form's, the JSON API's and, with `-`
+/// for `_`, `boxtrap mailbox set`'s option), label and explanation.
+struct Setting {
+    name: &'static str,
+    label: &'static str,
+    hint: &'static str,
+    kind: Kind,
+}
+
+const DIGESTS: &[&str] = &["never", "hourly", "daily", "weekly"];
+
+/// Every setting the owner may change, in page order.
+const SETTINGS: [Setting; 11] = [
+    Setting {
+        name: "challenge",
+        label: "Challenge-response",
+        hint: "Mail from unknown senders is held and they are asked to confirm once; off: it is held without asking.",
+        kind: Kind::Switch,
+    },
+    Setting {
+        name: "display_name",
+        label: "Display name",
+        hint: "Your name as it appears on the mails sent to senders (leave empty for none).",
+        kind: Kind::Text,
+    },
+    Setting {
+        name: "keep_days",
+        label: "Keep held mail for (days)",
+        hint: "Days held mail (and its confirmation link) is kept before it is deleted: 1 to 365.",
+        kind: Kind::Text,
+    },
+    Setting {
+        name: "spam_bypass_below",
+        label: "Deliver directly below spam score",
+        hint: "Mail scoring below this (such as -2.5) is delivered without a challenge; off: never.",
+        kind: Kind::Text,
+    },
+    Setting {
+        name: "spam_no_challenge_at",
+        label: "Hold silently from spam score",
+        hint: "Mail scoring this (such as 5.0) or more is held without asking its sender; off: never.",
+        kind: Kind::Text,
+    },
+    Setting {
+        name: "whitelist_by_association",
+        label: "Whitelist by association",
+        hint: "Mail from an allowed sender also allows the other people in its To and Cc (same domain only).",
+        kind: Kind::Switch,
+    },
+    Setting {
+        name: "auto_whitelist_sent",
+        label: "Allow the people you write to",
+        hint: "Addresses you send mail to are added to your allow list.",
+        kind: Kind::Switch,
+    },
+    Setting {
+        name: "notify_released",
+        label: "Tell senders when their mail is delivered",
+        hint: "After a sender confirms, they get the \"verifyreleased\" mail saying it was delivered.",
+        kind: Kind::Switch,
+    },
+    Setting {
+        name: "notify_blocked",
+        label: "Tell blocked senders",
+        hint: "A blocked sender whose mail is discarded gets the \"blacklist\" mail saying so.",
+        kind: Kind::Switch,
+    },
+    Setting {
+        name: "digest",
+        label: "Digest of held mail",
+        hint: "How often you get a mail listing newly held messages, with links to review them.",
+        kind: Kind::Choice(DIGESTS),
+    },
+    Setting {
+        name: "time_zone",
+        label: "Time zone",
+        hint: "Times on your pages are shown in it: a name such as Europe/Berlin or America/New_York.",
+        kind: Kind::Text,
+    },
+];
+
+/// Settings as typed: each field given is checked and applied, each left
+/// out stays as it is. The form's field names; the JSON API's too.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SettingsInput {
+    pub challenge: Option<String>,
+    pub display_name: Option<String>,
+    pub keep_days: Option<String>,
+    pub spam_bypass_below: Option<String>,
+    pub spam_no_challenge_at: Option<String>,
+    pub whitelist_by_association: Option<String>,
+    pub auto_whitelist_sent: Option<String>,
+    pub notify_released: Option<String>,
+    pub notify_blocked: Option<String>,
+    pub digest: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+impl SettingsInput {
+    /// The value typed for the field `name`, if given.
+    fn get(&self, name: &str) -> Option<&str> {
+        let v = match name {
+            "challenge" => &self.challenge,
+            "display_name" => &self.display_name,
+            "keep_days" => &self.keep_days,
+            "spam_bypass_below" => &self.spam_bypass_below,
+            "spam_no_challenge_at" => &self.spam_no_challenge_at,
+            "whitelist_by_association" => &self.whitelist_by_association,
+            "auto_whitelist_sent" => &self.auto_whitelist_sent,
+            "notify_released" => &self.notify_released,
+            "notify_blocked" => &self.notify_blocked,
+            "digest" => &self.digest,
+            "time_zone" => &self.time_zone,
+            _ => &None,
+        };
+        v.as_deref()
+    }
+
+    /// Sets the field `name`; false if there is no such field.
+    pub fn set(&mut self, name: &str, value: String) -> bool {
+        let slot = match name {
+            "challenge" => &mut self.challenge,
+            "display_name" => &mut self.display_name,
+            "keep_days" => &mut self.keep_days,
+            "spam_bypass_below" => &mut self.spam_bypass_below,
+            "spam_no_challenge_at" => &mut self.spam_no_challenge_at,
+            "whitelist_by_association" => &mut self.whitelist_by_association,
+            "auto_whitelist_sent" => &mut self.auto_whitelist_sent,
+            "notify_released" => &mut self.notify_released,
+            "notify_blocked" => &mut self.notify_blocked,
+            "digest" => &mut self.digest,
+            "time_zone" => &mut self.time_zone,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
+    }
+}
+
+/// A value refused: the field's name and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Why [`change`] changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// One or more values were refused (each named).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Applies every field given in `input` to `s`, checking each with the
+/// parser `boxtrap mailbox set` uses. Every bad value is returned, named;
+/// `s` is then partly changed and must not be saved.
+pub fn apply(s: &mut MailboxSettings, input: &SettingsInput) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    for setting in &SETTINGS {
+        let Some(value) = input.get(setting.name) else {
+            continue;
+        };
+        if let Err(message) = apply_one(s, setting.name, value) {
+            errors.push(FieldError {
+                field: setting.name,
+                message,
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn apply_one(s: &mut MailboxSettings, name: &str, v: &str) -> Result<(), String> {
+    match name {
+        "challenge" => s.challenge_enabled = parse_on_off(v)?,
+        "display_name" => s.display_name = parse_display_name(v)?,
+        "keep_days" => s.keep_days = parse_keep_days(v)?,
+        "spam_bypass_below" => s.spam_bypass_below = parse_spam_score(v)?,
+        "spam_no_challenge_at" => s.spam_no_challenge_at = parse_spam_score(v)?,
+        "whitelist_by_association" => s.whitelist_by_association = parse_on_off(v)?,
+        "auto_whitelist_sent" => s.auto_whitelist_sent = parse_on_off(v)?,
+        "notify_released" => s.notify_released = parse_on_off(v)?,
+        "notify_blocked" => s.notify_blocked = parse_on_off(v)?,
+        "digest" => s.digest = parse_digest(v)?,
+        "time_zone" => s.time_zone = parse_time_zone(v)?,
+        _ => return Err("no such setting".into()),
+    }
+    Ok(())
+}
+
+/// Checks every field given and, only if all are good, writes them in one
+/// transaction. Returns the settings as saved. Shared by the page and the
+/// JSON API.
+pub async fn change(
+    store: &Store,
+    mailbox_id: i64,
+    input: &SettingsInput,
+) -> Result<MailboxSettings, ChangeError> {
+    let mut s = store.mailbox_settings(mailbox_id).await?;
+    apply(&mut s, input).map_err(ChangeError::Invalid)?;
+    store.change_mailbox_settings(&s, &[], &[]).await?;
+    Ok(s)
+}
+
+/// A setting's current value as the form shows it (and [`apply`] reads it
+/// back).
+fn shown(s: &MailboxSettings, name: &str) -> String {
+    let on = |b: bool| if b { "on" } else { "off" }.to_owned();
+    match name {
+        "challenge" => on(s.challenge_enabled),
+        "display_name" => s.display_name.clone(),
+        "keep_days" => s.keep_days.to_string(),
+        "spam_bypass_below" => spam_score_text(s.spam_bypass_below),
+        "spam_no_challenge_at" => spam_score_text(s.spam_no_challenge_at),
+        "whitelist_by_association" => on(s.whitelist_by_association),
+        "auto_whitelist_sent" => on(s.auto_whitelist_sent),
+        "notify_released" => on(s.notify_released),
+        "notify_blocked" => on(s.notify_blocked),
+        "digest" => s.digest.as_str().to_owned(),
+        "time_zone" => s.time_zone.clone(),
+        _ => String::new(),
+    }
+}
+
+/// `ts` as a date and time in the IANA time zone `tz`
+/// (`2026-11-30 03:26:08 CET`); a zone the database does not know is
+/// shown as UTC.
+pub fn local_time(ts: Timestamp, tz: &str) -> String {
+    let zone = jiff::tz::db().get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+    match jiff::Timestamp::from_microsecond(ts.0) {
+        Ok(t) => t
+            .to_zoned_datetime(zone)
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        Err(_) => format!("{} UTC", ts.log_format()),
+    }
+}
+
+// ---- the page ------------------------------------------------------------
+
+/// One field as the page shows it.
+struct FieldView {
+    name: &'static str,
+    label: &'static str,
+    hint: &'static str,
+    /// `switch`, `text` or `choice`.
+    kind: &'static str,
+    /// What the form holds: the saved value, or what was typed.
+    value: String,
+    /// For a choice: (value, selected).
+    options: Vec<(&'static str, bool)>,
+    /// Why the value was refused; `""`: it was not.
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "web/settings.html")]
+struct SettingsPage<'a> {
+    title: &'a str,
+    who: &'a str,
+    csrf: &'a str,
+    notice: &'a str,
+    /// The refusal's summary; `""`: none.
+    error: String,
+    fields: Vec<FieldView>,
+    /// Every IANA time zone name, offered as the time zone's suggestions.
+    zones: Vec<String>,
+    /// Now, in the owner's (saved) time zone.
+    now_local: String,
+}
+
+fn fields(values: impl Fn(&str) -> String, errors: &[FieldError]) -> Vec<FieldView> {
+    SETTINGS
+        .iter()
+        .map(|s| {
+            let value = values(s.name);
+            let (kind, options) = match s.kind {
+                Kind::Switch => ("switch", Vec::new()),
+                Kind::Text => ("text", Vec::new()),
+                Kind::Choice(opts) => ("choice", opts.iter().map(|o| (*o, *o == value)).collect()),
+            };
+            FieldView {
+                name: s.name,
+                label: s.label,
+                hint: s.hint,
+                kind,
+                value,
+                options,
+                error: errors
+                    .iter()
+                    .find(|e| e.field == s.name)
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+fn zones() -> Vec<String> {
+    let mut z: Vec<String> = jiff::tz::db()
+        .available()
+        .map(|n| n.to_string())
+        .filter(|n| n.contains('/') || n == "UTC")
+        .collect();
+    z.sort();
+    z
+}
+
+#[derive(Deserialize)]
+struct DoneQuery {
+    done: Option<String>,
+}
+
+async fn page(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<DoneQuery>,
+) -> Response {
+    let s = match signed_in(&st, &headers, "/settings").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let settings = match st.store.mailbox_settings(s.session.mailbox_id).await {
+        Ok(m) => m,
+        Err(e) => return internal(&e),
+    };
+    let notice = match q.done.as_deref() {
+        Some("saved") => "Your settings were saved.",
+        _ => "",
+    };
+    let page = SettingsPage {
+        title: "Settings",
+        who: &s.session.address,
+        csrf: &s.session.csrf_token,
+        notice,
+        error: String::new(),
+        fields: fields(|n| shown(&settings, n), &[]),
+        zones: zones(),
+        now_local: local_time(st.sessions.now(), &settings.time_zone),
+    };
+    html(StatusCode::OK, page.render(), true)
+}
+
+/// The form: every field; a switch left unticked is not sent (off).
+#[derive(Deserialize)]
+struct SettingsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    input: SettingsInput,
+}
+
+async fn save(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Form(f): Form<SettingsForm>,
+) -> Response {
+    let s = match signed_in(&st, &headers, "/settings").await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Some(r) = refused(&st, &headers, &s, &f.csrf) {
+        return r;
+    }
+    let mut input = f.input;
+    // A form always sends every field: an unticked box is "off", and a
+    // field missing altogether is the empty string (and refused if that is
+    // not a value).
+    for setting in &SETTINGS {
+        if input.get(setting.name).is_none() {
+            let absent = if setting.kind == Kind::Switch {
+                "off"
+            } else {
+                ""
+            };
+            input.set(setting.name, absent.to_owned());
+        }
+    }
+    let mailbox_id = s.session.mailbox_id;
+    match change(&st.store, mailbox_id, &input).await {
+        Ok(_) => {
+            tracing::info!(mailbox = %s.session.address, "owner changed settings");
+            see_other("/settings?done=saved")
+        }
+        Err(ChangeError::Invalid(errors)) => {
+            let saved = match st.store.mailbox_settings(mailbox_id).await {
+                Ok(m) => m,
+                Err(e) => return internal(&e),
+            };
+            let named: Vec<&str> = errors.iter().map(|e| label_of(e.field)).collect();
+            let page = SettingsPage {
+                title: "Settings",
+                who: &s.session.address,
+                csrf: &s.session.csrf_token,
+                notice: "",
+                error: format!("Nothing was saved: check {}.", named.join(", ")),
+                fields: fields(|n| input.get(n).unwrap_or_default().to_owned(), &errors),
+                zones: zones(),
+                now_local: local_time(st.sessions.now(), &saved.time_zone),
+            };
+            html(StatusCode::BAD_REQUEST, page.render(), true)
+        }
+        Err(ChangeError::Store(e)) => internal(&e),
+    }
+}
+
+/// A field's label on the page.
+fn label_of(name: &str) -> &'static str {
+    SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .map_or("a setting", |s| s.label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_in_the_owners_zone() {
+        // 2026-11-30 02:26:08 UTC.
+        let t = Timestamp::from_secs(1_796_005_568);
+        assert_eq!(local_time(t, "UTC"), "2026-11-30 02:26:08 UTC");
+        assert_eq!(local_time(t, "Europe/Berlin"), "2026-11-30 03:26:08 CET");
+        assert_eq!(local_time(t, "America/New_York"), "2026-11-29 21:26:08 EST");
+        assert_eq!(local_time(t, "Not/AZone"), "2026-11-30 02:26:08 UTC");
+    }
+
+    #[test]
+    fn time_zones_are_checked_and_spelled_as_the_database_does() {
+        assert_eq!(
+            parse_time_zone("europe/berlin").as_deref(),
+            Ok("Europe/Berlin")
+        );
+        assert_eq!(parse_time_zone(" UTC ").as_deref(), Ok("UTC"));
+        for bad in ["", "Mars/Olympus", "../../etc/passwd", "Europe/Berlin x"] {
+            assert!(parse_time_zone(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_setting_is_shown_as_it_is_read_back() {
+        let names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        let mut input = SettingsInput::default();
+        for n in &names {
+            assert!(input.set(n, "x".into()), "{n}");
+            assert_eq!(input.get(n), Some("x"));
+        }
+        assert!(!input.set("address", "x".into()));
+    }
+}
