@@ -3,10 +3,9 @@
 
 use super::output::one_line;
 use super::{Admin, read_input};
-use crate::address::EmailAddress;
-use crate::policy::rules::{self, ListKind, ParsedList, ReadRule, SenderRule};
+use crate::policy::rules::{self, ListKind, ParsedList, ReadRule};
 use crate::store::StoreError;
-use crate::store::lists::{Imported, RuleAdded};
+use crate::store::lists::{Imported, RuleAdded, RuleSource, read_typed_rule};
 use crate::store::settings::MailboxSettings;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -83,18 +82,10 @@ fn rules_limit(admin: &Admin) -> usize {
 /// Largest list file `list import` reads.
 const MAX_LIST_BYTES: u64 = 16 * 1024 * 1024;
 
-/// A rule as typed on the command line: BoxTrapper syntax, read by the
-/// same [`rules::read_rule`] as `list import`, or a bare address for
-/// exactly that sender.
+/// A rule as typed on the command line ([`read_typed_rule`], as the
+/// owner's lists page reads it too).
 fn parse_rule(text: &str) -> anyhow::Result<ReadRule> {
-    let t = text.trim();
-    if !t.is_empty() && !t.contains(char::is_whitespace) && EmailAddress::parse(t).is_ok() {
-        return Ok(ReadRule {
-            rule: SenderRule::exact_sender(t),
-            written: None,
-        });
-    }
-    rules::read_rule(t).with_context(|| format!("invalid rule {text:?}"))
+    read_typed_rule(text).with_context(|| format!("invalid rule {text:?}"))
 }
 
 /// `  (written `*@x`, read as BoxTrapper reads it)` after a rule whose
@@ -136,7 +127,14 @@ pub async fn run(admin: &Admin, cmd: ListCmd) -> anyhow::Result<()> {
             let list = args.of.list;
             let note = rewrite_note(written.as_deref());
             match store
-                .add_rule_within(s.id, list, &rule, rules_limit(admin), admin.now())
+                .add_rule_within(
+                    s.id,
+                    list,
+                    &rule,
+                    rules_limit(admin),
+                    &RuleSource::Admin,
+                    admin.now(),
+                )
                 .await?
             {
                 RuleAdded::Added => say!(
@@ -203,6 +201,7 @@ pub async fn run(admin: &Admin, cmd: ListCmd) -> anyhow::Result<()> {
                     &parsed.rules,
                     replace,
                     rules_limit(admin),
+                    &RuleSource::Import,
                     admin.now(),
                 )
                 .await?
@@ -244,6 +243,7 @@ pub async fn run(admin: &Admin, cmd: ListCmd) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::rules::SenderRule;
 
     #[test]
     fn a_bare_address_is_the_exact_sender_rule() {

@@ -11,6 +11,7 @@ use crate::policy::facts::MessageFacts;
 use crate::policy::rules::{ListKind, SenderRule};
 use crate::store::column::text_enum;
 use crate::store::held::{self, ActivityAction, HeldSummary};
+use crate::store::lists::RuleSource;
 use std::sync::Arc;
 
 text_enum! {
@@ -29,6 +30,13 @@ text_enum! {
 }
 
 impl Quarantine {
+    /// The most rules one sender list of a mailbox may hold
+    /// (`challenge.max_rules_per_list`), as `boxtrap list` and whitelisting
+    /// by association keep to it.
+    pub fn max_rules_per_list(&self) -> usize {
+        usize::try_from(self.config.max_rules_per_list).unwrap_or(usize::MAX)
+    }
+
     /// Releases everything held from `sender` for the mailbox and allows
     /// the sender. Safe to call twice at once: each message is claimed by
     /// one caller. Returns how many messages this call delivered.
@@ -60,8 +68,13 @@ impl Quarantine {
             }
         }
         let rule = SenderRule::exact_sender(sender);
+        let source = RuleSource::Release(how.to_string());
         for m in mailboxes {
-            if self.store.add_rule(m, ListKind::Allow, &rule, now).await? {
+            if self
+                .store
+                .add_rule(m, ListKind::Allow, &rule, &source, now)
+                .await?
+            {
                 self.store
                     .log_activity(
                         m,

@@ -18,6 +18,7 @@ use crate::policy::rules::{ListKind, SenderRule};
 use crate::policy::{self, Decision, PolicyInput, Reason, SenderAuth, SpamBands, Verdict};
 use crate::store::StoreError;
 use crate::store::held::{self, ActivityAction, NewHeld, NewOutbound, SendCaps};
+use crate::store::lists::RuleSource;
 use crate::store::settings::MailboxSettings;
 use sqlx::AnyConnection;
 use std::sync::Arc;
@@ -447,6 +448,7 @@ impl Quarantine {
         let cap = usize::try_from(self.config.max_associates_per_message).unwrap_or(usize::MAX);
         let limit = usize::try_from(self.config.max_rules_per_list).unwrap_or(usize::MAX);
         let own = |a: &str| a == s.address || s.extra_addresses.iter().any(|x| x == a);
+        let source = RuleSource::Association(message.clone());
         let mut seen = std::collections::HashSet::new();
         let mut added = 0;
         let mut left_off = 0;
@@ -466,7 +468,7 @@ impl Quarantine {
             let rule = SenderRule::exact_sender(a);
             match self
                 .store
-                .add_rule_within(s.id, ListKind::Allow, &rule, limit, now)
+                .add_rule_within(s.id, ListKind::Allow, &rule, limit, &source, now)
                 .await?
             {
                 RuleAdded::Added => {

@@ -20,6 +20,7 @@
 
 pub mod digest;
 pub mod listener;
+pub mod lists;
 pub mod message;
 pub mod open_files;
 pub mod owner;

@@ -55,6 +55,7 @@ pub fn routes() -> Router<WebState> {
         .merge(super::message::routes())
         .merge(super::settings::routes())
         .merge(super::templates_page::routes())
+        .merge(super::lists::routes())
 }
 
 // ---- pages -------------------------------------------------------------

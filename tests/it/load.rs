@@ -15,6 +15,7 @@ use boxtrap::clock::Timestamp;
 use boxtrap::policy::rules::{ListKind, SenderRule};
 use boxtrap::store::Store;
 use boxtrap::store::held::{ActivityAction, HeldSummary, OutboundRow};
+use boxtrap::store::lists::RuleSource;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::net::SocketAddr;
@@ -299,7 +300,13 @@ fn background_work(
                 async move {
                     let rule = SenderRule::exact_sender(&format!("friend{i}@elsewhere.example"));
                     store
-                        .add_rule(alice_id, ListKind::Allow, &rule, Timestamp::from_secs(T0))
+                        .add_rule(
+                            alice_id,
+                            ListKind::Allow,
+                            &rule,
+                            &RuleSource::Admin,
+                            Timestamp::from_secs(T0),
+                        )
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string())

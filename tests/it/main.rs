@@ -29,5 +29,6 @@ mod real_mail;
 mod smtp_dialogue;
 mod spam;
 mod web_limits;
+mod web_lists;
 mod web_owner;
 mod web_settings;

@@ -14,6 +14,7 @@ use boxtrap::policy::rules::{ListKind, SenderRule};
 use boxtrap::quarantine::Quarantine;
 use boxtrap::store::Store;
 use boxtrap::store::held::{ActivityAction, HeldSummary};
+use boxtrap::store::lists::RuleSource;
 use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
@@ -309,7 +310,10 @@ impl TestApp {
         let id = self.mailbox_id(mailbox).await;
         let rule = SenderRule::parse(line).unwrap();
         let now = Timestamp::from_secs(T0);
-        self.store.add_rule(id, list, &rule, now).await.unwrap();
+        self.store
+            .add_rule(id, list, &rule, &RuleSource::Admin, now)
+            .await
+            .unwrap();
     }
 
     pub async fn remove_rule(&self, mailbox: &str, list: ListKind, line: &str) {
