@@ -108,6 +108,11 @@ pub struct MailboxSetArgs {
     /// How often the owner gets a digest of newly held mail (default daily).
     #[arg(long, value_name = "never|hourly|daily|weekly", value_parser = parse_digest)]
     digest: Option<crate::store::digest::DigestFrequency>,
+    /// The owner is an admin: the web UI's /admin pages show every
+    /// mailbox, its challenge switch and quarantine, and let the owner act
+    /// for other owners (recorded in their activity logs).
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    admin: Option<bool>,
     /// Another address that counts as this mailbox (repeatable).
     #[arg(long, value_name = "ADDR")]
     add_address: Vec<String>,
@@ -213,8 +218,13 @@ pub async fn run(admin: &Admin, cmd: MailboxCmd) -> anyhow::Result<()> {
         }
         MailboxCmd::List { domain } => {
             let d = domain.as_deref().map(parse_domain).transpose()?;
+            let admins = store.admins().await?;
             for m in store.list_mailboxes(d.as_ref().map(|d| d.as_str())).await? {
-                say!("{}", m.address);
+                if admins.contains(&m.address) {
+                    say!("{} (admin)", m.address);
+                } else {
+                    say!("{}", m.address);
+                }
             }
         }
         MailboxCmd::Remove { address } => {
@@ -255,6 +265,7 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         quarantine_max_messages,
         quarantine_max_bytes,
         digest,
+        admin: make_admin,
         add_address,
         remove_address,
     } = args;
@@ -270,6 +281,7 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         && quarantine_max_messages.is_none()
         && quarantine_max_bytes.is_none()
         && digest.is_none()
+        && make_admin.is_none()
         && add_address.is_empty()
         && remove_address.is_empty()
     {
@@ -354,6 +366,10 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         s.digest = d;
     }
     store.change_mailbox_settings(&s, &add, &remove).await?;
+    let admin_was = store.is_admin(s.id).await?;
+    if let Some(a) = make_admin {
+        store.set_admin(s.id, a).await?;
+    }
 
     say!("updated mailbox {}", s.address);
     if let Some(now) = digest
@@ -369,6 +385,11 @@ async fn set(admin: &Admin, args: MailboxSetArgs) -> anyhow::Result<()> {
         if was != now {
             say!("  {key}: {now} (was {was})");
         }
+    }
+    if let Some(a) = make_admin
+        && a != admin_was
+    {
+        say!("  admin: {} (was {})", on(a), on(admin_was));
     }
     for a in &add {
         say!("  added address {a}");
@@ -470,6 +491,7 @@ async fn show(admin: &Admin, address: &str) -> anyhow::Result<()> {
         });
         say!("digest: {} (last sent: {last})", d.digest);
     }
+    say!("admin: {}", on(store.is_admin(s.id).await?));
     say!("held: {}", store.list_held(Some(s.id), None).await?.len());
     let used = store.quarantine_use(&[s.id]).await?;
     say!("held-bytes: {}", used.first().map_or(0, |u| u.bytes));

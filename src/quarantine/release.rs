@@ -9,6 +9,7 @@ use crate::delivery::{LocalCopy, unique_name};
 use crate::mainlog::{Rcpt, Via};
 use crate::policy::facts::MessageFacts;
 use crate::policy::rules::{ListKind, SenderRule};
+use crate::store::activity::NewEvent;
 use crate::store::column::text_enum;
 use crate::store::held::{self, ActivityAction, HeldSummary};
 use crate::store::lists::RuleSource;
@@ -167,14 +168,18 @@ impl Quarantine {
         }
         self.store.remove_held(id).await?;
         let now = self.clock.now();
+        let detail = format!("{} ({how})", h.subject);
         self.store
-            .log_activity(
-                h.mailbox_id,
-                now,
-                ActivityAction::Released,
-                &h.sender,
-                &format!("{} ({how})", h.subject),
-            )
+            .log_event(&NewEvent {
+                held_id: Some(h.id),
+                ..NewEvent::new(
+                    h.mailbox_id,
+                    now,
+                    ActivityAction::Released,
+                    &h.sender,
+                    &detail,
+                )
+            })
             .await?;
         self.log
             .delivered(&h.queue_id, rcpt, Via::RELEASE, Some(how.as_str()));
@@ -207,13 +212,16 @@ impl Quarantine {
         why: &str,
     ) -> Result<(), QuarantineError> {
         self.store
-            .log_activity(
-                h.mailbox_id,
-                self.clock.now(),
-                action,
-                &h.sender,
-                &h.subject,
-            )
+            .log_event(&NewEvent {
+                held_id: Some(h.id),
+                ..NewEvent::new(
+                    h.mailbox_id,
+                    self.clock.now(),
+                    action,
+                    &h.sender,
+                    &h.subject,
+                )
+            })
             .await?;
         self.log.failed(
             &h.queue_id,

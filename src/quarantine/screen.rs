@@ -17,6 +17,7 @@ use crate::policy::facts::{MessageFacts, reply_tokens};
 use crate::policy::rules::{ListKind, SenderRule};
 use crate::policy::{self, Decision, PolicyInput, Reason, SenderAuth, SpamBands, Verdict};
 use crate::store::StoreError;
+use crate::store::activity::{NewEvent, add_event};
 use crate::store::held::{self, ActivityAction, NewHeld, NewOutbound, SendCaps};
 use crate::store::lists::RuleSource;
 use crate::store::settings::MailboxSettings;
@@ -691,7 +692,7 @@ impl HoldJob {
                 }
             }
         }
-        held::hold(
+        let held_id = held::hold(
             conn,
             &NewHeld {
                 mailbox_id,
@@ -717,15 +718,17 @@ impl HoldJob {
         )
         .await?;
         if opened.is_some() {
-            held::add_activity(
-                conn,
-                mailbox_id,
-                now,
-                ActivityAction::Challenged,
-                sender,
-                "challenge mail queued",
-            )
-            .await?;
+            let line = NewEvent {
+                held_id: Some(held_id),
+                ..NewEvent::new(
+                    mailbox_id,
+                    now,
+                    ActivityAction::Challenged,
+                    sender,
+                    "challenge mail queued",
+                )
+            };
+            add_event(conn, &line).await?;
         }
         Ok((reason, opened))
     }

@@ -83,6 +83,13 @@ text_enum! {
         QuarantineFull = "quarantine-full",
         /// The mailbox's quarantine has room again after it was full.
         QuarantineRoom = "quarantine-room",
+        /// A link was used: a sender's verification link or an owner's
+        /// digest link (the line has the client address).
+        LinkUsed = "link-used",
+        /// The owner changed a list (other than by releasing mail).
+        ListChanged = "list-changed",
+        /// An admin acted for the owner (the line names the admin).
+        AdminAction = "admin-action",
     }
 }
 
@@ -400,57 +407,63 @@ pub async fn insert_held(conn: &mut AnyConnection, h: &NewHeld<'_>) -> Result<i6
 }
 
 /// Holds a message and writes its `held` line in the activity log, with
-/// `reason_detail` as the detail (one statement on PostgreSQL). Joins the
-/// sender's open challenge as [`insert_held`] does.
+/// `reason_detail` as the detail and the message's id (one statement on
+/// PostgreSQL). Joins the sender's open challenge as [`insert_held`] does.
+/// Returns the held message's id.
 pub async fn hold(
     conn: &mut AnyConnection,
     h: &NewHeld<'_>,
     at: Timestamp,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     if conn.backend_name() != "PostgreSQL" {
-        insert_held(conn, h).await?;
-        return add_activity(
-            conn,
-            h.mailbox_id,
-            at,
-            ActivityAction::Held,
-            h.sender,
-            h.reason_detail,
-        )
-        .await;
+        let id = insert_held(conn, h).await?;
+        let line = super::activity::NewEvent {
+            held_id: Some(id),
+            ..super::activity::NewEvent::new(
+                h.mailbox_id,
+                at,
+                ActivityAction::Held,
+                h.sender,
+                h.reason_detail,
+            )
+        };
+        super::activity::add_event(conn, &line).await?;
+        return Ok(id);
     }
-    sqlx::query(sqlx::AssertSqlSafe(HOLD_WITH_ACTIVITY.as_str()))
-        .bind(h.mailbox_id)
-        .bind(h.queue_id)
-        .bind(h.rcpt_index)
-        .bind(h.env_sender)
-        .bind(h.original_rcpt)
-        .bind(h.sender)
-        .bind(h.sender_name)
-        .bind(h.subject)
-        .bind(h.message_id)
-        .bind(h.date_header)
-        .bind(h.data.len() as i64)
-        .bind(h.arrived_at.0)
-        .bind(h.reason)
-        .bind(h.reason_detail)
-        .bind(h.challenge_id)
-        .bind(h.data)
-        .bind(h.auth_results)
-        .bind(h.spam_score)
-        .bind(h.spam_report)
-        .bind(at.0)
-        .bind(ActivityAction::Held.as_str())
-        .execute(conn)
-        .await?;
-    Ok(())
+    Ok(
+        sqlx::query_scalar(sqlx::AssertSqlSafe(HOLD_WITH_ACTIVITY.as_str()))
+            .bind(h.mailbox_id)
+            .bind(h.queue_id)
+            .bind(h.rcpt_index)
+            .bind(h.env_sender)
+            .bind(h.original_rcpt)
+            .bind(h.sender)
+            .bind(h.sender_name)
+            .bind(h.subject)
+            .bind(h.message_id)
+            .bind(h.date_header)
+            .bind(h.data.len() as i64)
+            .bind(h.arrived_at.0)
+            .bind(h.reason)
+            .bind(h.reason_detail)
+            .bind(h.challenge_id)
+            .bind(h.data)
+            .bind(h.auth_results)
+            .bind(h.spam_score)
+            .bind(h.spam_report)
+            .bind(at.0)
+            .bind(ActivityAction::Held.as_str())
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 /// PostgreSQL: the held row and its activity line in one statement.
 static HOLD_WITH_ACTIVITY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH h AS ({INSERT_HELD})
-         INSERT INTO activity (mailbox_id, at, action, sender, detail) SELECT $1, $20, $21, $6, $14 FROM h"
+         INSERT INTO activity (mailbox_id, at, action, sender, detail, held_id)
+         SELECT $1, $20, $21, $6, $14, h.id FROM h RETURNING held_id"
     )
 });
 

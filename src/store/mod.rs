@@ -32,6 +32,7 @@
 //! the caller's fault: the unit is run again. The PostgreSQL pool serves
 //! single-statement writes and reads alike.
 
+pub mod activity;
 pub mod column;
 pub mod digest;
 pub mod dkim;

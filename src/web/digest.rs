@@ -227,6 +227,26 @@ pub async fn confirm(
             "<p>Nothing was done. Open the link and use the button on its page.</p>",
         );
     }
+    let (held_id, what) = match link.action {
+        DigestAction::Review => (None, "digest link to review a message: nothing to do"),
+        DigestAction::Deliver => (
+            link.held.as_ref().map(|i| i.held.id),
+            "digest link to deliver this message confirmed",
+        ),
+        DigestAction::ReviewAll => (None, "digest link to deliver all listed confirmed"),
+    };
+    let client = peer.as_ref().map(|Extension(ConnectInfo(a))| a.ip());
+    let sender = link.held.as_ref().map_or("", |i| i.held.sender.as_str());
+    super::activity::note_link_use(
+        &st,
+        link.mailbox_id,
+        held_id,
+        sender,
+        "digest link",
+        what,
+        client,
+    )
+    .await;
     let mailbox = escape(&link.mailbox);
     match link.action {
         DigestAction::Review => page(

@@ -18,6 +18,8 @@
 //! bounded; [`open_files`] keeps the process's descriptors enough for both
 //! listeners.
 
+pub mod activity;
+pub mod admin;
 pub mod digest;
 pub mod listener;
 pub mod lists;
@@ -34,10 +36,11 @@ use crate::quarantine::Quarantine;
 use crate::quarantine::release::ReleasedBy;
 use crate::store::Store;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -176,7 +179,11 @@ async fn show(State(st): State<WebState>, Path(token): Path<String>) -> Response
     page(StatusCode::OK, "Please confirm your message", &body)
 }
 
-async fn confirm(State(st): State<WebState>, Path(token): Path<String>) -> Response {
+async fn confirm(
+    State(st): State<WebState>,
+    Path(token): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
     let v = match st.quarantine.challenges().verify(&token).await {
         Ok(v) => v,
         Err(e) => return token_error_page(&e),
@@ -187,6 +194,16 @@ async fn confirm(State(st): State<WebState>, Path(token): Path<String>) -> Respo
         .await
     {
         Ok(n) => {
+            activity::note_link_use(
+                &st,
+                v.mailbox_id,
+                None,
+                &v.sender,
+                "verification link",
+                &format!("the sender confirmed on the verification page: {n} delivered"),
+                peer.map(|Extension(ConnectInfo(a))| a.ip()),
+            )
+            .await;
             // n is 0 when a second click raced the first: it still worked.
             let what = match n {
                 0 => "Your messages".to_owned(),

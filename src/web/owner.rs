@@ -56,6 +56,8 @@ pub fn routes() -> Router<WebState> {
         .merge(super::settings::routes())
         .merge(super::templates_page::routes())
         .merge(super::lists::routes())
+        .merge(super::activity::routes())
+        .merge(super::admin::routes())
 }
 
 // ---- pages -------------------------------------------------------------

@@ -188,6 +188,7 @@ fn mailbox_settings_round_trip_and_bad_values_change_nothing() {
             "ignore-rules: 0",
             "template-overrides: none",
             "digest: daily (last sent: never)",
+            "admin: off",
             "held: 0",
             "held-bytes: 0",
             "quarantine-max-messages: 10000 (default)",

@@ -28,6 +28,8 @@ mod peers;
 mod real_mail;
 mod smtp_dialogue;
 mod spam;
+mod web_activity;
+mod web_admin;
 mod web_limits;
 mod web_lists;
 mod web_owner;
