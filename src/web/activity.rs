@@ -309,6 +309,22 @@ pub async fn note_link_use(
     }
 }
 
+/// Records a change the owner made to a list on the web (`detail` says
+/// which) in the mailbox's activity log. The change is made and stays
+/// made, so a failure here goes to the log and does not change the answer.
+pub async fn note_list_change(st: &WebState, mailbox_id: i64, sender: &str, detail: &str) {
+    let line = NewEvent::new(
+        mailbox_id,
+        st.sessions.now(),
+        ActivityAction::ListChanged,
+        sender,
+        detail,
+    );
+    if let Err(e) = st.store.log_event(&line).await {
+        tracing::error!(error = %e, mailbox_id, "cannot record a list change in the activity log");
+    }
+}
+
 // ---- the page ------------------------------------------------------------
 
 #[derive(Template)]

@@ -155,7 +155,11 @@ pub async fn add_rule(
         .add_rule_within(mailbox_id, kind, rule, limit, &RuleSource::Owner, now)
         .await?
     {
-        RuleAdded::Added => Ok(true),
+        RuleAdded::Added => {
+            let detail = format!("added to the {kind} list: {rule}");
+            super::activity::note_list_change(st, mailbox_id, "", &detail).await;
+            Ok(true)
+        }
         RuleAdded::AlreadyThere => Ok(false),
         RuleAdded::ListFull { rules, limit } => Err(ListFailure::Full(format!(
             "Your {kind} list is full: it holds {rules} rules and this server allows {limit} \
@@ -171,10 +175,14 @@ pub async fn remove_rule(
     kind: ListKind,
     id: i64,
 ) -> Result<String, ListFailure> {
-    st.store
+    let line = st
+        .store
         .remove_rule_id(mailbox_id, kind, id)
         .await?
-        .ok_or(ListFailure::NotFound)
+        .ok_or(ListFailure::NotFound)?;
+    let detail = format!("removed from the {kind} list: {line}");
+    super::activity::note_list_change(st, mailbox_id, "", &detail).await;
+    Ok(line)
 }
 
 /// What an import did.
@@ -231,10 +239,22 @@ async fn replace_or_add(
         )
         .await?
     {
-        Imported::Added(added) => Ok(ImportDone {
-            added,
-            read: rules.len(),
-        }),
+        Imported::Added(added) => {
+            let detail = format!(
+                "{} the {kind} list: {} rules read, {added} new",
+                if replace {
+                    "imported as"
+                } else {
+                    "imported into"
+                },
+                rules.len()
+            );
+            super::activity::note_list_change(st, mailbox_id, "", &detail).await;
+            Ok(ImportDone {
+                added,
+                read: rules.len(),
+            })
+        }
         Imported::OverLimit { would_have, limit } => Err(ListFailure::Full(format!(
             "Your {kind} list would hold {would_have} rules, over this server's limit of {limit} \
              (challenge.max_rules_per_list). Nothing was imported."

@@ -516,3 +516,41 @@ on_both_backends!(
         );
     }
 );
+
+on_both_backends!(
+    list_changes_on_the_web_are_in_the_log,
+    |backend| async move {
+        let app = TestApp::spawn_on(backend).await;
+        let b = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        let csrf = b.get("/activity").await.csrf();
+        let r = b
+            .post(
+                "/lists/add",
+                &format!("csrf={csrf}&list=block&mode=simple&entry=%2A%40spam.example"),
+            )
+            .await;
+        assert_eq!(r.status, 303, "{r:?}");
+        let r = b
+            .post(
+                "/lists/import",
+                &format!("csrf={csrf}&list=allow&how=add&text=from+%5Ecarol%40example%5C.org%24"),
+            )
+            .await;
+        assert_eq!(r.status, 303, "{r:?}");
+        let log = b.get("/activity?kind=lists").await;
+        let lines = rows(&log.body);
+        assert_eq!(lines.len(), 2, "{}", log.body);
+        assert!(lines[0].contains("<td>List changed</td>"));
+        assert!(
+            lines[0].contains("imported into the allow list: 1 rules read, 1 new"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("added to the block list: from"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("spam"), "{}", lines[1]);
+    }
+);
