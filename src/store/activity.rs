@@ -251,22 +251,24 @@ impl Store {
     }
 
     /// Every mailbox (or the one with `only` as id) with its challenge
-    /// switch and quarantine totals, by domain and address.
+    /// switch and quarantine totals, by domain and address. The totals
+    /// come from `quarantine_usage` (the quota's running sums) and the
+    /// oldest from the `(mailbox_id, arrived_at)` index, so the page costs
+    /// no scan of the held mail.
     pub async fn mailbox_totals(
         &self,
         only: Option<i64>,
     ) -> Result<Vec<MailboxTotals>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT m.id, m.address, d.name AS domain,
-                    m.challenge_enabled, m.admin,
-                    COUNT(h.id) AS held,
-                    CAST(COALESCE(SUM(h.size), 0) AS BIGINT) AS bytes,
-                    MIN(h.arrived_at) AS oldest
+            "SELECT m.id, m.address, d.name AS domain, m.challenge_enabled, m.admin,
+                    CAST(COALESCE((SELECT SUM(u.messages) FROM quarantine_usage u
+                                   WHERE u.mailbox_id = m.id), 0) AS BIGINT) AS held,
+                    CAST(COALESCE((SELECT SUM(u.bytes) FROM quarantine_usage u
+                                   WHERE u.mailbox_id = m.id), 0) AS BIGINT) AS bytes,
+                    (SELECT MIN(h.arrived_at) FROM held_messages h WHERE h.mailbox_id = m.id) AS oldest
              FROM mailboxes m
              JOIN domains d ON d.id = m.domain_id
-             LEFT JOIN held_messages h ON h.mailbox_id = m.id
              WHERE $1 = 0 OR m.id = $1
-             GROUP BY m.id, m.address, d.name, m.challenge_enabled, m.admin
              ORDER BY d.name, m.address",
         )
         .bind(only.unwrap_or(0))
