@@ -5,7 +5,12 @@
 //! (the script never runs; no image is fetched until she clicks "Load
 //! images", and then only the https one, as the page promises), allows
 //! its sender (the message lands in her Maildir), answers a digest link
-//! with its button, looks at the pages at phone width and signs out.
+//! with its button, finds the sender on /lists and tests the address
+//! there, opens /settings and /templates, edits the verify text and
+//! previews it (nothing saved), reads /activity and, as an admin, /admin,
+//! looks at the pages at phone width (390
+//! px) and signs out. No page but the HTML part's logs a console error
+//! (the browser's own request for the missing /favicon.ico aside).
 //!
 //! Every page is saved as a screenshot; set `BROWSER_SCREENSHOTS=DIR`
 //! (CONTRIBUTING.md suggests `target/screenshots`) to keep them for a look.
@@ -30,6 +35,10 @@ const ALICE: &str = "alice@example.test";
 const ALICE_PW: &str = "alice correct horse";
 /// What the mail's script would write everywhere it could.
 const RAN: &str = "SCRIPT RAN";
+/// A verify text typed into /templates/verify (`\n`: a line break, as
+/// owner_browser.py's `setval` reads it).
+const EDITED_TEMPLATE: &str = "Subject: Please confirm: {{ subject }}\\n\\n\
+    Edited in a real browser for {{ mailbox }}.\\n\\n  {{ link }}\\n";
 
 /// A loopback TCP server standing in for a sender's image host: it counts
 /// connections (any, even a TLS handshake it cannot answer) and answers
@@ -355,6 +364,8 @@ on_both_backends!(
             .find(|h| h.sender == "eve@example.net")
             .unwrap()
             .id;
+        let alice = app.mailbox_id(ALICE).await;
+        app.store.set_admin(alice, true).await.unwrap();
 
         // The digest lists the three; carol's item gets used from it.
         let report = Digests::new(app.quarantine.clone())
@@ -402,18 +413,39 @@ on_both_backends!(
                 "main form button[type=submit]",
                 "11-digest-done.png",
             )
+            .shot("get", &url("/lists"), "12-lists.png")
+            .add(&["type", "#test-address", "news@shop.example.org"])
+            .shot("click", "#test form button", "13-lists-tested.png")
+            .shot("get", &url("/settings"), "14-settings.png")
+            .shot("get", &url("/templates"), "15-templates.png")
+            .shot("get", &url("/templates/verify"), "16-template-verify.png")
+            .add(&["setval", "textarea#text", EDITED_TEMPLATE])
+            .shot("click", "button[value=preview]", "17-template-preview.png")
+            .shot("get", &url("/templates"), "18-templates-unchanged.png")
+            .shot("get", &url("/activity"), "19-activity.png")
+            .shot("get", &url("/admin"), "20-admin.png")
+            .shot(
+                "get",
+                &url(&format!("/admin/mailboxes/{alice}")),
+                "21-admin-mailbox.png",
+            )
             .add(&["size", "390", "844"])
-            .shot("get", &url("/quarantine"), "12-phone-quarantine.png")
+            .shot("get", &url("/quarantine"), "22-phone-quarantine.png")
             .shot(
                 "get",
                 &url(&format!("/quarantine/{eve}")),
-                "13-phone-message.png",
+                "23-phone-message.png",
             )
+            .shot("get", &url("/lists"), "24-phone-lists.png")
+            .shot("get", &url("/settings"), "25-phone-settings.png")
+            .shot("get", &url("/templates/verify"), "26-phone-template.png")
+            .shot("get", &url("/activity"), "27-phone-activity.png")
+            .shot("get", &url("/admin"), "28-phone-admin.png")
             .add(&["size", "1024", "900"])
             .shot(
                 "click",
                 "form[action='/logout'] button",
-                "14-signed-out.png",
+                "29-signed-out.png",
             );
         let shots = tempfile::tempdir().unwrap();
         let steps = walk(&plan, shots.path(), (&http_host, &https_host)).await;
@@ -429,13 +461,25 @@ on_both_backends!(
             allowed,
             digest_page,
             digest_done,
+            lists,
+            tested,
+            settings,
+            templates,
+            verify,
+            preview,
+            unchanged,
+            activity,
+            admin,
+            admin_mailbox,
             phone_list,
             phone_message,
+            phone_pages @ ..,
             signed_out,
         ] = &steps[..]
         else {
-            panic!("expected 14 steps: {steps:#?}")
+            panic!("expected 29 steps: {steps:#?}")
         };
+        assert_eq!(phone_pages.len(), 5, "{steps:#?}");
 
         // Sign-in.
         assert!(login.url.contains("/login?next=/quarantine"), "{login:?}");
@@ -497,12 +541,57 @@ on_both_backends!(
         digest_done.assert_clean();
         assert_eq!(delivered(&app, "Minutes of Tuesday"), 1);
 
+        // The lists: the allowed sender, and the tester naming its entry.
+        // (Shown as the rule the release added, a regular expression.)
+        let rule = r"from ^news@shop\.example\.org$";
+        lists.assert_shows(&[rule, "added from quarantine"]);
+        tested.assert_shows(&[rule]);
+        assert!(
+            tested.url.contains("test=news%40shop.example.org"),
+            "{tested:?}"
+        );
+        assert!(tested.shows("allow"), "{tested:?}");
+        for page in [
+            lists,
+            tested,
+            settings,
+            templates,
+            verify,
+            preview,
+            unchanged,
+            activity,
+            admin,
+            admin_mailbox,
+        ] {
+            assert!(!page.title.starts_with("Not found"), "{page:?}");
+            page.assert_clean();
+        }
+        settings.assert_shows(&["Save settings"]);
+        templates.assert_shows(&["verify", "verifyreleased", "returnverify", "blacklist"]);
+
+        // The activity log names the allowed sender; alice, an admin, sees
+        // both mailboxes and her own quarantine from /admin.
+        activity.assert_shows(&["news@shop.example.org"]);
+        admin.assert_shows(&[ALICE, "bob@example.test"]);
+        admin_mailbox.assert_shows(&["<script>alert(1)</script> invoice"]);
+
+        // A template edited and previewed, not saved.
+        preview.assert_shows(&[
+            "Preview on a sample message",
+            "Subject: Please confirm: Lunch on Friday?",
+            "Edited in a real browser for alice@example.test.",
+        ]);
+        assert!(!unchanged.shows("Your own text."), "{unchanged:?}");
+
         // Phone width: what is left, readable.
         phone_list.assert_shows(&["<script>alert(1)</script> invoice"]);
         assert!(!phone_list.shows("Minutes of Tuesday"));
         phone_list.assert_clean();
         phone_message.assert_shows(&["Pay now.", "eve@example.net"]);
         phone_message.assert_clean();
+        for page in phone_pages {
+            page.assert_clean();
+        }
 
         // Signed out.
         assert_eq!(signed_out.title, "Sign in – boxtrap", "{signed_out:?}");

@@ -11,7 +11,8 @@ PLAN is a text file of steps, one a line, fields separated by tabs:
     click   CSS SHOT            click what CSS matches and wait for the next page
     link    TEXT SHOT           click the link whose text contains TEXT, likewise
     frame   CSS SHOT            report the document inside the iframe CSS matches
-    setval  CSS VALUE           set a field's value without key events (a textarea)
+    setval  CSS VALUE           set a field's value without key events (a textarea;
+                                `\n` in VALUE is a line break)
 
 Every step but `type`, `setval` and `size` saves SCREENSHOT_DIR/SHOT (a PNG
 of the whole page, at most 6000 pixels tall) and prints one JSON line whose values are all strings:
@@ -118,7 +119,8 @@ class Walk:
             field.send_keys(args[1])
         elif verb == "setval":
             field = d.find_element(By.CSS_SELECTOR, args[0])
-            d.execute_script("arguments[0].value = arguments[1];", field, args[1])
+            value = args[1].replace("\\n", "\n")
+            d.execute_script("arguments[0].value = arguments[1];", field, value)
         elif verb == "click":
             self.next_page(d.find_element(By.CSS_SELECTOR, args[0]), "click", args[1])
         elif verb == "link":
