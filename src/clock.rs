@@ -49,6 +49,25 @@ impl Timestamp {
         )
     }
 
+    /// Midnight UTC of a calendar date (proleptic Gregorian); `None` when
+    /// the date does not exist (2026-02-30) or is out of range.
+    pub fn from_date(year: i64, month: u32, day: u32) -> Option<Timestamp> {
+        if !(1..=9999).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+            return None;
+        }
+        // Howard Hinnant's days-from-civil, the inverse of Civil::from_secs.
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = i64::from(month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let t = Timestamp::from_secs(days * 86400);
+        let c = Civil::from_secs(t.secs());
+        (c.year == year && c.month == month && c.day == day).then_some(t)
+    }
+
     /// The main log's timestamp, as Exim writes it: `2026-11-27 14:05:53` (UTC).
     pub fn log_format(self) -> String {
         let c = Civil::from_secs(self.secs());

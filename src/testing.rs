@@ -110,7 +110,9 @@ impl Dnsmasq {
                 .expect("cannot run sh for dnsmasq");
             let stdin = child.stdin.take().expect("piped stdin");
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            for _ in 0..200 {
+            // Up to 10 s: a loaded machine (the whole suite on two cores)
+            // can take seconds to start it.
+            for _ in 0..1000 {
                 if child.try_wait().ok().flatten().is_some() {
                     break;
                 }

@@ -22,6 +22,7 @@ mod outbound;
 mod quarantine;
 mod queue;
 mod template;
+mod token;
 
 use crate::address::{Domain, EmailAddress};
 use crate::app::{App, AppDeps, Services};
@@ -109,6 +110,9 @@ pub enum AdminCmd {
     /// records to publish for them.
     #[command(subcommand)]
     Dkim(dkim::DkimCmd),
+    /// Owners' personal API tokens for /api/v1/: create, list, revoke.
+    #[command(subcommand)]
+    Token(token::TokenCmd),
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -180,6 +184,7 @@ impl Admin {
             AdminCmd::Key(c) => key::run(self, c).await,
             AdminCmd::Outbound(c) => outbound::run(self, c).await,
             AdminCmd::Dkim(c) => dkim::run(self, c).await,
+            AdminCmd::Token(c) => token::run(self, c).await,
         }
     }
 

@@ -16,6 +16,7 @@
 //! reply, owner) and [`sweep`] (the background pass). What a challenge is
 //! (token keys, the mails, verifying a token) is [`crate::challenge::issue`]'s.
 
+pub mod owner;
 pub mod release;
 pub mod screen;
 pub mod sweep;

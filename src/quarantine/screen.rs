@@ -73,6 +73,19 @@ struct Screening<'a> {
     /// The envelope sender as a lookup key; empty for `<>`.
     env_sender: String,
     now: Timestamp,
+    /// How many attachments the message has, counted once when the first
+    /// copy is held (the owner's list marks them; `has:attachment` finds them).
+    attachments: std::sync::OnceLock<i64>,
+}
+
+impl Screening<'_> {
+    fn attachments(&self) -> i64 {
+        *self.attachments.get_or_init(|| {
+            mail_parser::MessageParser::default()
+                .parse(self.data.as_slice())
+                .map_or(0, |m| m.attachments().count() as i64)
+        })
+    }
 }
 
 impl Quarantine {
@@ -107,6 +120,7 @@ impl Quarantine {
                 .map(|s| s.lookup_key())
                 .unwrap_or_default(),
             now: self.clock.now(),
+            attachments: std::sync::OnceLock::new(),
         };
         let (facts, env_sender, now) = (&m.facts, m.env_sender.as_str(), m.now);
 
@@ -388,6 +402,7 @@ impl Quarantine {
             auth_results: m.checks.auth_results.clone(),
             spam_score: m.checks.spam_score.map(|s| (s * 10.0).round() as i64),
             spam_report: m.checks.spam_report.clone(),
+            attachments: m.attachments(),
             now,
         });
         let (reason, opened) = self
@@ -633,6 +648,7 @@ struct HoldJob {
     /// Tenths of a point.
     spam_score: Option<i64>,
     spam_report: String,
+    attachments: i64,
     now: Timestamp,
 }
 
@@ -713,6 +729,7 @@ impl HoldJob {
                 auth_results: &self.auth_results,
                 spam_score: self.spam_score,
                 spam_report: &self.spam_report,
+                attachments: Some(self.attachments),
             },
             now,
         )

@@ -118,6 +118,8 @@ pub struct NewHeld<'a> {
     pub spam_score: Option<i64>,
     /// The score's parts or why there is none, in words.
     pub spam_report: &'a str,
+    /// How many attachments it has; `None`: not counted.
+    pub attachments: Option<i64>,
 }
 
 /// A held message as listed (without its body).
@@ -372,11 +374,11 @@ pub async fn remove_challenge(conn: &mut AnyConnection, id: i64) -> Result<(), S
 
 const INSERT_HELD: &str = "INSERT INTO held_messages (mailbox_id, queue_id, rcpt_index, env_sender, original_rcpt, sender,
             sender_name, subject, message_id, date_header, size, arrived_at, reason, reason_detail,
-            challenge_id, data, auth_results, spam_score, spam_report)
+            challenge_id, data, auth_results, spam_score, spam_report, sender_domain, attachments)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
             COALESCE($15, (SELECT id FROM challenges
                            WHERE mailbox_id = $1 AND sender = $6 AND state = 'open' AND expires_at > $12)),
-            $16, $17, $18, $19) RETURNING id";
+            $16, $17, $18, $19, $20, $21) RETURNING id";
 
 /// Holds a message. Without a `challenge_id` it joins the sender's open,
 /// unexpired challenge at `arrived_at`, if there is one (looked up in the
@@ -402,8 +404,20 @@ pub async fn insert_held(conn: &mut AnyConnection, h: &NewHeld<'_>) -> Result<i6
         .bind(h.auth_results)
         .bind(h.spam_score)
         .bind(h.spam_report)
+        .bind(sender_domain(h.sender))
+        .bind(h.attachments)
         .fetch_one(conn)
         .await?)
+}
+
+/// The domain of a stored sender address (after its last `@`, lower
+/// case); `""` for none. Kept in `held_messages.sender_domain` for the
+/// owner's `from:@domain` search.
+pub fn sender_domain(sender: &str) -> String {
+    sender
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// Holds a message and writes its `held` line in the activity log, with
@@ -451,6 +465,8 @@ pub async fn hold(
             .bind(h.auth_results)
             .bind(h.spam_score)
             .bind(h.spam_report)
+            .bind(sender_domain(h.sender))
+            .bind(h.attachments)
             .bind(at.0)
             .bind(ActivityAction::Held.as_str())
             .fetch_one(conn)
@@ -463,7 +479,7 @@ static HOLD_WITH_ACTIVITY: std::sync::LazyLock<String> = std::sync::LazyLock::ne
     format!(
         "WITH h AS ({INSERT_HELD})
          INSERT INTO activity (mailbox_id, at, action, sender, detail, held_id)
-         SELECT $1, $20, $21, $6, $14, h.id FROM h RETURNING held_id"
+         SELECT $1, $22, $23, $6, $14, h.id FROM h RETURNING held_id"
     )
 });
 
@@ -1556,6 +1572,7 @@ mod tests {
                     auth_results: "",
                     spam_score: None,
                     spam_report: "",
+                    attachments: None,
                 },
             )
             .await

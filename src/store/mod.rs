@@ -33,6 +33,7 @@
 //! single-statement writes and reads alike.
 
 pub mod activity;
+pub mod api_tokens;
 pub mod column;
 pub mod digest;
 pub mod dkim;
@@ -41,6 +42,7 @@ pub mod held;
 pub mod lists;
 pub mod mailboxes;
 pub mod queue;
+pub mod search;
 pub mod settings;
 pub mod web;
 

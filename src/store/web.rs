@@ -5,6 +5,7 @@
 //! by it: asking for another mailbox's message finds nothing.
 
 use super::held::{ChallengeState, HeldState, OutboundState};
+use super::search::{Bind, HeldQuery};
 use super::{Store, StoreError};
 use crate::clock::Timestamp;
 
@@ -52,12 +53,67 @@ pub struct HeldRow {
     pub reason_detail: String,
     pub state: HeldState,
     pub challenge_id: Option<i64>,
+    /// How many attachments; `None`: held before they were counted.
+    pub attachments: Option<i64>,
     pub challenge_state: Option<ChallengeState>,
     /// The challenge mail: its state, when it was handed on, and the last
     /// error (a bounce or a refusal).
     pub mail_state: Option<OutboundState>,
     pub mail_done_at: Option<i64>,
     pub mail_error: Option<String>,
+}
+
+/// The columns of a [`HeldRow`], read from [`HELD_ROW_FROM`].
+const HELD_ROW_COLUMNS: &str =
+    "h.id, h.arrived_at, h.env_sender, h.sender, h.sender_name, h.subject, h.size,
+    h.reason, h.reason_detail, h.state, h.challenge_id, h.attachments,
+    c.state AS challenge_state,
+    o.state AS mail_state, o.done_at AS mail_done_at, o.last_error AS mail_error";
+
+/// Held mail with its challenge and the challenge's first mail (what
+/// `challenge:` searches read).
+const HELD_ROW_FROM: &str = "FROM held_messages h
+    LEFT JOIN challenges c ON c.id = h.challenge_id
+    LEFT JOIN outbound_messages o ON o.id = (
+        SELECT MIN(x.id) FROM outbound_messages x
+        WHERE x.challenge_id = h.challenge_id AND x.kind = 'verify')";
+
+/// The FROM clause for a query: with the challenge joins only when a
+/// `challenge:` term reads them.
+fn from_for(query: &HeldQuery) -> &'static str {
+    if query.reads_challenges() {
+        HELD_ROW_FROM
+    } else {
+        "FROM held_messages h"
+    }
+}
+
+/// Binds a search's values, in order, after those already bound.
+fn bind_all<'q, O>(
+    mut q: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments>,
+    binds: Vec<Bind>,
+) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments> {
+    for b in binds {
+        q = match b {
+            Bind::Int(n) => q.bind(n),
+            Bind::Text(t) => q.bind(t),
+        };
+    }
+    q
+}
+
+/// One sender's held mail, for the by-sender view.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SenderGroup {
+    /// The From: address (`""`: none).
+    pub sender: String,
+    pub sender_name: String,
+    pub messages: i64,
+    pub bytes: i64,
+    /// When the newest of them arrived, microseconds since the epoch.
+    pub newest: i64,
+    /// One of their subjects (the greatest, as a sample).
+    pub a_subject: String,
 }
 
 impl Store {
@@ -208,35 +264,104 @@ impl Store {
         Ok(())
     }
 
-    /// One page of the mailbox's held mail, newest first, starting after
-    /// `after`; at most `limit` rows.
+    /// One page of the mailbox's held mail matching `query`, newest first,
+    /// starting after `after`; at most `limit` rows.
     pub async fn held_page(
         &self,
         mailbox_id: i64,
+        query: &HeldQuery,
         after: Option<HeldCursor>,
         limit: i64,
     ) -> Result<Vec<HeldRow>, StoreError> {
         let (at, id) = after.map_or((i64::MAX, i64::MAX), |c| (c.arrived_at.0, c.id));
-        Ok(sqlx::query_as(
-            "SELECT h.id, h.arrived_at, h.env_sender, h.sender, h.sender_name, h.subject, h.size,
-                    h.reason, h.reason_detail, h.state, h.challenge_id,
-                    c.state AS challenge_state,
-                    o.state AS mail_state, o.done_at AS mail_done_at, o.last_error AS mail_error
-             FROM held_messages h
-             LEFT JOIN challenges c ON c.id = h.challenge_id
-             LEFT JOIN outbound_messages o ON o.id = (
-                 SELECT MIN(x.id) FROM outbound_messages x
-                 WHERE x.challenge_id = h.challenge_id AND x.kind = 'verify')
+        let (cond, binds) = query.sql(5);
+        let sql = format!(
+            "SELECT {HELD_ROW_COLUMNS} {HELD_ROW_FROM}
              WHERE h.mailbox_id = $1 AND (h.arrived_at < $2 OR (h.arrived_at = $2 AND h.id < $3))
+               AND {cond}
              ORDER BY h.arrived_at DESC, h.id DESC
-             LIMIT $4",
-        )
-        .bind(mailbox_id)
-        .bind(at)
-        .bind(id)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
+             LIMIT $4"
+        );
+        let q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(mailbox_id)
+            .bind(at)
+            .bind(id)
+            .bind(limit);
+        Ok(bind_all(q, binds).fetch_all(self.pool()).await?)
+    }
+
+    /// The ids (with sender) of the mailbox's held mail matching `query`,
+    /// newest first, at most `limit`: what a bulk action on "everything
+    /// matching this search" acts on.
+    pub async fn held_matching(
+        &self,
+        mailbox_id: i64,
+        query: &HeldQuery,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let (cond, binds) = query.sql(3);
+        let from = from_for(query);
+        let sql = format!(
+            "SELECT h.id, h.sender {from}
+             WHERE h.mailbox_id = $1 AND {cond}
+             ORDER BY h.arrived_at DESC, h.id DESC
+             LIMIT $2"
+        );
+        let q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(mailbox_id)
+            .bind(limit);
+        Ok(bind_all(q, binds).fetch_all(self.pool()).await?)
+    }
+
+    /// The mailbox's held mail matching `query` grouped by sender: each
+    /// sender's count, total size and newest arrival, most recent first;
+    /// at most `limit` senders.
+    pub async fn held_senders(
+        &self,
+        mailbox_id: i64,
+        query: &HeldQuery,
+        limit: i64,
+    ) -> Result<Vec<SenderGroup>, StoreError> {
+        let (cond, binds) = query.sql(3);
+        let from = from_for(query);
+        let sql = format!(
+            "SELECT h.sender, MAX(h.sender_name) AS sender_name, COUNT(*) AS messages,
+                    CAST(SUM(h.size) AS BIGINT) AS bytes, MAX(h.arrived_at) AS newest,
+                    MAX(h.subject) AS a_subject
+             {from}
+             WHERE h.mailbox_id = $1 AND {cond}
+             GROUP BY h.sender
+             ORDER BY MAX(h.arrived_at) DESC
+             LIMIT $2"
+        );
+        let q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(mailbox_id)
+            .bind(limit);
+        Ok(bind_all(q, binds).fetch_all(self.pool()).await?)
+    }
+
+    /// The ids of the mailbox's held mail (state `held`) from one sender
+    /// or one sender domain, oldest first.
+    pub async fn held_ids_from(
+        &self,
+        mailbox_id: i64,
+        sender: Option<&str>,
+        domain: Option<&str>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (column, value) = match (sender, domain) {
+            (Some(s), _) => ("sender", s),
+            (None, Some(d)) => ("sender_domain", d),
+            (None, None) => return Ok(Vec::new()),
+        };
+        let sql = format!(
+            "SELECT id FROM held_messages WHERE mailbox_id = $1 AND {column} = $2 AND state = 'held'
+             ORDER BY arrived_at, id"
+        );
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(mailbox_id)
+            .bind(value)
+            .fetch_all(self.pool())
+            .await?)
     }
 
     /// A held message of this mailbox by id and its sender; `None` when
@@ -305,6 +430,7 @@ mod tests {
             auth_results: "",
             spam_score: None,
             spam_report: "",
+            attachments: None,
         };
         let mut tx = store.begin_write().await.unwrap();
         let id = crate::store::held::insert_held(&mut tx, &h).await.unwrap();
@@ -409,7 +535,10 @@ mod tests {
                 ids.push(hold(&store, a, n, 5000 + n.min(3) * 10).await);
             }
             let bobs = hold(&store, b, 9, 6000).await;
-            let first = store.held_page(a, None, 2).await.unwrap();
+            let first = store
+                .held_page(a, &HeldQuery::default(), None, 2)
+                .await
+                .unwrap();
             let got: Vec<i64> = first.iter().map(|r| r.id).collect();
             assert_eq!(got, vec![ids[4], ids[3]]);
             let last = first.last().unwrap();
@@ -418,7 +547,7 @@ mod tests {
                 id: last.id,
             };
             let rest: Vec<i64> = store
-                .held_page(a, Some(cursor), 10)
+                .held_page(a, &HeldQuery::default(), Some(cursor), 10)
                 .await
                 .unwrap()
                 .iter()
@@ -427,7 +556,7 @@ mod tests {
             assert_eq!(rest, vec![ids[2], ids[1], ids[0]]);
             assert!(first.iter().all(|r| r.challenge_state.is_none()));
             let only_bob: Vec<i64> = store
-                .held_page(b, None, 10)
+                .held_page(b, &HeldQuery::default(), None, 10)
                 .await
                 .unwrap()
                 .iter()

@@ -24,6 +24,7 @@ use super::session::{SignedIn, same_secret, secure_headers};
 use crate::clock::Timestamp;
 use crate::store::activity::{FoundHeld, MailboxTotals, NewEvent};
 use crate::store::held::{ActivityAction, HeldState};
+use crate::store::search::HeldQuery;
 use crate::store::web::{HeldCursor, HeldRow};
 use askama::Template;
 use axum::Router;
@@ -465,7 +466,10 @@ async fn mailbox_page(
             }
         },
     };
-    let rows = st.store.held_page(m.id, after, PAGE + 1).await;
+    let rows = st
+        .store
+        .held_page(m.id, &HeldQuery::default(), after, PAGE + 1)
+        .await;
     let settings = st.store.mailbox_settings(m.id).await;
     let recent = st
         .store

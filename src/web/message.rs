@@ -16,6 +16,7 @@ use super::owner::{
 };
 use super::session::{SignedIn, secure_headers};
 use crate::store::held::{HeldState, HeldSummary};
+use crate::store::search::HeldQuery;
 use crate::store::web::{HeldCursor, HeldRow};
 use askama::Template;
 use axum::Router;
@@ -175,6 +176,7 @@ async fn view(
         .store
         .held_page(
             mailbox_id,
+            &HeldQuery::default(),
             Some(HeldCursor {
                 arrived_at: l.held.arrived_at,
                 id: l.held.id.saturating_add(1),

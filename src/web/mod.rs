@@ -20,6 +20,7 @@
 
 pub mod activity;
 pub mod admin;
+pub mod api;
 pub mod digest;
 pub mod listener;
 pub mod lists;
@@ -58,6 +59,7 @@ pub fn router(state: WebState) -> Router {
         .route("/digest/{token}", get(digest::show).post(digest::confirm))
         .route("/healthz", get(health))
         .merge(owner::routes())
+        .merge(api::routes())
         .fallback(not_found)
         .with_state(state)
 }

@@ -20,9 +20,12 @@ use super::listener::client_key;
 use super::session::{SignedIn, same_secret, secure_headers};
 use crate::address::EmailAddress;
 use crate::clock::Timestamp;
+use crate::quarantine::owner::{ActionReport, OwnerAction};
 use crate::quarantine::release::ReleasedBy;
+use crate::store::StoreError;
 use crate::store::held::{ChallengeState, HeldState, OutboundState};
-use crate::store::web::{HeldCursor, HeldRow};
+use crate::store::search::{CHALLENGE_STATES, HeldQuery, REASONS};
+use crate::store::web::{HeldCursor, HeldRow, SenderGroup};
 use askama::Template;
 use axum::Router;
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
@@ -50,6 +53,7 @@ pub fn routes() -> Router<WebState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/quarantine", get(quarantine))
+        .route("/quarantine/actions", post(bulk).get(act_by_get))
         .route("/quarantine/{id}/{action}", post(act).get(act_by_get))
         .route("/static/boxtrap.css", get(stylesheet))
         .merge(super::message::routes())
@@ -101,6 +105,32 @@ struct QuarantinePage<'a> {
     after: &'a str,
     /// The cursor of the next (older) page, `""` when there is none.
     next: String,
+    /// The search as typed.
+    q: &'a str,
+    /// Why the search could not be read (`""`: it could).
+    search_error: String,
+    by_sender: bool,
+    senders: Vec<SenderItem>,
+    newest_url: String,
+    next_url: String,
+    messages_url: String,
+    senders_url: String,
+    reasons: &'static [&'static str],
+    states: &'static [&'static str],
+}
+
+/// One sender's held mail, as the by-sender view shows it.
+struct SenderItem {
+    /// The address as stored (`""`: none), for the forms.
+    addr_raw: String,
+    addr: String,
+    name: String,
+    messages: i64,
+    size: String,
+    newest: String,
+    subject: String,
+    /// The list searched for this sender's mail (`""`: none).
+    search: String,
 }
 
 struct Day {
@@ -124,6 +154,8 @@ struct Item {
     challenge: String,
     expires: String,
     releasing: bool,
+    /// How many attachments (0 also when not counted).
+    attachments: i64,
 }
 
 /// A rendered page with the security headers.
@@ -168,7 +200,7 @@ pub(super) fn message(
     html(status, page.render(), who.is_some())
 }
 
-fn forbidden(why: &str, who: Option<&SignedIn>) -> Response {
+pub(super) fn forbidden(why: &str, who: Option<&SignedIn>) -> Response {
     message(
         StatusCode::FORBIDDEN,
         "Request refused",
@@ -285,6 +317,81 @@ fn decoy_hash() -> &'static str {
     })
 }
 
+/// What a sign-in attempt came to ([`sign_in`]).
+pub(super) enum SignIn {
+    /// Signed in: the cookie to set and the session's CSRF token.
+    Done { cookie: HeaderValue, csrf: String },
+    /// Too many failures for the account or the client address: try again
+    /// in this many seconds. Not counted as a failure of its own.
+    Throttled { wait_secs: i64 },
+    /// Wrong address or password (one answer for both).
+    Wrong,
+}
+
+/// Checks an address and password, throttled per account and per client
+/// address (IPv4, or IPv6 /64); on success starts a session. Shared by
+/// `/login` and `POST /api/v1/login`.
+pub(super) async fn sign_in(
+    st: &WebState,
+    peer: SocketAddr,
+    typed: &str,
+    password: String,
+) -> Result<SignIn, StoreError> {
+    let account = EmailAddress::parse(typed)
+        .map(|a| a.lookup_key())
+        .unwrap_or_else(|_| typed.to_lowercase());
+    let account_key = format!("account:{account}");
+    let ip_key = format!("ip:{}", client_key(peer.ip()));
+    let now = st.sessions.now();
+    let since = now.plus_secs(-WINDOW_SECS);
+    // The attempt counts as a failure before the password is checked, so
+    // guesses sent side by side cannot get past the count; a success takes
+    // its rows back.
+    let attempt = st
+        .store
+        .note_login_failure(&[&account_key, &ip_key], now)
+        .await?;
+    let mut wait = 0;
+    for key in [&account_key, &ip_key] {
+        if let (n, Some(oldest)) = st.store.login_failures(key, since).await?
+            && n > MAX_FAILURES
+        {
+            wait = wait.max(oldest.secs() + WINDOW_SECS - now.secs());
+        }
+    }
+    if wait > 0 {
+        st.store.forget_login_attempt(&attempt).await?;
+        return Ok(SignIn::Throttled { wait_secs: wait });
+    }
+    let mailbox = st.store.login_mailbox(&account).await?;
+    let (id, phc) = match &mailbox {
+        Some(m) if !m.password_hash.is_empty() => (Some(m.id), m.password_hash.clone()),
+        _ => (None, decoy_hash().to_owned()),
+    };
+    let matched = tokio::task::spawn_blocking(move || crate::password::verify(&password, &phc))
+        .await
+        .unwrap_or(false);
+    match (id, matched) {
+        (Some(id), true) => {
+            st.store.forget_login_attempt(&attempt).await?;
+            st.store
+                .purge_login_failures(since, Some(&account_key))
+                .await?;
+            let (cookie, csrf) = st.sessions.start(&st.store, id).await?;
+            tracing::info!(mailbox = %account, client = %peer.ip(), "owner signed in");
+            Ok(SignIn::Done { cookie, csrf })
+        }
+        _ => {
+            // The attempt stays counted. Failures older than the window
+            // are forgotten here, so the table stays as small as the
+            // window under a flood.
+            st.store.purge_login_failures(since, None).await?;
+            tracing::info!(mailbox = ?account, client = %peer.ip(), "owner sign-in failed");
+            Ok(SignIn::Wrong)
+        }
+    }
+}
+
 async fn login(
     State(st): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -296,110 +403,43 @@ async fn login(
     }
     let next = safe_next(&f.next).unwrap_or("/quarantine");
     let typed: String = f.address.trim().chars().take(320).collect();
-    let account = EmailAddress::parse(&typed)
-        .map(|a| a.lookup_key())
-        .unwrap_or_else(|_| typed.to_lowercase());
-    let account_key = format!("account:{account}");
-    let ip_key = format!("ip:{}", client_key(peer.ip()));
-    let now = st.sessions.now();
-    let since = now.plus_secs(-WINDOW_SECS);
-    // The attempt counts as a failure before the password is checked, so
-    // guesses sent side by side cannot get past the count; a success takes
-    // its rows back.
-    let attempt = match st
-        .store
-        .note_login_failure(&[&account_key, &ip_key], now)
-        .await
-    {
-        Ok(ids) => ids,
-        Err(e) => return internal(&e),
-    };
-    let mut wait = 0;
-    for key in [&account_key, &ip_key] {
-        match st.store.login_failures(key, since).await {
-            Ok((n, Some(oldest))) if n > MAX_FAILURES => {
-                wait = wait.max(oldest.secs() + WINDOW_SECS - now.secs());
-            }
-            Ok(_) => {}
-            Err(e) => return internal(&e),
-        }
-    }
-    if wait > 0 {
-        // Refused unchecked: not a failure of its own.
-        if let Err(e) = st.store.forget_login_attempt(&attempt).await {
-            return internal(&e);
-        }
-        let minutes = (wait + 59) / 60;
+    let refusal = |status, error: &str| {
         let page = LoginPage {
             title: "Sign in",
             who: "",
             csrf: "",
             notice: "",
-            error: &format!(
-                "Too many failed sign-ins for this address or from your network. \
-                 Try again in {minutes} minute{}.",
-                if minutes == 1 { "" } else { "s" }
-            ),
+            error,
             address: &typed,
             next,
         };
-        let mut r = html(StatusCode::TOO_MANY_REQUESTS, page.render(), false);
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
-        return r;
-    }
-    let mailbox = match st.store.login_mailbox(&account).await {
-        Ok(m) => m,
-        Err(e) => return internal(&e),
+        html(status, page.render(), false)
     };
-    let (id, phc) = match &mailbox {
-        Some(m) if !m.password_hash.is_empty() => (Some(m.id), m.password_hash.clone()),
-        _ => (None, decoy_hash().to_owned()),
-    };
-    let password = f.password;
-    let matched = tokio::task::spawn_blocking(move || crate::password::verify(&password, &phc))
-        .await
-        .unwrap_or(false);
-    match (id, matched) {
-        (Some(id), true) => {
-            if let Err(e) = st.store.forget_login_attempt(&attempt).await {
-                return internal(&e);
-            }
-            if let Err(e) = st
-                .store
-                .purge_login_failures(since, Some(&account_key))
-                .await
-            {
-                return internal(&e);
-            }
-            let cookie = match st.sessions.start(&st.store, id).await {
-                Ok(c) => c,
-                Err(e) => return internal(&e),
-            };
-            tracing::info!(mailbox = %account, client = %peer.ip(), "owner signed in");
+    match sign_in(&st, peer, &typed, f.password).await {
+        Err(e) => internal(&e),
+        Ok(SignIn::Done { cookie, .. }) => {
             let mut r = see_other(next);
             r.headers_mut().insert(header::SET_COOKIE, cookie);
             r
         }
-        _ => {
-            // The attempt stays counted. Failures older than the window
-            // are forgotten here, so the table stays as small as the
-            // window under a flood.
-            if let Err(e) = st.store.purge_login_failures(since, None).await {
-                return internal(&e);
-            }
-            tracing::info!(mailbox = ?account, client = %peer.ip(), "owner sign-in failed");
-            let page = LoginPage {
-                title: "Sign in",
-                who: "",
-                csrf: "",
-                notice: "",
-                error: "Wrong mailbox address or password.",
-                address: &typed,
-                next,
-            };
-            html(StatusCode::UNAUTHORIZED, page.render(), false)
+        Ok(SignIn::Throttled { wait_secs }) => {
+            let minutes = (wait_secs + 59) / 60;
+            let mut r = refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Too many failed sign-ins for this address or from your network. \
+                     Try again in {minutes} minute{}.",
+                    if minutes == 1 { "" } else { "s" }
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait_secs.max(1)));
+            r
         }
+        Ok(SignIn::Wrong) => refusal(
+            StatusCode::UNAUTHORIZED,
+            "Wrong mailbox address or password.",
+        ),
     }
 }
 
@@ -476,6 +516,49 @@ struct ListQuery {
     limit: Option<String>,
     after: Option<String>,
     done: Option<String>,
+    /// The search ([`HeldQuery`]'s language).
+    q: Option<String>,
+    /// `sender`: one line per sender instead of per message.
+    view: Option<String>,
+}
+
+/// Where the list is: what to show and from where; rebuilt into links
+/// and the redirect after an action.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ListState {
+    pub q: String,
+    pub by_sender: bool,
+    pub limit: i64,
+    /// A cursor, `""` for the newest.
+    pub after: String,
+}
+
+impl ListState {
+    /// `/quarantine?...` for this state, with `done` if not empty.
+    pub(super) fn url(&self, done: &str) -> String {
+        let mut u = form_urlencoded::Serializer::new(String::new());
+        if !self.q.is_empty() {
+            u.append_pair("q", &self.q);
+        }
+        if self.by_sender {
+            u.append_pair("view", "sender");
+        }
+        if self.limit != PAGE_SIZES[0] {
+            u.append_pair("limit", &self.limit.to_string());
+        }
+        if !self.after.is_empty() {
+            u.append_pair("after", &self.after);
+        }
+        if !done.is_empty() {
+            u.append_pair("done", done);
+        }
+        let query = u.finish();
+        if query.is_empty() {
+            "/quarantine".to_owned()
+        } else {
+            format!("/quarantine?{query}")
+        }
+    }
 }
 
 fn parse_limit(s: Option<&str>) -> Option<i64> {
@@ -503,7 +586,7 @@ pub fn decode_cursor(s: &str) -> Option<HeldCursor> {
 /// The result line of an action, from its code in the redirect
 /// (`delivered.1`, `allowed.3`, `deleted.1`, `gone`); a code that is none
 /// of ours shows nothing.
-fn done_text(code: &str) -> String {
+pub(super) fn done_text(code: &str) -> String {
     let plural = |n: u32| if n == 1 { "" } else { "s" };
     match code.split_once('.') {
         Some(("delivered", n)) => n
@@ -522,8 +605,67 @@ fn done_text(code: &str) -> String {
             )
         }),
         _ if code == "gone" => "Nothing done: the message was already delivered or deleted.".into(),
+        Some(("act", counts)) => act_text(counts).unwrap_or_default(),
         _ => String::new(),
     }
+}
+
+/// The code of an [`ActionReport`] in the redirect: `act.` and its
+/// counts (delivered, deleted, rules added, skipped, not listed).
+pub(super) fn act_code(r: &ActionReport) -> String {
+    format!(
+        "act.{}.{}.{}.{}.{}",
+        r.delivered,
+        r.deleted,
+        r.rules_added.len(),
+        r.skipped,
+        r.not_listed.len()
+    )
+}
+
+/// The sentence for an `act.` code's counts.
+fn act_text(counts: &str) -> Option<String> {
+    let n: Vec<u32> = counts
+        .split('.')
+        .map(|c| c.parse().ok())
+        .collect::<Option<_>>()?;
+    let [delivered, deleted, rules, skipped, unlisted] = n[..] else {
+        return None;
+    };
+    let s = |n: u32| if n == 1 { "" } else { "s" };
+    let mut parts = Vec::new();
+    if delivered > 0 {
+        parts.push(format!("{delivered} delivered"));
+    }
+    if deleted > 0 {
+        parts.push(format!("{deleted} deleted"));
+    }
+    if rules > 0 {
+        parts.push(format!("{rules} rule{} added to your lists", s(rules)));
+    }
+    if skipped > 0 {
+        parts.push(format!(
+            "{skipped} message{} already delivered or deleted",
+            s(skipped)
+        ));
+    }
+    if unlisted > 0 {
+        parts.push(format!(
+            "{unlisted} sender{} not listed (no From: address, or the list is full)",
+            s(unlisted)
+        ));
+    }
+    if parts.is_empty() {
+        return Some("Nothing was done: nothing matched.".into());
+    }
+    let text = parts.join(", ");
+    let mut c = text.chars();
+    Some(format!(
+        "{}.",
+        c.next()
+            .map(|f| f.to_uppercase().chain(c).collect::<String>())
+            .unwrap_or_default()
+    ))
 }
 
 async fn quarantine(
@@ -531,94 +673,185 @@ async fn quarantine(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let back = match (&q.limit, &q.after) {
-        (Some(l), Some(a)) => format!("/quarantine?limit={l}&after={a}"),
-        (Some(l), None) => format!("/quarantine?limit={l}"),
-        _ => "/quarantine".to_owned(),
+    let mut state = ListState {
+        q: q.q.clone().unwrap_or_default(),
+        by_sender: q.view.as_deref() == Some("sender"),
+        limit: PAGE_SIZES[0],
+        after: String::new(),
     };
-    let s = match signed_in(&st, &headers, &back).await {
+    // Back here after sign-in, with the page size and cursor as given.
+    state.limit = parse_limit(q.limit.as_deref()).unwrap_or(PAGE_SIZES[0]);
+    state.after = q.after.clone().unwrap_or_default();
+    let s = match signed_in(&st, &headers, &state.url("")).await {
         Ok(s) => s,
         Err(r) => return r,
     };
+    let bad = |text: &str| message(StatusCode::BAD_REQUEST, "Bad request", text, Some(&s));
     let Some(limit) = parse_limit(q.limit.as_deref()) else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The page size must be 25, 50 or 100.",
-            Some(&s),
-        );
+        return bad("The page size must be 25, 50 or 100.");
     };
+    state.limit = limit;
     let after_text = q.after.as_deref().unwrap_or("");
     let after = if after_text.is_empty() {
         None
     } else {
         match decode_cursor(after_text) {
             Some(c) => Some(c),
-            None => {
-                return message(
-                    StatusCode::BAD_REQUEST,
-                    "Bad request",
-                    "This page link is not valid. Start again from the newest mail.",
-                    Some(&s),
-                );
-            }
+            None => return bad("This page link is not valid. Start again from the newest mail."),
         }
     };
+    state.after = after_text.to_owned();
+    let now = st.sessions.now();
     let mailbox_id = s.session.mailbox_id;
-    let mut rows = match st.store.held_page(mailbox_id, after, limit + 1).await {
-        Ok(r) => r,
-        Err(e) => return internal(&e),
-    };
     let keep_days = match st.store.mailbox_settings(mailbox_id).await {
         Ok(m) => m.keep_days,
         Err(e) => return internal(&e),
     };
+    let (query, search_error) = match HeldQuery::parse(&state.q, now) {
+        Ok(query) => (query, String::new()),
+        Err(e) => (HeldQuery::default(), e.to_string()),
+    };
+    let mut page = QuarantinePage {
+        title: "Your quarantine",
+        who: &s.session.address,
+        csrf: &s.session.csrf_token,
+        notice: q.done.as_deref().map(done_text).unwrap_or_default(),
+        summary: String::new(),
+        keep_days,
+        groups: Vec::new(),
+        senders: Vec::new(),
+        first_page: after.is_none(),
+        limit,
+        after: if after.is_some() { after_text } else { "" },
+        next: String::new(),
+        q: &state.q,
+        search_error,
+        by_sender: state.by_sender,
+        newest_url: ListState {
+            after: String::new(),
+            ..state.clone()
+        }
+        .url(""),
+        next_url: String::new(),
+        messages_url: ListState {
+            by_sender: false,
+            after: String::new(),
+            ..state.clone()
+        }
+        .url(""),
+        senders_url: ListState {
+            by_sender: true,
+            after: String::new(),
+            ..state.clone()
+        }
+        .url(""),
+        reasons: REASONS,
+        states: CHALLENGE_STATES,
+    };
+    if !page.search_error.is_empty() {
+        let mut r = html(StatusCode::BAD_REQUEST, page.render(), true);
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return r;
+    }
+    if state.by_sender {
+        let groups = match st
+            .store
+            .held_senders(mailbox_id, &query, SENDER_LIMIT)
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => return internal(&e),
+        };
+        page.summary = match groups.len() as i64 {
+            0 => String::new(),
+            n if n == SENDER_LIMIT => format!("The {n} senders with the newest held mail."),
+            1 => "1 sender.".into(),
+            n => format!("{n} senders."),
+        };
+        page.senders = groups.iter().map(sender_item).collect();
+        return html(StatusCode::OK, page.render(), true);
+    }
+    let mut rows = match st
+        .store
+        .held_page(mailbox_id, &query, after, limit + 1)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return internal(&e),
+    };
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next = match (more, rows.last()) {
-        (true, Some(r)) => encode_cursor(HeldCursor {
+    if let (true, Some(r)) = (more, rows.last()) {
+        page.next = encode_cursor(HeldCursor {
             arrived_at: r.arrived_at,
             id: r.id,
-        }),
-        _ => String::new(),
-    };
-    let now = st.sessions.now();
+        });
+        page.next_url = ListState {
+            after: page.next.clone(),
+            ..state.clone()
+        }
+        .url("");
+    }
     let shown = rows.len();
-    let mut groups: Vec<Day> = Vec::new();
     for r in rows {
         let day = day_of(r.arrived_at, now);
         let item = item(&r, keep_days, now);
-        match groups.last_mut() {
+        match page.groups.last_mut() {
             Some(g) if g.day == day => g.items.push(item),
-            _ => groups.push(Day {
+            _ => page.groups.push(Day {
                 day,
                 items: vec![item],
             }),
         }
     }
-    let summary = match (shown, after.is_some()) {
+    let matching = if query.is_empty() {
+        ""
+    } else {
+        " matching your search"
+    };
+    page.summary = match (shown, after.is_some()) {
         (0, _) => String::new(),
-        (1, false) => "The newest held message.".into(),
+        (1, false) => format!("The newest held message{matching}."),
         (n, false) => format!(
-            "The {n} newest held messages{}.",
+            "The {n} newest held messages{matching}{}.",
             if more { "" } else { " (all of them)" }
         ),
-        (n, true) => format!("{n} older held message{}.", if n == 1 { "" } else { "s" }),
-    };
-    let page = QuarantinePage {
-        title: "Your quarantine",
-        who: &s.session.address,
-        csrf: &s.session.csrf_token,
-        notice: q.done.as_deref().map(done_text).unwrap_or_default(),
-        summary,
-        keep_days,
-        groups,
-        first_page: after.is_none(),
-        limit,
-        after: if after.is_some() { after_text } else { "" },
-        next,
+        (n, true) => format!(
+            "{n} older held message{}{matching}.",
+            if n == 1 { "" } else { "s" }
+        ),
     };
     html(StatusCode::OK, page.render(), true)
+}
+
+/// The most senders the by-sender view shows.
+pub const SENDER_LIMIT: i64 = 200;
+
+fn sender_item(g: &SenderGroup) -> SenderItem {
+    SenderItem {
+        addr_raw: g.sender.clone(),
+        addr: if g.sender.is_empty() {
+            "no address".to_owned()
+        } else {
+            printable(&g.sender)
+        },
+        name: printable(&g.sender_name),
+        messages: g.messages,
+        size: size_text(g.bytes),
+        newest: Timestamp(g.newest).log_format(),
+        subject: printable(&g.a_subject),
+        search: if g.sender.is_empty() {
+            String::new()
+        } else {
+            ListState {
+                q: format!("from:{}", g.sender),
+                limit: PAGE_SIZES[0],
+                ..ListState::default()
+            }
+            .url("")
+        },
+    }
 }
 
 fn day_of(t: Timestamp, now: Timestamp) -> String {
@@ -666,6 +899,7 @@ fn item(r: &HeldRow, keep_days: i64, now: Timestamp) -> Item {
         challenge: challenge_text(r),
         expires: expires_text(r.arrived_at.plus_secs(keep_days * 86400), now),
         releasing: r.state == HeldState::Releasing,
+        attachments: r.attachments.unwrap_or(0),
     }
 }
 
@@ -854,6 +1088,192 @@ async fn act(
     to.push_str("&done=");
     to.push_str(&done);
     see_other(&to)
+}
+
+/// The most messages one action on "everything matching this search"
+/// acts on; the rest wait for the next press.
+pub const BULK_LIMIT: i64 = 10_000;
+
+/// A bulk action's form: repeated `id` and `sender` fields, so read with
+/// `form_urlencoded` rather than serde.
+#[derive(Debug, Default)]
+struct BulkForm {
+    csrf: String,
+    action: String,
+    ids: Vec<String>,
+    senders: Vec<String>,
+    /// `matching`: everything the search `q` matches.
+    scope: String,
+    q: String,
+    view: String,
+    limit: String,
+    after: String,
+}
+
+impl BulkForm {
+    fn read(body: &[u8]) -> BulkForm {
+        let mut f = BulkForm::default();
+        for (k, v) in form_urlencoded::parse(body) {
+            let v = v.into_owned();
+            match &*k {
+                "csrf" => f.csrf = v,
+                "action" => f.action = v,
+                "id" => f.ids.push(v),
+                "sender" => f.senders.push(v),
+                "scope" => f.scope = v,
+                "q" => f.q = v,
+                "view" => f.view = v,
+                "limit" => f.limit = v,
+                "after" => f.after = v,
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// What a bulk request acts on, checked against the owner's mailbox:
+/// `Err` is the message to give (nothing was done).
+pub(super) enum Targets {
+    Found(Vec<(i64, String)>),
+    /// An id or sender that is not in this quarantine: 404.
+    NotFound(String),
+    /// The request itself is wrong: 400.
+    Bad(String),
+}
+
+/// Resolves ids, senders or "everything matching `q`" to held messages
+/// of `mailbox_id`; any id or sender that is not this mailbox's refuses
+/// the whole request.
+pub(super) async fn targets(
+    st: &WebState,
+    mailbox_id: i64,
+    ids: &[String],
+    senders: &[String],
+    matching: Option<&str>,
+) -> Result<Targets, StoreError> {
+    if let Some(q) = matching {
+        let query = match HeldQuery::parse(q, st.sessions.now()) {
+            Ok(query) => query,
+            Err(e) => return Ok(Targets::Bad(format!("The search cannot be read: {e}."))),
+        };
+        return Ok(Targets::Found(
+            st.store
+                .held_matching(mailbox_id, &query, BULK_LIMIT)
+                .await?,
+        ));
+    }
+    if ids.len() + senders.len() > BULK_LIMIT as usize {
+        return Ok(Targets::Bad(format!(
+            "At most {BULK_LIMIT} messages or senders can be chosen at once."
+        )));
+    }
+    let mut found = Vec::new();
+    for id in ids {
+        let Ok(n) = id.trim().parse::<i64>() else {
+            return Ok(Targets::Bad(format!(
+                "{:?} is not a message id.",
+                printable(id)
+            )));
+        };
+        match st.store.held_of_mailbox(mailbox_id, n).await? {
+            Some((id, sender, _)) => found.push((id, sender)),
+            None => {
+                return Ok(Targets::NotFound(format!(
+                    "Message {n} is not in your quarantine."
+                )));
+            }
+        }
+    }
+    for sender in senders {
+        match st
+            .store
+            .held_ids_from(mailbox_id, Some(sender), None)
+            .await?
+            .first()
+        {
+            Some(id) => found.push((*id, sender.clone())),
+            None => {
+                return Ok(Targets::NotFound(format!(
+                    "Nothing from {} is in your quarantine.",
+                    printable(sender)
+                )));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(Targets::Bad(
+            "Choose at least one message or sender, or \"everything matching this search\".".into(),
+        ));
+    }
+    Ok(Targets::Found(found))
+}
+
+/// `POST /quarantine/actions`: one action on the chosen messages, the
+/// chosen senders' mail, or everything the search matches.
+async fn bulk(State(st): State<WebState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let f = BulkForm::read(&body);
+    let state = ListState {
+        q: f.q.clone(),
+        by_sender: f.view == "sender",
+        limit: parse_limit(Some(&f.limit)).unwrap_or(PAGE_SIZES[0]),
+        after: if decode_cursor(&f.after).is_some() {
+            f.after.clone()
+        } else {
+            String::new()
+        },
+    };
+    let s = match signed_in(&st, &headers, &state.url("")).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Some(r) = refused(&st, &headers, &s, &f.csrf) {
+        return r;
+    }
+    let Ok(action) = f.action.parse::<OwnerAction>() else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Nothing done",
+            &format!(
+                "{:?} is not an action on held mail. Nothing was changed.",
+                printable(&f.action)
+            ),
+            Some(&s),
+        );
+    };
+    let mailbox_id = s.session.mailbox_id;
+    let matching = (f.scope == "matching").then_some(f.q.as_str());
+    let found = match targets(&st, mailbox_id, &f.ids, &f.senders, matching).await {
+        Ok(Targets::Found(t)) => t,
+        Ok(Targets::NotFound(why)) => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                &format!("{why} Nothing was changed."),
+                Some(&s),
+            );
+        }
+        Ok(Targets::Bad(why)) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "Nothing done",
+                &format!("{why} Nothing was changed."),
+                Some(&s),
+            );
+        }
+        Err(e) => return internal(&e),
+    };
+    let report = match st.quarantine.owner_act(mailbox_id, action, &found).await {
+        Ok(r) => r,
+        Err(e) => return internal(&e),
+    };
+    tracing::info!(
+        mailbox = %s.session.address, action = %action, targets = found.len(),
+        delivered = report.delivered, deleted = report.deleted, "owner acted on held mail"
+    );
+    // The page the action came from; after a deletion its cursor may
+    // point past what is left, which only shows less.
+    see_other(&state.url(&act_code(&report)))
 }
 
 /// Percent-encodes everything but unreserved characters and `/`.

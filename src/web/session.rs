@@ -90,8 +90,12 @@ impl Sessions {
     }
 
     /// Starts a session for the mailbox (purging expired ones first);
-    /// returns the cookie to set.
-    pub async fn start(&self, store: &Store, mailbox_id: i64) -> Result<HeaderValue, StoreError> {
+    /// returns the cookie to set and the session's CSRF token.
+    pub async fn start(
+        &self,
+        store: &Store,
+        mailbox_id: i64,
+    ) -> Result<(HeaderValue, String), StoreError> {
         let now = self.now();
         store
             .purge_web_sessions(
@@ -100,10 +104,11 @@ impl Sessions {
             )
             .await?;
         let id = new_token();
+        let csrf = new_token();
         store
-            .create_web_session(&hash_id(&id), mailbox_id, &new_token(), now)
+            .create_web_session(&hash_id(&id), mailbox_id, &csrf, now)
             .await?;
-        Ok(self.cookie_header(&id, self.lifetime_secs))
+        Ok((self.cookie_header(&id, self.lifetime_secs), csrf))
     }
 
     /// The `Set-Cookie` value that ends the session in the browser.

@@ -127,6 +127,7 @@ impl Admin {
                 auth_results: "",
                 spam_score: None,
                 spam_report: "",
+                attachments: None,
             },
         )
         .await

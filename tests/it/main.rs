@@ -1,6 +1,7 @@
 //! Integration tests: one binary, each module a part of the product seen
 //! from outside (over SMTP, through the CLI, with real peers).
 
+mod http;
 mod support;
 
 mod amplification;
@@ -30,6 +31,7 @@ mod smtp_dialogue;
 mod spam;
 mod web_activity;
 mod web_admin;
+mod web_api;
 mod web_limits;
 mod web_lists;
 mod web_owner;

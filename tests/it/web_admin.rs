@@ -41,6 +41,7 @@ async fn hold(app: &TestApp, mailbox: &str, sender: &str, subject: &str) -> i64 
             auth_results: "",
             spam_score: None,
             spam_report: "",
+            attachments: None,
         },
         Timestamp::from_secs(T0),
     )

@@ -248,6 +248,7 @@ async fn hold(app: &TestApp, mailbox: &str, sender: &str) -> i64 {
             auth_results: "",
             spam_score: None,
             spam_report: "",
+            attachments: None,
         },
     )
     .await

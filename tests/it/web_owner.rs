@@ -3,15 +3,12 @@
 //! same-origin checks, two mailboxes that never see each other's mail,
 //! escaping, and held mail delivered from the quarantine page.
 
+use crate::http::*;
 use crate::on_both_backends;
 use crate::support::*;
 use boxtrap::clock::Timestamp;
 use boxtrap::store::held::{self, NewHeld};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 
 const ALICE: &str = "alice@example.test";
 const BOB: &str = "bob@example.test";
@@ -19,180 +16,6 @@ const ALICE_PW: &str = "alice correct horse";
 
 /// A refused POST: its form, extra headers, and what the refusal names.
 type RefusalCase = (String, Vec<(&'static str, &'static str)>, &'static str);
-
-/// One HTTP response: status, headers (lower-case names) and body.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The session id a `Set-Cookie` gives (`""`: a clearing one).
-    fn session_cookie(&self) -> Option<String> {
-        let c = self.header("set-cookie")?;
-        let v = c.strip_prefix("boxtrap_session=")?;
-        Some(v.split(';').next().unwrap_or("").to_owned())
-    }
-
-    /// The CSRF token in the page's forms.
-    fn csrf(&self) -> String {
-        let at = self
-            .body
-            .find("name=\"csrf\" value=\"")
-            .unwrap_or_else(|| panic!("no csrf field in {}", self.body));
-        self.body[at + 19..at + 19 + 64].to_owned()
-    }
-}
-
-/// One request over a fresh connection from the loopback address `src`.
-async fn request_from(
-    src: &str,
-    to: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Resp {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
-    let mut stream = socket.connect(to).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if method == "POST" {
-        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf))
-        .await
-        .expect("no HTTP response within 30 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-/// A browser: keeps the session cookie and sends our own Origin on POSTs.
-struct Browser {
-    web: SocketAddr,
-    src: &'static str,
-    cookie: Option<String>,
-}
-
-impl Browser {
-    fn new(app: &TestApp) -> Browser {
-        Browser {
-            web: app.web,
-            src: "127.0.0.1",
-            cookie: None,
-        }
-    }
-
-    fn origin(&self) -> String {
-        format!("http://{}", self.web)
-    }
-
-    async fn get(&self, path: &str) -> Resp {
-        let cookie = self.cookie.as_ref().map(|c| format!("boxtrap_session={c}"));
-        let mut h = Vec::new();
-        if let Some(c) = &cookie {
-            h.push(("Cookie", c.as_str()));
-        }
-        request_from(self.src, self.web, "GET", path, &h, "").await
-    }
-
-    /// A POST with extra headers (an Origin of our own unless given).
-    async fn post_with(&self, path: &str, form: &str, extra: &[(&str, &str)]) -> Resp {
-        let cookie = self.cookie.as_ref().map(|c| format!("boxtrap_session={c}"));
-        let origin = self.origin();
-        let mut h: Vec<(&str, &str)> = extra.to_vec();
-        if !extra
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("origin") || k.eq_ignore_ascii_case("referer"))
-        {
-            h.push(("Origin", origin.as_str()));
-        }
-        if let Some(c) = &cookie {
-            h.push(("Cookie", c.as_str()));
-        }
-        request_from(self.src, self.web, "POST", path, &h, form).await
-    }
-
-    async fn post(&self, path: &str, form: &str) -> Resp {
-        self.post_with(path, form, &[]).await
-    }
-
-    async fn login(&mut self, address: &str, password: &str) -> Resp {
-        let r = self
-            .post(
-                "/login",
-                &format!("address={}&password={}", enc(address), enc(password)),
-            )
-            .await;
-        if let Some(c) = r.session_cookie() {
-            self.cookie = Some(c);
-        }
-        r
-    }
-
-    /// Signs in (expecting success) and returns the quarantine page.
-    async fn signed_in(app: &TestApp, address: &str, password: &str) -> (Browser, Resp) {
-        let mut b = Browser::new(app);
-        let r = b.login(address, password).await;
-        assert_eq!(r.status, 303, "{r:?}");
-        let page = b.get("/quarantine").await;
-        assert_eq!(page.status, 200, "{page:?}");
-        (b, page)
-    }
-}
-
-/// Form-encodes a value.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-async fn set_password(app: &TestApp, mailbox: &str, pw: &str) {
-    let h = boxtrap::password::hash(pw).unwrap();
-    app.store
-        .set_password_hash(&addr_of(mailbox), &h)
-        .await
-        .unwrap();
-}
 
 async fn app_with_alice(backend: Backend) -> TestApp {
     let app = TestApp::spawn_on(backend).await;
@@ -232,6 +55,7 @@ async fn hold(app: &TestApp, mailbox: &str, sender: &str, name: &str, subject: &
             auth_results: "",
             spam_score: None,
             spam_report: "",
+            attachments: None,
         },
     )
     .await
@@ -877,6 +701,7 @@ async fn hold_data(app: &TestApp, mailbox: &str, data: &str, at: i64) -> i64 {
             auth_results: "mx.example.test; dmarc=fail header.from=example.org",
             spam_score: Some(43),
             spam_report: "BAYES_50 <0.8>",
+            attachments: None,
         },
     )
     .await
