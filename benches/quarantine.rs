@@ -41,6 +41,7 @@ use boxtrap::clock::{Clock, SystemClock, Timestamp};
 use boxtrap::config::{Config, HumanDuration};
 use boxtrap::store::Store;
 use boxtrap::store::digest::DigestFrequency;
+use boxtrap::store::search::HeldQuery;
 use boxtrap::store::web::HeldCursor;
 use boxtrap::web::owner::encode_cursor;
 use sqlx::Row;
@@ -511,7 +512,12 @@ fn store_probe<'a>(store: &'a Store, owner: &'a Owner, deep: bool) -> Probe<'a> 
         Box::pin(async move {
             let began = Instant::now();
             let rows = store
-                .held_page(owner.id, deep.then_some(owner.deep), PAGE + 1)
+                .held_page(
+                    owner.id,
+                    &HeldQuery::default(),
+                    deep.then_some(owner.deep),
+                    PAGE + 1,
+                )
                 .await
                 .unwrap();
             let took = began.elapsed();

@@ -273,11 +273,14 @@ impl Store {
         after: Option<HeldCursor>,
         limit: i64,
     ) -> Result<Vec<HeldRow>, StoreError> {
+        // A row-value comparison, which both backends walk the
+        // (mailbox_id, arrived_at, id) index with (PostgreSQL does not
+        // for the equivalent `a < x OR (a = x AND id < y)`).
         let (at, id) = after.map_or((i64::MAX, i64::MAX), |c| (c.arrived_at.0, c.id));
         let (cond, binds) = query.sql(5);
         let sql = format!(
             "SELECT {HELD_ROW_COLUMNS} {HELD_ROW_FROM}
-             WHERE h.mailbox_id = $1 AND (h.arrived_at < $2 OR (h.arrived_at = $2 AND h.id < $3))
+             WHERE h.mailbox_id = $1 AND (h.arrived_at, h.id) < ($2, $3)
                AND {cond}
              ORDER BY h.arrived_at DESC, h.id DESC
              LIMIT $4"
