@@ -27,6 +27,7 @@
 //!   cursor 90% of the way down), timed by the client from connect to the
 //!   last byte over loopback, so an upper bound of the server's time;
 //! - `GET /quarantine/{id}` of the newest message;
+//! - the page searching by sender (`q=from:`) and by subject;
 //! - [`Store::held_page`] itself, the query those pages run (26 rows);
 //! - "Allow sender and deliver all" for a sender with 100 held messages
 //!   (`Quarantine::release_sender`: each delivered into the Maildir);
@@ -69,6 +70,9 @@ const INSERTS_PER_TX: usize = 20;
 /// The page's size and what it asks the store for (one more, to know
 /// whether there is a next page).
 const PAGE: i64 = 25;
+/// The sender searched for: the one in the middle of
+/// [`Corpus::senders`] (about 700 messages in the big mailbox).
+const SEARCHED_SENDER: usize = 500;
 /// Messages of one sender released at once.
 const RELEASED: usize = 100;
 
@@ -601,6 +605,13 @@ fn measures<'a>(
         page("GET /quarantine?limit=100", &|_| {
             "/quarantine?limit=100".to_owned()
         }),
+        page("GET /quarantine?q=from: (one sender)", &|_| {
+            let sender = &held.corpus.senders[SEARCHED_SENDER].0;
+            format!("/quarantine?q=from:{}", sender.replace('@', "%40"))
+        }),
+        page("GET /quarantine?q=subject:invoice", &|_| {
+            "/quarantine?q=subject:invoice".to_owned()
+        }),
         page("GET /quarantine/{id} (newest)", &|o| {
             format!("/quarantine/{}", o.newest)
         }),
@@ -697,7 +708,7 @@ async fn explain(store: &Store, postgres: bool, owner: &Owner, which: &str) {
          LEFT JOIN outbound_messages o ON o.id = (
              SELECT MIN(x.id) FROM outbound_messages x
              WHERE x.challenge_id = h.challenge_id AND x.kind = 'verify')
-         WHERE h.mailbox_id = $1 AND (h.arrived_at < $2 OR (h.arrived_at = $2 AND h.id < $3))
+         WHERE h.mailbox_id = $1 AND (h.arrived_at, h.id) < ($2, $3)
          ORDER BY h.arrived_at DESC, h.id DESC
          LIMIT $4";
     let (prefix, col) = if postgres {
