@@ -10,9 +10,14 @@
 //! bad value is named next to its field with what was typed kept, and
 //! nothing is written; otherwise everything is written in one transaction
 //! ([`Store::change_mailbox_settings`]). [`change`] is that check-and-write,
-//! shared with the JSON API.
+//! shared with the JSON API: `GET /api/v1/settings` and `PATCH
+//! /api/v1/settings` with any subset of the fields ([`SettingsJson`]'s
+//! names; switches as `true`/`false`, the spam bands as numbers such as
+//! `-2.5` or `null` for off), all or nothing, a refusal being `400
+//! {"error", "fields": {name: what was expected}}`.
 
 use super::WebState;
+use super::api::{body, caller, json, json_internal};
 use super::owner::{html, internal, refused, see_other, signed_in};
 use crate::clock::Timestamp;
 use crate::store::settings::{
@@ -22,15 +27,18 @@ use crate::store::settings::{
 use crate::store::{Store, StoreError};
 use askama::Template;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The owner's settings routes, merged into [`super::owner::routes`].
 pub fn routes() -> Router<WebState> {
-    Router::new().route("/settings", get(page).post(save))
+    Router::new()
+        .route("/settings", get(page).post(save))
+        .route("/api/v1/settings", get(api_get).patch(api_patch))
 }
 
 /// How a setting is edited.
@@ -469,6 +477,164 @@ fn label_of(name: &str) -> &'static str {
         .iter()
         .find(|s| s.name == name)
         .map_or("a setting", |s| s.label)
+}
+
+// ---- the JSON API ----------------------------------------------------------
+
+/// The settings as `GET`/`PATCH /api/v1/settings` show them: the spam
+/// bands as decimal scores (`-2.5`; `null`: off).
+#[derive(Debug, Serialize)]
+pub struct SettingsJson {
+    pub address: String,
+    pub challenge: bool,
+    pub display_name: String,
+    pub keep_days: i64,
+    pub spam_bypass_below: Option<f64>,
+    pub spam_no_challenge_at: Option<f64>,
+    pub whitelist_by_association: bool,
+    pub auto_whitelist_sent: bool,
+    pub notify_released: bool,
+    pub notify_blocked: bool,
+    pub digest: &'static str,
+    pub time_zone: String,
+}
+
+impl From<&MailboxSettings> for SettingsJson {
+    fn from(s: &MailboxSettings) -> SettingsJson {
+        let score = |t: Option<i64>| t.map(|t| t as f64 / 10.0);
+        SettingsJson {
+            address: s.address.clone(),
+            challenge: s.challenge_enabled,
+            display_name: s.display_name.clone(),
+            keep_days: s.keep_days,
+            spam_bypass_below: score(s.spam_bypass_below),
+            spam_no_challenge_at: score(s.spam_no_challenge_at),
+            whitelist_by_association: s.whitelist_by_association,
+            auto_whitelist_sent: s.auto_whitelist_sent,
+            notify_released: s.notify_released,
+            notify_blocked: s.notify_blocked,
+            digest: s.digest.as_str(),
+            time_zone: s.time_zone.clone(),
+        }
+    }
+}
+
+/// A refusal: `error` says it all in a line, `fields` names each bad
+/// field with what was expected.
+#[derive(Serialize)]
+struct RefusedJson {
+    error: String,
+    fields: std::collections::BTreeMap<String, String>,
+}
+
+fn refused_json(errors: Vec<(String, String)>) -> Response {
+    let error = format!(
+        "nothing was changed: {}",
+        errors
+            .iter()
+            .map(|(f, m)| format!("{f}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    json(
+        StatusCode::BAD_REQUEST,
+        &RefusedJson {
+            error,
+            fields: errors.into_iter().collect(),
+        },
+    )
+}
+
+/// A PATCH body's fields as typed text for [`apply`]: `true`/`false` as
+/// on/off, numbers as written, strings as they are, `null` as off (for
+/// the spam bands only). Every unknown field and wrong type is named.
+fn input_from_json(
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Result<SettingsInput, Vec<(String, String)>> {
+    use serde_json::Value;
+    let mut input = SettingsInput::default();
+    let mut errors = Vec::new();
+    for (name, value) in body {
+        let Some(setting) = SETTINGS.iter().find(|s| s.name == name) else {
+            let known: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+            errors.push((
+                name.clone(),
+                format!("no such setting (settings: {})", known.join(", ")),
+            ));
+            continue;
+        };
+        let spam = setting.name.starts_with("spam_");
+        let text = match value {
+            Value::Bool(b) if setting.kind == Kind::Switch => {
+                Some(if *b { "on" } else { "off" }.into())
+            }
+            Value::Number(n) if setting.kind == Kind::Text => Some(n.to_string()),
+            Value::String(t) if setting.kind != Kind::Switch => Some(t.clone()),
+            Value::Null if spam => Some("off".into()),
+            _ => None,
+        };
+        match text {
+            Some(t) => {
+                input.set(setting.name, t);
+            }
+            None => errors.push((
+                name.clone(),
+                match setting.kind {
+                    Kind::Switch => "expected true or false".into(),
+                    Kind::Choice(opts) => format!("expected one of {}", opts.join(", ")),
+                    Kind::Text if spam => "expected a score such as -2.5, or null for off".into(),
+                    Kind::Text if setting.name == "keep_days" => "expected a number of days".into(),
+                    Kind::Text => "expected a string".into(),
+                },
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(input)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `GET /api/v1/settings`.
+async fn api_get(State(st): State<WebState>, headers: HeaderMap) -> Response {
+    let s = match caller(&st, &headers, false).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match st.store.mailbox_settings(s.session.mailbox_id).await {
+        Ok(m) => json(StatusCode::OK, &SettingsJson::from(&m)),
+        Err(e) => json_internal(&e),
+    }
+}
+
+/// `PATCH /api/v1/settings`: any subset of the fields, all or nothing.
+async fn api_patch(State(st): State<WebState>, headers: HeaderMap, bytes: Bytes) -> Response {
+    let s = match caller(&st, &headers, true).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let body: serde_json::Map<String, serde_json::Value> = match body(&headers, &bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let input = match input_from_json(&body) {
+        Ok(i) => i,
+        Err(errors) => return refused_json(errors),
+    };
+    match change(&st.store, s.session.mailbox_id, &input).await {
+        Ok(m) => {
+            tracing::info!(mailbox = %s.session.address, "owner changed settings (API)");
+            json(StatusCode::OK, &SettingsJson::from(&m))
+        }
+        Err(ChangeError::Invalid(errors)) => refused_json(
+            errors
+                .into_iter()
+                .map(|e| (e.field.to_owned(), e.message))
+                .collect(),
+        ),
+        Err(ChangeError::Store(e)) => json_internal(&e),
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,15 @@
 //! set` makes, before it is saved or sent; a refusal names the line and
 //! the placeholder, keeps what was typed and saves nothing. Rendering is
 //! bounded in time (minijinja fuel) and size (template and result).
+//!
+//! The JSON API: `GET /api/v1/templates` (the four), `GET
+//! /api/v1/templates/{name}` (`{"name", "text", "own", "default_text"}`)
+//! and `PUT /api/v1/templates/{name}` with `{"text": "..."}` (checked as
+//! above; a refusal is `400 {"error", "line"}`) or `{"text": null}` (the
+//! default again), through [`save`] and [`reset`] as the page.
 
 use super::WebState;
+use super::api::{body, caller, json, json_error, json_internal};
 use super::owner::{html, internal, message, refused, see_other, signed_in};
 use crate::challenge::compose::{ComposeInput, compose};
 use crate::challenge::templates::{
@@ -26,11 +33,12 @@ use crate::store::settings::MailboxSettings;
 use crate::store::{Store, StoreError};
 use askama::Template;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use similar::{ChangeTag, TextDiff};
 use std::sync::Arc;
 
@@ -40,6 +48,8 @@ pub fn routes() -> Router<WebState> {
         .route("/templates", get(list))
         .route("/templates/{name}", get(edit).post(act))
         .route("/templates/{name}/reset", post(reset_form))
+        .route("/api/v1/templates", get(api_list))
+        .route("/api/v1/templates/{name}", get(api_get).put(api_put))
 }
 
 /// What each template is for, in a line.
@@ -562,6 +572,150 @@ async fn reset_form(
             see_other(&format!("/templates/{name}?done=reset"))
         }
         Err(e) => internal(&e),
+    }
+}
+
+// ---- the JSON API ----------------------------------------------------------
+
+/// A template as `GET`/`PUT /api/v1/templates/{name}` show it.
+#[derive(Debug, Serialize)]
+pub struct TemplateJson {
+    pub name: &'static str,
+    /// The text in use: the owner's own, or the default.
+    pub text: String,
+    /// Whether the mailbox has its own text.
+    pub own: bool,
+    /// The built-in text.
+    pub default_text: &'static str,
+}
+
+async fn template_json(
+    st: &WebState,
+    mailbox_id: i64,
+    name: TemplateName,
+) -> Result<TemplateJson, StoreError> {
+    let (text, own) = current(&st.store, mailbox_id, name).await?;
+    Ok(TemplateJson {
+        name: name.as_str(),
+        text,
+        own,
+        default_text: templates::default_text(name),
+    })
+}
+
+fn no_such_template() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "no such template (templates: verify, verifyreleased, returnverify, blacklist)",
+    )
+}
+
+/// `GET /api/v1/templates`: the four.
+async fn api_list(State(st): State<WebState>, headers: HeaderMap) -> Response {
+    let s = match caller(&st, &headers, false).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut all = Vec::new();
+    for name in TemplateName::ALL {
+        match template_json(&st, s.session.mailbox_id, name).await {
+            Ok(t) => all.push(t),
+            Err(e) => return json_internal(&e),
+        }
+    }
+    json(StatusCode::OK, &all)
+}
+
+/// `GET /api/v1/templates/{name}`.
+async fn api_get(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let s = match caller(&st, &headers, false).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(name) = name.parse::<TemplateName>() else {
+        return no_such_template();
+    };
+    match template_json(&st, s.session.mailbox_id, name).await {
+        Ok(t) => json(StatusCode::OK, &t),
+        Err(e) => json_internal(&e),
+    }
+}
+
+/// A refused text: the error, and the line it points at.
+#[derive(Serialize)]
+struct RefusedText {
+    error: String,
+    line: Option<usize>,
+}
+
+/// `PUT /api/v1/templates/{name}` with `{"text": "..."}` (checked, then
+/// saved) or `{"text": null}` (the default again).
+async fn api_put(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let s = match caller(&st, &headers, true).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(name) = name.parse::<TemplateName>() else {
+        return no_such_template();
+    };
+    let body: serde_json::Map<String, serde_json::Value> = match body(&headers, &bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Some(other) = body.keys().find(|k| *k != "text") {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "unknown field {other:?}: the body is {{\"text\": \"...\"}}, or {{\"text\": null}} for the default"
+            ),
+        );
+    }
+    let mailbox_id = s.session.mailbox_id;
+    let now = st.sessions.now();
+    let done = match body.get("text") {
+        Some(serde_json::Value::String(text)) => save(&st.store, mailbox_id, name, text, now)
+            .await
+            .map(|_| ()),
+        Some(serde_json::Value::Null) => reset(&st.store, mailbox_id, name, now)
+            .await
+            .map(|_| ())
+            .map_err(TextError::from),
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "text: expected the template as a string, or null for the default",
+            );
+        }
+    };
+    match done {
+        Ok(()) => {
+            tracing::info!(mailbox = %s.session.address, template = %name, "owner changed a challenge text (API)");
+            match template_json(&st, mailbox_id, name).await {
+                Ok(t) => json(StatusCode::OK, &t),
+                Err(e) => json_internal(&e),
+            }
+        }
+        Err(TextError::Invalid(_, e)) => json(
+            StatusCode::BAD_REQUEST,
+            &RefusedText {
+                error: format!("text: the {name} text is refused, nothing was saved: {e}"),
+                line: e.line(),
+            },
+        ),
+        Err(TextError::Store(e)) => json_internal(&e),
+        Err(e @ TextError::Deliver(_)) => {
+            tracing::error!(error = %e, "template API");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
     }
 }
 

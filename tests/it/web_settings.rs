@@ -928,3 +928,246 @@ on_both_backends!(
         assert!(c[0].link.contains("/verify/"));
     }
 );
+
+// ---- the JSON API -------------------------------------------------------------
+
+impl Browser {
+    /// A JSON API call with the session cookie and `extra` headers.
+    async fn api(&self, method: &str, path: &str, body: &str, extra: &[(&str, &str)]) -> Resp {
+        let cookie = self.cookie.as_ref().map(|c| format!("boxtrap_session={c}"));
+        let mut h: Vec<(&str, &str)> = extra.to_vec();
+        if !body.is_empty() {
+            h.push(("Content-Type", "application/json"));
+        }
+        if let Some(c) = &cookie {
+            h.push(("Cookie", c.as_str()));
+        }
+        request_from(self.src, self.web, method, path, &h, body).await
+    }
+}
+
+fn json_of(r: &Resp) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
+}
+
+on_both_backends!(
+    the_settings_api_reads_and_patches_all_or_nothing,
+    |backend| async move {
+        let app = app_with_owners(backend).await;
+        let (b, page) = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        let csrf = page.csrf();
+        let token = [("X-CSRF-Token", csrf.as_str())];
+        let r = b.api("GET", "/api/v1/settings", "", &[]).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let v = json_of(&r);
+        assert_eq!(v["address"], ALICE);
+        assert_eq!(v["challenge"], false);
+        assert_eq!(v["keep_days"], 15);
+        assert_eq!(v["spam_bypass_below"], -2.5);
+        assert_eq!(v["spam_no_challenge_at"], 5.0);
+        assert_eq!(v["digest"], "daily");
+        assert_eq!(v["time_zone"], "UTC");
+
+        let patch = r#"{"challenge": true, "keep_days": 30, "spam_bypass_below": -1.5,
+            "spam_no_challenge_at": null, "digest": "hourly", "time_zone": "asia/tokyo",
+            "notify_blocked": true}"#;
+        let r = b.api("PATCH", "/api/v1/settings", patch, &token).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let v = json_of(&r);
+        assert_eq!(v["keep_days"], 30);
+        assert_eq!(v["spam_bypass_below"], -1.5);
+        assert_eq!(v["spam_no_challenge_at"], serde_json::Value::Null);
+        assert_eq!(v["time_zone"], "Asia/Tokyo");
+        let s = settings_of(&app, ALICE).await;
+        assert!(s.challenge_enabled && s.notify_blocked);
+        assert_eq!(
+            (s.keep_days, s.spam_bypass_below, s.spam_no_challenge_at),
+            (30, Some(-15), None)
+        );
+        assert_eq!(s.digest, DigestFrequency::Hourly);
+        assert!(s.notify_released, "fields left out stay as they were");
+        let before = s;
+
+        // Bad values: each named, nothing changed (not even the good ones).
+        for (body, named) in [
+            (r#"{"keep_days": 0, "display_name": "New"}"#, "keep_days"),
+            (r#"{"keep_days": 2.5}"#, "keep_days"),
+            (r#"{"spam_bypass_below": 2.25}"#, "spam_bypass_below"),
+            (
+                r#"{"spam_no_challenge_at": "high"}"#,
+                "spam_no_challenge_at",
+            ),
+            (r#"{"challenge": "yes"}"#, "challenge"),
+            (r#"{"digest": "monthly"}"#, "digest"),
+            (
+                r#"{"time_zone": "Mars/Olympus", "keep_days": 20}"#,
+                "time_zone",
+            ),
+            (r#"{"display_name": null}"#, "display_name"),
+            (r#"{"nosuch": 1, "keep_days": 20}"#, "nosuch"),
+        ] {
+            let r = b.api("PATCH", "/api/v1/settings", body, &token).await;
+            assert_eq!(r.status, 400, "{body}: {r:?}");
+            let v = json_of(&r);
+            assert!(v["error"].as_str().unwrap().contains(named), "{body}: {v}");
+            assert!(v["fields"][named].is_string(), "{body}: {v}");
+            assert_eq!(settings_of(&app, ALICE).await, before, "{body}");
+        }
+        let r = b
+            .api("PATCH", "/api/v1/settings", "{not json", &token)
+            .await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(json_of(&r)["error"].is_string());
+
+        // CSRF, Origin, no session: refused, nothing changed.
+        let good = r#"{"keep_days": 20}"#;
+        let r = b.api("PATCH", "/api/v1/settings", good, &[]).await;
+        assert_eq!(r.status, 403, "{r:?}");
+        let r = b
+            .api(
+                "PATCH",
+                "/api/v1/settings",
+                good,
+                &[("X-CSRF-Token", &"0".repeat(64))],
+            )
+            .await;
+        assert_eq!(r.status, 403, "{r:?}");
+        let r = b
+            .api(
+                "PATCH",
+                "/api/v1/settings",
+                good,
+                &[
+                    ("X-CSRF-Token", csrf.as_str()),
+                    ("Origin", "http://evil.example"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 403, "{r:?}");
+        let anon = Browser::new(&app);
+        assert_eq!(
+            anon.api("GET", "/api/v1/settings", "", &[]).await.status,
+            401
+        );
+        assert_eq!(
+            anon.api("PATCH", "/api/v1/settings", good, &token)
+                .await
+                .status,
+            401
+        );
+        assert_eq!(settings_of(&app, ALICE).await, before);
+        // Bob sees his own.
+        let (bob, _) = Browser::signed_in(&app, BOB, BOB_PW).await;
+        let v = json_of(&bob.api("GET", "/api/v1/settings", "", &[]).await);
+        assert_eq!(
+            (v["address"].as_str(), v["keep_days"].as_i64()),
+            (Some(BOB), Some(15))
+        );
+    }
+);
+
+on_both_backends!(
+    the_templates_api_reads_checks_saves_and_restores,
+    |backend| async move {
+        let app = app_with_owners(backend).await;
+        let (b, page) = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        let csrf = page.csrf();
+        let token = [("X-CSRF-Token", csrf.as_str())];
+        let id = app.mailbox_id(ALICE).await;
+        let default = boxtrap::challenge::templates::default_text(
+            boxtrap::challenge::templates::TemplateName::Verify,
+        );
+        let all = json_of(&b.api("GET", "/api/v1/templates", "", &[]).await);
+        assert_eq!(all.as_array().map(Vec::len), Some(4), "{all}");
+        let v = json_of(&b.api("GET", "/api/v1/templates/verify", "", &[]).await);
+        assert_eq!(
+            (v["name"].as_str(), v["own"].as_bool()),
+            (Some("verify"), Some(false))
+        );
+        assert_eq!(v["text"].as_str(), Some(default));
+        assert_eq!(v["default_text"].as_str(), Some(default));
+
+        let bad =
+            serde_json::json!({"text": "Subject: Hi\n\n{{ link }}\nBye {{ nope }}\n"}).to_string();
+        let r = b.api("PUT", "/api/v1/templates/verify", &bad, &token).await;
+        assert_eq!(r.status, 400, "{r:?}");
+        let v = json_of(&r);
+        assert_eq!(v["line"], 4, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("unknown variable \"nope\""),
+            "{v}"
+        );
+        assert_eq!(
+            app.store.template_override(id, "verify").await.unwrap(),
+            None
+        );
+        for body in [r#"{"text": 5}"#, r#"{"txt": "x"}"#, "{}"] {
+            let r = b.api("PUT", "/api/v1/templates/verify", body, &token).await;
+            assert_eq!(r.status, 400, "{body}: {r:?}");
+        }
+
+        let mine = "Subject: Confirm [verify#{{ token }}]\n\nAlice's own: {{ link }}\n";
+        let good = serde_json::json!({ "text": mine }).to_string();
+        // Refused without the CSRF header or from elsewhere.
+        assert_eq!(
+            b.api("PUT", "/api/v1/templates/verify", &good, &[])
+                .await
+                .status,
+            403
+        );
+        let r = b
+            .api(
+                "PUT",
+                "/api/v1/templates/verify",
+                &good,
+                &[
+                    ("X-CSRF-Token", csrf.as_str()),
+                    ("Origin", "http://evil.example"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            app.store.template_override(id, "verify").await.unwrap(),
+            None
+        );
+
+        let r = b
+            .api("PUT", "/api/v1/templates/verify", &good, &token)
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let v = json_of(&r);
+        assert_eq!(
+            (v["own"].as_bool(), v["text"].as_str()),
+            (Some(true), Some(mine))
+        );
+        assert_eq!(
+            app.store
+                .template_override(id, "verify")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(mine)
+        );
+        let r = b
+            .api(
+                "PUT",
+                "/api/v1/templates/verify",
+                r#"{"text": null}"#,
+                &token,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(json_of(&r)["own"], false);
+        assert_eq!(
+            app.store.template_override(id, "verify").await.unwrap(),
+            None
+        );
+        let r = b.api("GET", "/api/v1/templates/nosuch", "", &[]).await;
+        assert_eq!(r.status, 404);
+        assert!(json_of(&r)["error"].is_string());
+    }
+);
