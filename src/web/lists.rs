@@ -13,12 +13,27 @@
 //! - `POST /lists/import`: `list`, `how` (`add` or `replace`), `text`.
 //! - `GET /lists/{list}/export`: the list as a text file (attachment).
 //!
-//! The JSON API ([`api_routes`]) does the same through the same functions.
+//! The JSON API does the same through the same functions (a session with
+//! `X-CSRF-Token`, or an API token; see [`super::api`]):
+//! - `GET /api/v1/lists/{list}` → `{"list", "limit", "rules": [{"id",
+//!   "rule", "field", "pattern", "source", "origin", "added"}]}`.
+//! - `PUT /api/v1/lists/{list}`: the whole list, `{"rules": ["from ...",
+//!   ...]}` (each read as `boxtrap list add` reads a rule) or a list file
+//!   as `text/plain`; all or nothing → the list as `GET` gives it.
+//! - `POST /api/v1/lists/{list}`: `{"rule": "..."}` or `{"address":
+//!   "bob@example.org" | "*@example.org"}` → 201 `{"added": true,
+//!   "entry"}`, or 200 `{"added": false}` when the list had it.
+//! - `DELETE /api/v1/lists/{list}/{id}` → 204.
+//! - `GET /api/v1/lists/test?address=...&subject=...` → `{"fired": {"list",
+//!   "id", "rule", "origin"} or null, "effect"}`.
+//!
+//! Errors are `{"error": "..."}` naming what was wrong.
 //! Bad input changes nothing: the page comes back (400) with the reason
 //! and what was typed; a full list answers 409; another mailbox's entry,
 //! like one that does not exist, is 404.
 
 use super::WebState;
+use super::api::{body, caller, json, json_error, json_internal};
 use super::owner::{html, internal, message, printable, refused, see_other, signed_in};
 use super::session::{SignedIn, secure_headers};
 use crate::address::Domain;
@@ -29,11 +44,12 @@ use crate::store::StoreError;
 use crate::store::lists::{Imported, ListEntry, RuleAdded, RuleSource, read_typed_rule};
 use askama::Template;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The lists routes, merged into the owner's routes.
 pub fn routes() -> Router<WebState> {
@@ -43,6 +59,15 @@ pub fn routes() -> Router<WebState> {
         .route("/lists/import", post(import_form))
         .route("/lists/{list}/export", get(export))
         .route("/lists/{list}/{id}/remove", post(remove_form))
+        .route("/api/v1/lists/test", get(api_test))
+        .route(
+            "/api/v1/lists/{list}",
+            get(api_get).put(api_put).post(api_add),
+        )
+        .route(
+            "/api/v1/lists/{list}/{id}",
+            axum::routing::delete(api_remove),
+        )
 }
 
 // ---- the actions, shared by the page and the JSON API --------------------
@@ -737,6 +762,326 @@ async fn export(
     }
     secure_headers(&mut r, true);
     r
+}
+
+// ---- the JSON API ----------------------------------------------------------
+
+/// One entry in the API's answers.
+#[derive(Serialize)]
+struct ApiEntry {
+    id: i64,
+    /// The rule as a list line (`from ^bob@example\.org$`).
+    rule: String,
+    field: &'static str,
+    pattern: String,
+    /// The stored source code (`owner`, `admin`, `import`,
+    /// `release:link`, `association:<message>`; `""`: unknown).
+    source: String,
+    /// The source in words, without the date.
+    origin: String,
+    /// When it was added, RFC 3339 in UTC.
+    added: String,
+}
+
+impl ApiEntry {
+    fn of(e: &ListEntry) -> ApiEntry {
+        ApiEntry {
+            id: e.id,
+            rule: e.rule.to_line(),
+            field: e.rule.field().as_str(),
+            pattern: e.rule.pattern().to_owned(),
+            source: e.source.code(),
+            origin: e.source.describe(),
+            added: format!("{}Z", e.created_at.log_format().replacen(' ', "T", 1)),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ApiList {
+    list: &'static str,
+    /// The most entries the list may hold.
+    limit: usize,
+    rules: Vec<ApiEntry>,
+}
+
+/// A failure as the API's `{"error": ...}`.
+fn api_failure(e: ListFailure) -> Response {
+    match e {
+        ListFailure::Store(e) => json_internal(&e),
+        ListFailure::NotFound => json_error(StatusCode::NOT_FOUND, "no such entry on this list"),
+        e => json_error(e.status(), &e.text()),
+    }
+}
+
+/// The API's 404 for a list name that is none of the three.
+fn no_such_list(list: &str) -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "no list {:?}: the lists are allow, block and ignore",
+            printable(list)
+        ),
+    )
+}
+
+/// The list as the API shows it.
+async fn api_list(st: &WebState, mailbox_id: i64, kind: ListKind) -> Response {
+    match st.store.list_entries(mailbox_id, kind).await {
+        Ok(entries) => json(
+            StatusCode::OK,
+            &ApiList {
+                list: kind.as_str(),
+                limit: st.quarantine.max_rules_per_list(),
+                rules: entries.iter().map(ApiEntry::of).collect(),
+            },
+        ),
+        Err(e) => json_internal(&e),
+    }
+}
+
+async fn api_get(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Path(list): Path<String>,
+) -> Response {
+    let s = match caller(&st, &headers, false).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match list_kind(&list) {
+        Ok(kind) => api_list(&st, s.session.mailbox_id, kind).await,
+        Err(_) => no_such_list(&list),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    rules: Vec<String>,
+}
+
+/// Whether the request body is `text/plain` (a list file).
+fn is_text(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/plain"))
+}
+
+/// The rules of a list file sent as `text/plain`; the error names the
+/// first bad line.
+fn file_rules(bytes: &[u8]) -> Result<Vec<SenderRule>, ListFailure> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ListFailure::Invalid("the list file is not UTF-8".into()))?;
+    rules::parse_list(text).map(|p| p.rules).map_err(|e| {
+        let line = rules::list_lines(text).nth(e.line - 1).unwrap_or("");
+        ListFailure::Invalid(format!(
+            "line {} ({:?}): {}; nothing was changed",
+            e.line,
+            printable(line.trim()),
+            e.error
+        ))
+    })
+}
+
+/// The rules of `{"rules": [...]}`, each read as a typed rule, repeats
+/// once; the error names the first bad one by its place in the array.
+fn array_rules(texts: &[String]) -> Result<Vec<SenderRule>, ListFailure> {
+    let mut out: Vec<SenderRule> = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let rule = read_typed_rule(text).map(|r| r.rule).map_err(|e| {
+            ListFailure::Invalid(format!(
+                "rules[{i}] ({:?}): {e}; nothing was changed",
+                printable(text)
+            ))
+        })?;
+        if !out.contains(&rule) {
+            out.push(rule);
+        }
+    }
+    Ok(out)
+}
+
+async fn api_put(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Path(list): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let s = match caller(&st, &headers, true).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(kind) = list_kind(&list) else {
+        return no_such_list(&list);
+    };
+    let rules = if is_text(&headers) {
+        file_rules(&bytes)
+    } else {
+        match body::<PutBody>(&headers, &bytes) {
+            Ok(b) => array_rules(&b.rules),
+            Err(r) => return r,
+        }
+    };
+    let rules = match rules {
+        Ok(r) => r,
+        Err(e) => return api_failure(e),
+    };
+    let mailbox_id = s.session.mailbox_id;
+    match replace_or_add(&st, mailbox_id, kind, &rules, true).await {
+        Ok(_) => {
+            tracing::info!(mailbox = %s.session.address, list = %kind, rules = rules.len(), "owner replaced a list (API)");
+            api_list(&st, mailbox_id, kind).await
+        }
+        Err(e) => api_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBody {
+    rule: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AddDone {
+    added: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry: Option<ApiEntry>,
+}
+
+async fn api_add(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Path(list): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let s = match caller(&st, &headers, true).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(kind) = list_kind(&list) else {
+        return no_such_list(&list);
+    };
+    let b: AddBody = match body(&headers, &bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let rule = match (&b.rule, &b.address) {
+        (Some(text), None) => read_entry(EntryMode::Rule, text),
+        (None, Some(text)) => read_entry(EntryMode::Simple, text),
+        _ => Err(ListFailure::Invalid(
+            "give either \"rule\" (BoxTrapper syntax) or \"address\" (an address or *@domain)"
+                .into(),
+        )),
+    };
+    let mailbox_id = s.session.mailbox_id;
+    let added = match rule {
+        Ok(rule) => add_rule(&st, mailbox_id, kind, &rule)
+            .await
+            .map(|added| (added, rule)),
+        Err(e) => Err(e),
+    };
+    match added {
+        Ok((false, _)) => json(
+            StatusCode::OK,
+            &AddDone {
+                added: false,
+                entry: None,
+            },
+        ),
+        Ok((true, rule)) => {
+            tracing::info!(mailbox = %s.session.address, list = %kind, "owner added a list entry (API)");
+            let entries = match st.store.list_entries(mailbox_id, kind).await {
+                Ok(e) => e,
+                Err(e) => return json_internal(&e),
+            };
+            let entry = entries.iter().find(|e| e.rule == rule).map(ApiEntry::of);
+            json(StatusCode::CREATED, &AddDone { added: true, entry })
+        }
+        Err(e) => api_failure(e),
+    }
+}
+
+async fn api_remove(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Path((list, id)): Path<(String, String)>,
+) -> Response {
+    let s = match caller(&st, &headers, true).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(kind) = list_kind(&list) else {
+        return no_such_list(&list);
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return api_failure(ListFailure::NotFound);
+    };
+    match remove_rule(&st, s.session.mailbox_id, kind, id).await {
+        Ok(line) => {
+            tracing::info!(mailbox = %s.session.address, list = %kind, rule = %line, "owner removed a list entry (API)");
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            secure_headers(&mut r, true);
+            r
+        }
+        Err(e) => api_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct TestQuery {
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    subject: String,
+}
+
+#[derive(Serialize)]
+struct ApiFired {
+    list: &'static str,
+    id: i64,
+    rule: String,
+    origin: String,
+}
+
+#[derive(Serialize)]
+struct ApiTested {
+    /// The entry that fires; `null`: none.
+    fired: Option<ApiFired>,
+    /// What happens to the mail, in words.
+    effect: &'static str,
+}
+
+async fn api_test(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<TestQuery>,
+) -> Response {
+    let s = match caller(&st, &headers, false).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match test_sender(&st, s.session.mailbox_id, &q.address, &q.subject).await {
+        Ok(fired) => json(
+            StatusCode::OK,
+            &ApiTested {
+                effect: fired
+                    .as_ref()
+                    .map_or("screened as usual", |f| effect(f.kind)),
+                fired: fired.map(|f| ApiFired {
+                    list: f.kind.as_str(),
+                    id: f.entry.id,
+                    rule: f.entry.rule.to_line(),
+                    origin: f.entry.source.describe(),
+                }),
+            },
+        ),
+        Err(e) => api_failure(e),
+    }
 }
 
 #[cfg(test)]

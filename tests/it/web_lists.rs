@@ -726,3 +726,303 @@ on_both_backends!(
         );
     }
 );
+
+impl Browser {
+    /// A JSON API call with the session cookie; `csrf` adds
+    /// `X-CSRF-Token`, `content_type` describes `body`.
+    async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+        csrf: bool,
+    ) -> Resp {
+        let cookie = self.cookie();
+        let mut h = vec![("Cookie", cookie.as_str())];
+        if !content_type.is_empty() {
+            h.push(("Content-Type", content_type));
+        }
+        if csrf {
+            h.push(("X-CSRF-Token", self.csrf.as_str()));
+        }
+        request(self.web, method, path, &h, body).await
+    }
+
+    async fn api_json(&self, method: &str, path: &str, body: &str) -> Resp {
+        self.api(method, path, "application/json", body, true).await
+    }
+}
+
+/// The `"error"` of a JSON error answer.
+fn json_error_of(r: &Resp) -> String {
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r:?}"))
+        .to_owned()
+}
+
+fn json_of(r: &Resp) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {r:?}"))
+}
+
+on_both_backends!(
+    the_json_api_reads_replaces_adds_removes_and_tests,
+    |backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.challenge.max_rules_per_list = 3).await;
+        let b = Browser::sign_in(&app, ALICE).await;
+
+        let r = b.api("GET", "/api/v1/lists/allow", "", "", false).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let v = json_of(&r);
+        assert_eq!(v["list"], "allow");
+        assert_eq!(v["limit"], 3);
+        assert_eq!(v["rules"], serde_json::json!([]));
+
+        // Add: an address, then a rule; twice is no change.
+        let r = b
+            .api_json(
+                "POST",
+                "/api/v1/lists/allow",
+                r#"{"address": "Bob@Example.org"}"#,
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let v = json_of(&r);
+        assert_eq!(v["added"], true);
+        assert_eq!(v["entry"]["rule"], r"from ^bob@example\.org$");
+        assert_eq!(v["entry"]["source"], "owner");
+        assert_eq!(v["entry"]["origin"], "added by you");
+        assert_eq!(
+            v["entry"]["added"],
+            format!(
+                "{}Z",
+                Timestamp::from_secs(T0).log_format().replace(' ', "T")
+            )
+        );
+        let r = b
+            .api_json(
+                "POST",
+                "/api/v1/lists/allow",
+                r#"{"rule": "bob@example.org"}"#,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(json_of(&r)["added"], false);
+        let before = all_lists(&app, ALICE).await;
+
+        // Bad input: named, nothing changed.
+        for (method, body, status, says) in [
+            (
+                "POST",
+                r#"{"rule": "from (?=x)"}"#,
+                400,
+                "look-ahead (?=...)",
+            ),
+            (
+                "POST",
+                r#"{"address": "*@bad_domain"}"#,
+                400,
+                "is not an address or *@domain",
+            ),
+            ("POST", r#"{}"#, 400, "give either \"rule\""),
+            (
+                "POST",
+                r#"{"rule": "to x@", "address": "a@b.example"}"#,
+                400,
+                "give either",
+            ),
+            (
+                "POST",
+                r#"{"rule": 1}"#,
+                400,
+                "the request body is not valid",
+            ),
+            (
+                "PUT",
+                r#"{"rules": ["from ^a@x\\.example$", "to team@", "from (?<=x)y"]}"#,
+                400,
+                "rules[2] (\"from (?<=x)y\"): look-behind",
+            ),
+            (
+                "PUT",
+                r#"{"rules": ["to a@", "to b@", "to c@", "to d@"]}"#,
+                409,
+                "would hold 4 rules, over this server's limit of 3",
+            ),
+        ] {
+            let r = b.api_json(method, "/api/v1/lists/allow", body).await;
+            assert_eq!(r.status, status, "{body}: {r:?}");
+            let e = json_error_of(&r);
+            assert!(e.contains(says), "{body}: {e}");
+            assert_eq!(all_lists(&app, ALICE).await, before, "{body}");
+        }
+        let r = b
+            .api(
+                "PUT",
+                "/api/v1/lists/allow",
+                "text/plain",
+                "to a@\nform b\n",
+                true,
+            )
+            .await;
+        assert_eq!(r.status, 400);
+        assert!(json_error_of(&r).starts_with("line 2 (\"form b\"): unknown field 'form'"));
+        assert_eq!(all_lists(&app, ALICE).await, before);
+        let r = b.api_json("GET", "/api/v1/lists/grey", "").await;
+        assert_eq!(r.status, 404);
+        assert!(json_error_of(&r).contains("allow, block and ignore"));
+
+        // PUT replaces the list: JSON, or a list file.
+        let r = b
+            .api_json(
+                "PUT",
+                "/api/v1/lists/allow",
+                r#"{"rules": ["to team@", "from *@p.example", "to team@"]}"#,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let rules: Vec<String> = json_of(&r)["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["rule"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(rules, ["to team@", "from .*@p.example"]);
+        assert_eq!(list(&app, ALICE, ListKind::Allow).await, rules);
+        let file = b.get("/lists/allow/export").await.body;
+        let r = b
+            .api(
+                "PUT",
+                "/api/v1/lists/block",
+                "text/plain; charset=utf-8",
+                &file,
+                true,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(list(&app, ALICE, ListKind::Block).await, rules);
+        assert_eq!(json_of(&r)["rules"][0]["origin"], "imported");
+
+        // The tester.
+        let r = b
+            .api(
+                "GET",
+                "/api/v1/lists/test?address=x%40P.example",
+                "",
+                "",
+                false,
+            )
+            .await;
+        let v = json_of(&r);
+        assert_eq!(v["fired"]["list"], "block", "{v}");
+        assert_eq!(v["fired"]["rule"], "from .*@p.example");
+        assert_eq!(v["effect"], "refused (the sending server is told)");
+        let r = b
+            .api(
+                "GET",
+                "/api/v1/lists/test?address=nobody%40q.example",
+                "",
+                "",
+                false,
+            )
+            .await;
+        assert_eq!(json_of(&r)["fired"], serde_json::Value::Null);
+        let r = b
+            .api("GET", "/api/v1/lists/test?address=nope", "", "", false)
+            .await;
+        assert_eq!(r.status, 400);
+        assert!(json_error_of(&r).contains("is not an email address"));
+
+        // Remove.
+        let id = entry_id(&app, ALICE, ListKind::Allow, "to team@").await;
+        let path = format!("/api/v1/lists/allow/{id}");
+        let r = b.api("DELETE", &path, "", "", true).await;
+        assert_eq!(r.status, 204, "{r:?}");
+        let r = b.api("DELETE", &path, "", "", true).await;
+        assert_eq!(r.status, 404);
+        assert_eq!(json_error_of(&r), "no such entry on this list");
+        assert_eq!(
+            list(&app, ALICE, ListKind::Allow).await,
+            ["from .*@p.example"]
+        );
+    }
+);
+
+on_both_backends!(
+    the_json_api_needs_the_csrf_header_and_keeps_mailboxes_apart,
+    |backend| async move {
+        let app = TestApp::spawn_on(backend).await;
+        let alice = Browser::sign_in(&app, ALICE).await;
+        alice
+            .api_json(
+                "POST",
+                "/api/v1/lists/allow",
+                r#"{"address": "friend@example.org"}"#,
+            )
+            .await;
+        let id = entry_id(&app, ALICE, ListKind::Allow, r"from ^friend@example\.org$").await;
+        let before = all_lists(&app, ALICE).await;
+        let remove = format!("/api/v1/lists/allow/{id}");
+        let calls = [
+            (
+                "POST",
+                "/api/v1/lists/allow",
+                r#"{"address": "eve@evil.example"}"#,
+            ),
+            ("PUT", "/api/v1/lists/allow", r#"{"rules": []}"#),
+            ("DELETE", remove.as_str(), ""),
+        ];
+        for (method, path, body) in calls {
+            // No X-CSRF-Token.
+            let r = alice
+                .api(method, path, "application/json", body, false)
+                .await;
+            assert_eq!(r.status, 403, "{method} {path}: {r:?}");
+            assert!(json_error_of(&r).contains("X-CSRF-Token"));
+            // Another site's page.
+            let cookie = alice.cookie();
+            let h = [
+                ("Cookie", cookie.as_str()),
+                ("Content-Type", "application/json"),
+                ("X-CSRF-Token", alice.csrf.as_str()),
+                ("Origin", "http://evil.example"),
+            ];
+            let r = request(app.web, method, path, &h, body).await;
+            assert_eq!(r.status, 403, "{method} {path}: {r:?}");
+            // Not signed in.
+            let r = request(
+                app.web,
+                method,
+                path,
+                &[("Content-Type", "application/json")],
+                body,
+            )
+            .await;
+            assert_eq!(r.status, 401, "{method} {path}: {r:?}");
+            assert_eq!(all_lists(&app, ALICE).await, before, "{method} {path}");
+        }
+
+        // Bob sees only his own lists and cannot remove alice's entry.
+        let bob = Browser::sign_in(&app, BOB).await;
+        let r = bob.api("GET", "/api/v1/lists/allow", "", "", false).await;
+        assert_eq!(json_of(&r)["rules"], serde_json::json!([]));
+        for path in [remove.clone(), format!("/api/v1/lists/block/{id}")] {
+            let r = bob.api("DELETE", &path, "", "", true).await;
+            assert_eq!(r.status, 404, "{path}: {r:?}");
+        }
+        let r = bob
+            .api(
+                "GET",
+                "/api/v1/lists/test?address=friend%40example.org",
+                "",
+                "",
+                false,
+            )
+            .await;
+        assert_eq!(json_of(&r)["fired"], serde_json::Value::Null);
+        assert_eq!(all_lists(&app, ALICE).await, before);
+    }
+);
