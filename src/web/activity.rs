@@ -1,6 +1,7 @@
 //! The owner's activity log: `/activity` (newest first, keyset-paginated,
-//! with filters) and `/activity.csv` (the same filters, every matching
-//! line, as a download).
+//! with filters), `/activity.csv` (the same filters, every matching line,
+//! as a download) and `GET /api/v1/activity` (the same as JSON, for a
+//! session or an API token).
 //!
 //! Filters, all optional, in the query string of both:
 //! `kind` (one of [`KINDS`]), `held` (a held message's number: its lines
@@ -29,13 +30,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The activity page's routes, merged into the owner's.
 pub fn routes() -> Router<WebState> {
     Router::new()
         .route("/activity", get(activity_page))
         .route("/activity.csv", get(export))
+        .route("/api/v1/activity", get(api_activity))
 }
 
 /// Page sizes the activity page offers.
@@ -453,6 +455,89 @@ async fn activity_page(
     page.first_page = parsed.after.is_none();
     page.next = next.unwrap_or_default();
     html(StatusCode::OK, page.render(), true)
+}
+
+// ---- JSON API ------------------------------------------------------------
+
+/// A time as RFC 3339 in UTC: `2026-11-27T14:05:53Z`.
+pub fn rfc3339(t: Timestamp) -> String {
+    format!("{}Z", t.log_format().replacen(' ', "T", 1))
+}
+
+/// One line of `GET /api/v1/activity`.
+#[derive(Debug, Serialize)]
+pub struct ActivityItem {
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// `held`, `challenged`, `released`, ... (`activity.action`).
+    pub action: &'static str,
+    pub sender: String,
+    pub detail: String,
+    /// The held message the line is about, if any.
+    pub held_id: Option<i64>,
+    /// Who did it when not the owner or the mail: an admin's address, a link.
+    pub actor: String,
+    pub client_ip: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ActivityList {
+    items: Vec<ActivityItem>,
+    /// The `after` of the next (older) page; `null` on the last.
+    next: Option<String>,
+}
+
+/// Lines an API page holds at most.
+pub const API_MAX_LIMIT: i64 = 500;
+
+/// `GET /api/v1/activity?kind=&held=&since=&until=&after=&limit=`: the
+/// page's filters and paging (`limit` 1 to 500, default 50), as JSON.
+async fn api_activity(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    Query(q): Query<ActivityQuery>,
+) -> Response {
+    let s = match super::api::caller(&st, &headers, false).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let limit = match q.limit.trim() {
+        "" => Ok(DEFAULT_PAGE),
+        l => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=API_MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "limit: {:?} is not a number from 1 to {API_MAX_LIMIT}",
+                    printable(l)
+                )
+            }),
+    };
+    let checked = limit.and_then(|limit| parse(&q).map(|p| (limit, p)));
+    let (limit, parsed) = match checked {
+        Ok(v) => v,
+        Err(e) => return super::api::json_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let (lines, next) = match page_of(&st, s.session.mailbox_id, &parsed, limit).await {
+        Ok(v) => v,
+        Err(e) => return super::api::json_internal(&e),
+    };
+    let items = lines
+        .into_iter()
+        .map(|l| ActivityItem {
+            id: l.id,
+            at: rfc3339(l.at),
+            action: l.action.as_str(),
+            sender: l.sender,
+            detail: l.detail,
+            held_id: l.held_id,
+            actor: l.actor,
+            client_ip: l.client_ip,
+        })
+        .collect();
+    super::api::json(StatusCode::OK, &ActivityList { items, next })
 }
 
 // ---- CSV -----------------------------------------------------------------

@@ -7,7 +7,8 @@
 //! - `/admin/mailboxes/{id}`: one mailbox's quarantine, read-only, with
 //!   "deliver" and "delete" for each message: the admin acts for the
 //!   owner, and the owner's activity log says which admin did it and from
-//!   which address.
+//!   which address;
+//! - `GET /api/v1/admin/mailboxes`: the mailboxes and totals as JSON.
 //!
 //! A signed-out visitor is sent to sign in, as on the owner's pages. A
 //! signed-in owner who is not an admin gets the site's plain 404 page for
@@ -33,7 +34,7 @@ use axum::extract::{ConnectInfo, Extension, Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Held messages a search shows at most.
@@ -55,6 +56,11 @@ pub fn routes() -> Router<WebState> {
             post(act).fallback(unknown),
         )
         .route("/admin/{*rest}", any(unknown))
+        .route(
+            "/api/v1/admin/mailboxes",
+            get(api_mailboxes).fallback(api_unknown),
+        )
+        .route("/api/v1/admin/{*rest}", any(api_unknown))
 }
 
 /// The client, as the listener gives it.
@@ -611,4 +617,71 @@ async fn act(
     }
     tracing::info!(admin = %s.session.address, mailbox = %m.address, held, result = done, "admin acted for an owner");
     see_other(&format!("/admin/mailboxes/{}?done={done}", m.id))
+}
+
+// ---- JSON API ------------------------------------------------------------------
+
+/// One mailbox of `GET /api/v1/admin/mailboxes`.
+#[derive(Debug, Serialize)]
+struct ApiMailbox {
+    id: i64,
+    address: String,
+    domain: String,
+    /// Challenge-response on.
+    challenge: bool,
+    admin: bool,
+    /// Messages held, their bytes, and when the oldest arrived (RFC 3339).
+    held: i64,
+    bytes: i64,
+    oldest: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ApiMailboxes {
+    mailboxes: Vec<ApiMailbox>,
+}
+
+/// An admin API caller, or the answer to give instead: the API's refusal
+/// for a caller who is not signed in, the router's plain 404 for one who
+/// is no admin.
+async fn api_admin(st: &WebState, headers: &HeaderMap) -> Result<SignedIn, Response> {
+    let s = super::api::caller(st, headers, false).await?;
+    match st.store.is_admin(s.session.mailbox_id).await {
+        Ok(true) => Ok(s),
+        Ok(false) => Err(super::not_found().await),
+        Err(e) => Err(super::api::json_internal(&e)),
+    }
+}
+
+async fn api_unknown(State(st): State<WebState>, headers: HeaderMap) -> Response {
+    match api_admin(&st, &headers).await {
+        Ok(_) => super::not_found().await,
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/v1/admin/mailboxes`: every mailbox with its challenge switch
+/// and quarantine totals.
+async fn api_mailboxes(State(st): State<WebState>, headers: HeaderMap) -> Response {
+    if let Err(r) = api_admin(&st, &headers).await {
+        return r;
+    }
+    let all = match st.store.mailbox_totals(None).await {
+        Ok(m) => m,
+        Err(e) => return super::api::json_internal(&e),
+    };
+    let mailboxes = all
+        .into_iter()
+        .map(|m| ApiMailbox {
+            id: m.id,
+            address: m.address,
+            domain: m.domain,
+            challenge: m.challenge_enabled,
+            admin: m.admin,
+            held: m.held,
+            bytes: m.bytes,
+            oldest: m.oldest.map(|t| super::activity::rfc3339(Timestamp(t))),
+        })
+        .collect();
+    super::api::json(StatusCode::OK, &ApiMailboxes { mailboxes })
 }

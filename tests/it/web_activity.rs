@@ -554,3 +554,64 @@ on_both_backends!(
         assert!(lines[1].contains("spam"), "{}", lines[1]);
     }
 );
+
+on_both_backends!(
+    the_api_gives_the_same_lines_with_filters_and_paging,
+    |backend| async move {
+        let app = TestApp::spawn_on(backend).await;
+        lines_in_log(&app, 7, DAY, ActivityAction::Released, "x@example.org").await;
+        lines_in_log(
+            &app,
+            2,
+            DAY + 86400,
+            ActivityAction::Deleted,
+            "<b>@example.org",
+        )
+        .await;
+        let b = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        let r = b.get("/api/v1/activity?limit=5").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let items = v["items"].as_array().unwrap();
+        assert_eq!(items.len(), 5);
+        assert_eq!(items[0]["action"], "deleted");
+        assert_eq!(items[0]["sender"], "<b>@example.org");
+        assert_eq!(items[0]["at"], "2026-11-29T00:01:00Z");
+        assert_eq!(items[0]["held_id"], 1001);
+        assert_eq!(items[2]["detail"], "line 6");
+        let next = v["next"].as_str().unwrap();
+        let r = b
+            .get(&format!("/api/v1/activity?limit=5&after={next}"))
+            .await;
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["items"].as_array().unwrap().len(), 4);
+        assert!(v["next"].is_null());
+        let r = b.get("/api/v1/activity?kind=deleted").await;
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["items"].as_array().unwrap().len(), 2);
+
+        for (query, named) in [
+            ("limit=0", "limit: \"0\" is not a number from 1 to 500"),
+            ("limit=501", "limit:"),
+            ("kind=x", "Kind:"),
+            ("since=2026-13-01", "From:"),
+        ] {
+            let r = b.get(&format!("/api/v1/activity?{query}")).await;
+            assert_eq!(r.status, 400, "{query}");
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert!(
+                v["error"].as_str().unwrap().starts_with(named),
+                "{query}: {}",
+                r.body
+            );
+        }
+        // Bob's calls never see alice's lines; no session: 401.
+        let bob = Browser::signed_in(&app, BOB, BOB_PW).await;
+        let r = bob.get("/api/v1/activity").await;
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(v["items"].as_array().unwrap().is_empty(), "{}", r.body);
+        let r = Browser::new(&app).get("/api/v1/activity").await;
+        assert_eq!(r.status, 401);
+    }
+);

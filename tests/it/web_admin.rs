@@ -363,3 +363,47 @@ on_both_backends!(
         assert_eq!(held_count(&app).await, 1);
     }
 );
+
+on_both_backends!(
+    the_admin_api_lists_mailboxes_for_admins_only,
+    |backend| async move {
+        let app = TestApp::spawn_on(backend).await;
+        hold(&app, ALICE, "carol@example.org", "One").await;
+        let alice = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        let reference = alice.get("/no-such-page").await;
+        is_plain_404(&alice.get("/api/v1/admin/mailboxes").await, &reference);
+        is_plain_404(&alice.get("/api/v1/admin/other").await, &reference);
+        assert_eq!(
+            Browser::new(&app)
+                .get("/api/v1/admin/mailboxes")
+                .await
+                .status,
+            401
+        );
+
+        app.store
+            .set_admin(app.mailbox_id(ALICE).await, true)
+            .await
+            .unwrap();
+        let r = alice.get("/api/v1/admin/mailboxes").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let m = v["mailboxes"].as_array().unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0]["address"], ALICE);
+        assert_eq!(m[0]["domain"], "example.test");
+        assert_eq!(m[0]["admin"], true);
+        assert_eq!(m[0]["challenge"], false);
+        assert_eq!(m[0]["held"], 1);
+        assert!(m[0]["bytes"].as_i64().unwrap() > 0);
+        assert!(
+            m[0]["oldest"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-11-27T13:5")
+        );
+        assert_eq!(m[1]["address"], BOB);
+        assert_eq!(m[1]["held"], 0);
+        assert!(m[1]["oldest"].is_null());
+    }
+);
