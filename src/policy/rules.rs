@@ -341,6 +341,13 @@ impl SenderRule {
         }
     }
 
+    /// A rule that matches every address at exactly this domain, not its
+    /// subdomains: `from .*@example\.com$`, the lists page's `*@domain`.
+    pub fn domain(domain: &str) -> Result<SenderRule, RuleError> {
+        let domain = domain.trim().trim_start_matches('@').to_lowercase();
+        SenderRule::new(RuleField::From, &format!(".*@{}$", regex::escape(&domain)))
+    }
+
     /// The field the pattern is matched against.
     pub fn field(&self) -> RuleField {
         self.field

@@ -10,7 +10,7 @@
 
 use super::release::ReleasedBy;
 use super::{Quarantine, QuarantineError};
-use crate::policy::rules::{ListKind, RuleField, SenderRule};
+use crate::policy::rules::{ListKind, SenderRule};
 use crate::store::held::{ActivityAction, sender_domain};
 use crate::store::lists::{RuleAdded, RuleSource};
 use serde::Serialize;
@@ -250,9 +250,9 @@ impl Quarantine {
     }
 }
 
-/// `from *@example.com`: every address at the domain (not its subdomains).
+/// `from .*@example\.com$`: every address at the domain (not its subdomains).
 fn domain_rule(domain: &str) -> Result<SenderRule, QuarantineError> {
-    SenderRule::new(RuleField::From, &format!("*@{domain}")).map_err(|e| {
+    SenderRule::domain(domain).map_err(|e| {
         QuarantineError::Store(crate::store::StoreError::Conflict(format!(
             "no rule can be made for the domain {domain:?}: {e}"
         )))

@@ -343,6 +343,19 @@ impl Store {
         Ok(bind_all(q, binds).fetch_all(self.pool()).await?)
     }
 
+    /// One held message of the mailbox as the list shows it; `None` when
+    /// there is none, or it is another mailbox's.
+    pub async fn held_row(&self, mailbox_id: i64, id: i64) -> Result<Option<HeldRow>, StoreError> {
+        let sql = format!(
+            "SELECT {HELD_ROW_COLUMNS} {HELD_ROW_FROM} WHERE h.mailbox_id = $1 AND h.id = $2"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(mailbox_id)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
     /// The ids of the mailbox's held mail (state `held`) from one sender
     /// or one sender domain, oldest first.
     pub async fn held_ids_from(

@@ -21,6 +21,7 @@
 pub mod activity;
 pub mod admin;
 pub mod api;
+pub mod api_held;
 pub mod digest;
 pub mod listener;
 pub mod lists;
@@ -60,6 +61,7 @@ pub fn router(state: WebState) -> Router {
         .route("/healthz", get(health))
         .merge(owner::routes())
         .merge(api::routes())
+        .merge(api_held::routes())
         .fallback(not_found)
         .with_state(state)
 }

@@ -35,4 +35,5 @@ mod web_api;
 mod web_limits;
 mod web_lists;
 mod web_owner;
+mod web_search;
 mod web_settings;

@@ -1,0 +1,361 @@
+//! The JSON API for held mail, through the same code as `/quarantine`:
+//!
+//! - `GET /api/v1/held?q=…&limit=…&after=…` → `{"items": [...], "next"}`
+//!   (the search language of [`HeldQuery`]; `limit` 1 to 100, default 25;
+//!   `next` is the `after` of the following page, or `null`);
+//! - `GET /api/v1/held/{id}` → one item with its authentication results,
+//!   spam score and report; `GET /api/v1/held/{id}/raw` → the message as
+//!   received (`message/rfc822`);
+//! - `POST /api/v1/held/actions` `{"action", "ids": [...]}`, or
+//!   `"senders"`, or `"query"` for everything a search matches (at most
+//!   [`super::owner::BULK_LIMIT`]) → the counts of what was done.
+//!
+//! Another mailbox's id is 404 everywhere, and a bulk request naming one
+//! changes nothing.
+
+use super::WebState;
+use super::api::{body, caller, json, json_error, json_internal};
+use super::owner::{Targets, challenge_text, decode_cursor, encode_cursor, targets};
+use crate::quarantine::owner::{ActionReport, OwnerAction};
+use crate::store::search::HeldQuery;
+use crate::store::web::{HeldCursor, HeldRow};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/api/v1/held", get(list))
+        .route("/api/v1/held/actions", post(act))
+        .route("/api/v1/held/{id}", get(one))
+        .route("/api/v1/held/{id}/raw", get(raw))
+}
+
+/// A held message as the API gives it. Times are RFC 3339 in UTC.
+#[derive(Serialize)]
+struct Item {
+    id: i64,
+    received: String,
+    from: String,
+    from_name: String,
+    /// The envelope sender (`""` for `<>`).
+    envelope_sender: String,
+    subject: String,
+    /// Bytes.
+    size: i64,
+    /// The reason code (`reason:` in a search) and its words.
+    reason: String,
+    reason_detail: String,
+    /// `null`: not counted (held before attachments were counted).
+    attachments: Option<i64>,
+    challenge: Challenge,
+    expires: String,
+    /// `held`, or `releasing` while a release delivers it.
+    state: String,
+}
+
+#[derive(Serialize)]
+struct Challenge {
+    /// `none`, `queued`, `sent`, `bounced`, `answered` or `expired`
+    /// (the `challenge:` search terms).
+    state: &'static str,
+    sent_at: Option<String>,
+    /// The words the quarantine page shows.
+    text: String,
+}
+
+fn rfc3339(micros: i64) -> String {
+    let t = crate::clock::Timestamp(micros).log_format();
+    format!("{}T{}Z", &t[..10], &t[11..])
+}
+
+fn item(r: &HeldRow, keep_days: i64) -> Item {
+    use crate::store::held::{ChallengeState, OutboundState};
+    let state = match (r.challenge_id, r.challenge_state, r.mail_state) {
+        (None, _, _) => "none",
+        (_, Some(ChallengeState::Verified), _) => "answered",
+        (_, Some(ChallengeState::Expired), _) | (_, None, _) => "expired",
+        (_, _, Some(OutboundState::Sent)) => "sent",
+        (_, _, Some(OutboundState::Failed)) => "bounced",
+        _ => "queued",
+    };
+    let sent_at = match (r.mail_state, r.mail_done_at) {
+        (Some(OutboundState::Sent), Some(at)) => Some(rfc3339(at)),
+        _ => None,
+    };
+    Item {
+        id: r.id,
+        received: rfc3339(r.arrived_at.0),
+        from: r.sender.clone(),
+        from_name: r.sender_name.clone(),
+        envelope_sender: r.env_sender.clone(),
+        subject: r.subject.clone(),
+        size: r.size,
+        reason: r.reason.clone(),
+        reason_detail: r.reason_detail.clone(),
+        attachments: r.attachments,
+        challenge: Challenge {
+            state,
+            sent_at,
+            text: challenge_text(r),
+        },
+        expires: rfc3339(r.arrived_at.plus_secs(keep_days * 86400).0),
+        state: r.state.as_str().to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    q: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<Item>,
+    next: Option<String>,
+}
+
+async fn list(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let s = match caller(&st, &headers, false).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    let limit = match p.limit.as_deref().map(str::parse::<i64>) {
+        None => 25,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "limit: must be a number from 1 to 100",
+            );
+        }
+    };
+    let after = match p.after.as_deref().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => match decode_cursor(a) {
+            Some(c) => Some(c),
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "after: not a cursor this API gave (use the `next` of a page)",
+                );
+            }
+        },
+    };
+    let query = match HeldQuery::parse(p.q.as_deref().unwrap_or(""), st.sessions.now()) {
+        Ok(q) => q,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("q: {e}")),
+    };
+    let mailbox_id = s.session.mailbox_id;
+    let keep_days = match st.store.mailbox_settings(mailbox_id).await {
+        Ok(m) => m.keep_days,
+        Err(e) => return json_internal(&e),
+    };
+    let mut rows = match st
+        .store
+        .held_page(mailbox_id, &query, after, limit + 1)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return json_internal(&e),
+    };
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = match (more, rows.last()) {
+        (true, Some(r)) => Some(encode_cursor(HeldCursor {
+            arrived_at: r.arrived_at,
+            id: r.id,
+        })),
+        _ => None,
+    };
+    json(
+        StatusCode::OK,
+        &Page {
+            items: rows.iter().map(|r| item(r, keep_days)).collect(),
+            next,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct Detail {
+    #[serde(flatten)]
+    item: Item,
+    message_id: String,
+    /// The `Authentication-Results:` value this server wrote.
+    authentication_results: String,
+    /// Points; `null`: not scored.
+    spam_score: Option<f64>,
+    spam_report: String,
+}
+
+fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "no such message in your quarantine")
+}
+
+async fn one(State(st): State<WebState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let s = match caller(&st, &headers, false).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found();
+    };
+    let mailbox_id = s.session.mailbox_id;
+    let row = match st.store.held_row(mailbox_id, id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found(),
+        Err(e) => return json_internal(&e),
+    };
+    let held = match st.store.held(id).await {
+        Ok(Some(h)) if h.mailbox_id == mailbox_id => h,
+        Ok(_) => return not_found(),
+        Err(e) => return json_internal(&e),
+    };
+    let keep_days = match st.store.mailbox_settings(mailbox_id).await {
+        Ok(m) => m.keep_days,
+        Err(e) => return json_internal(&e),
+    };
+    json(
+        StatusCode::OK,
+        &Detail {
+            item: item(&row, keep_days),
+            message_id: held.message_id,
+            authentication_results: held.auth_results,
+            spam_score: held.spam_score.map(|t| t as f64 / 10.0),
+            spam_report: held.spam_report,
+        },
+    )
+}
+
+async fn raw(State(st): State<WebState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let s = match caller(&st, &headers, false).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found();
+    };
+    match st.store.held_of_mailbox(s.session.mailbox_id, id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(),
+        Err(e) => return json_internal(&e),
+    }
+    let data = match st.store.held_data(id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return not_found(),
+        Err(e) => return json_internal(&e),
+    };
+    let mut r = (StatusCode::OK, data).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("message/rfc822"),
+    );
+    super::session::secure_headers(&mut r, true);
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    /// An [`OwnerAction`] by name.
+    action: String,
+    #[serde(default)]
+    ids: Vec<i64>,
+    #[serde(default)]
+    senders: Vec<String>,
+    /// Everything this search matches (instead of ids and senders).
+    query: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ActionDone {
+    action: &'static str,
+    /// How many messages the request named or matched.
+    targets: usize,
+    #[serde(flatten)]
+    report: ActionReport,
+}
+
+async fn act(State(st): State<WebState>, headers: HeaderMap, bytes: Bytes) -> Response {
+    let s = match caller(&st, &headers, true).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let b: ActionBody = match body(&headers, &bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Ok(action) = b.action.parse::<OwnerAction>() else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "action: {:?} is not one of deliver, deliver_all, allow, allow_domain, block, \
+                 block_domain, ignore, delete, delete_all",
+                b.action
+            ),
+        );
+    };
+    if b.query.is_some() && !(b.ids.is_empty() && b.senders.is_empty()) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "give either `query` or `ids`/`senders`, not both",
+        );
+    }
+    let ids: Vec<String> = b.ids.iter().map(i64::to_string).collect();
+    let mailbox_id = s.session.mailbox_id;
+    let found = match targets(&st, mailbox_id, &ids, &b.senders, b.query.as_deref()).await {
+        Ok(Targets::Found(t)) => t,
+        Ok(Targets::NotFound(why)) => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                &format!("{why} Nothing was changed."),
+            );
+        }
+        Ok(Targets::Bad(why)) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("{why} Nothing was changed."),
+            );
+        }
+        Err(e) => return json_internal(&e),
+    };
+    match st.quarantine.owner_act(mailbox_id, action, &found).await {
+        Ok(report) => {
+            tracing::info!(
+                mailbox = %s.session.address, action = %action, targets = found.len(),
+                "owner acted on held mail through the API"
+            );
+            json(
+                StatusCode::OK,
+                &ActionDone {
+                    action: action.as_str(),
+                    targets: found.len(),
+                    report,
+                },
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "API action failed");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the action could not be completed; what was done so far stays done",
+            )
+        }
+    }
+}
