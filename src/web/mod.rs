@@ -59,6 +59,8 @@ pub fn router(state: WebState) -> Router {
         .route("/verify/{token}", get(show).post(confirm))
         .route("/digest/{token}", get(digest::show).post(digest::confirm))
         .route("/healthz", get(health))
+        // Browsers ask for it on every page; there is none.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(owner::routes())
         .merge(api::routes())
         .merge(api_held::routes())
