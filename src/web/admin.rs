@@ -429,8 +429,8 @@ fn item(r: &HeldRow, keep_days: i64, now: Timestamp) -> Item {
         },
         size: size_text(r.size),
         reason: printable(&r.reason_detail),
-        challenge: challenge_text(r),
-        expires: expires_text(r.arrived_at.plus_secs(keep_days * 86400), now),
+        challenge: challenge_text(r, "UTC"),
+        expires: expires_text(r.arrived_at.plus_secs(keep_days * 86400), now, "UTC"),
         releasing: r.state == HeldState::Releasing,
     }
 }

@@ -101,7 +101,7 @@ fn item(r: &HeldRow, keep_days: i64) -> Item {
         challenge: Challenge {
             state,
             sent_at,
-            text: challenge_text(r),
+            text: challenge_text(r, "UTC"),
         },
         expires: rfc3339(r.arrived_at.plus_secs(keep_days * 86400).0),
         state: r.state.as_str().to_owned(),

@@ -15,6 +15,7 @@ use super::owner::{
     challenge_text, expires_text, html, internal, message, printable, signed_in, size_text,
 };
 use super::session::{SignedIn, secure_headers};
+use super::settings::local_time;
 use crate::store::held::{HeldState, HeldSummary};
 use crate::store::search::HeldQuery;
 use crate::store::web::{HeldCursor, HeldRow};
@@ -192,8 +193,8 @@ async fn view(
         return not_found(&l.s);
     };
     let older = rows.iter().find(|r| r.id != l.held.id).map_or(0, |r| r.id);
-    let keep_days = match st.store.mailbox_settings(mailbox_id).await {
-        Ok(m) => m.keep_days,
+    let (keep_days, tz) = match st.store.mailbox_settings(mailbox_id).await {
+        Ok(m) => (m.keep_days, m.time_zone),
         Err(e) => return internal(&e),
     };
     let now = st.sessions.now();
@@ -285,14 +286,14 @@ async fn view(
         has_html,
         images: q.on(),
         attachments,
-        received: h.arrived_at.log_format(),
+        received: local_time(h.arrived_at, &tz),
         size: size_text(h.size),
         reason: printable(&h.reason_detail),
         auth_results: printable(&h.auth_results),
         spam,
         spam_report: printable(&h.spam_report),
-        challenge: challenge_text(row),
-        expires: expires_text(h.arrived_at.plus_secs(keep_days * 86400), now),
+        challenge: challenge_text(row, &tz),
+        expires: expires_text(h.arrived_at.plus_secs(keep_days * 86400), now, &tz),
         releasing: h.state == HeldState::Releasing,
         can_allow: !h.sender.is_empty(),
         from_addr: printable(&h.sender),

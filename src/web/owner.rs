@@ -18,6 +18,7 @@
 use super::WebState;
 use super::listener::client_key;
 use super::session::{SignedIn, same_secret, secure_headers};
+use super::settings::local_time;
 use crate::address::EmailAddress;
 use crate::clock::Timestamp;
 use crate::quarantine::owner::{ActionReport, OwnerAction};
@@ -117,6 +118,8 @@ struct QuarantinePage<'a> {
     senders_url: String,
     reasons: &'static [&'static str],
     states: &'static [&'static str],
+    /// The owner's time zone, which the times are in.
+    tz: String,
 }
 
 /// One sender's held mail, as the by-sender view shows it.
@@ -703,8 +706,8 @@ async fn quarantine(
     state.after = after_text.to_owned();
     let now = st.sessions.now();
     let mailbox_id = s.session.mailbox_id;
-    let keep_days = match st.store.mailbox_settings(mailbox_id).await {
-        Ok(m) => m.keep_days,
+    let (keep_days, tz) = match st.store.mailbox_settings(mailbox_id).await {
+        Ok(m) => (m.keep_days, m.time_zone),
         Err(e) => return internal(&e),
     };
     let (query, search_error) = match HeldQuery::parse(&state.q, now) {
@@ -747,6 +750,7 @@ async fn quarantine(
         .url(""),
         reasons: REASONS,
         states: CHALLENGE_STATES,
+        tz: tz.clone(),
     };
     if !page.search_error.is_empty() {
         let mut r = html(StatusCode::BAD_REQUEST, page.render(), true);
@@ -769,7 +773,7 @@ async fn quarantine(
             1 => "1 sender.".into(),
             n => format!("{n} senders."),
         };
-        page.senders = groups.iter().map(sender_item).collect();
+        page.senders = groups.iter().map(|g| sender_item(g, &tz)).collect();
         return html(StatusCode::OK, page.render(), true);
     }
     let mut rows = match st
@@ -795,8 +799,8 @@ async fn quarantine(
     }
     let shown = rows.len();
     for r in rows {
-        let day = day_of(r.arrived_at, now);
-        let item = item(&r, keep_days, now);
+        let day = day_of(r.arrived_at, now, &tz);
+        let item = item(&r, keep_days, now, &tz);
         match page.groups.last_mut() {
             Some(g) if g.day == day => g.items.push(item),
             _ => page.groups.push(Day {
@@ -828,7 +832,7 @@ async fn quarantine(
 /// The most senders the by-sender view shows.
 pub const SENDER_LIMIT: i64 = 200;
 
-fn sender_item(g: &SenderGroup) -> SenderItem {
+fn sender_item(g: &SenderGroup, tz: &str) -> SenderItem {
     SenderItem {
         addr_raw: g.sender.clone(),
         addr: if g.sender.is_empty() {
@@ -839,7 +843,7 @@ fn sender_item(g: &SenderGroup) -> SenderItem {
         name: printable(&g.sender_name),
         messages: g.messages,
         size: size_text(g.bytes),
-        newest: Timestamp(g.newest).log_format(),
+        newest: local_time(Timestamp(g.newest), tz),
         subject: printable(&g.a_subject),
         search: if g.sender.is_empty() {
             String::new()
@@ -854,18 +858,20 @@ fn sender_item(g: &SenderGroup) -> SenderItem {
     }
 }
 
-fn day_of(t: Timestamp, now: Timestamp) -> String {
-    let d = t.log_format()[..10].to_owned();
-    if d == now.log_format()[..10] {
+/// The day `t` falls on in the owner's time zone `tz`, as a heading.
+fn day_of(t: Timestamp, now: Timestamp, tz: &str) -> String {
+    let day = |t: Timestamp| local_time(t, tz)[..10].to_owned();
+    let d = day(t);
+    if d == day(now) {
         format!("Today, {d}")
-    } else if d == now.plus_secs(-86400).log_format()[..10] {
+    } else if d == day(now.plus_secs(-86400)) {
         format!("Yesterday, {d}")
     } else {
         d
     }
 }
 
-fn item(r: &HeldRow, keep_days: i64, now: Timestamp) -> Item {
+fn item(r: &HeldRow, keep_days: i64, now: Timestamp, tz: &str) -> Item {
     let from_addr = if r.sender.is_empty() {
         "no address".to_owned()
     } else {
@@ -888,7 +894,7 @@ fn item(r: &HeldRow, keep_days: i64, now: Timestamp) -> Item {
     };
     Item {
         id: r.id,
-        received: r.arrived_at.log_format(),
+        received: local_time(r.arrived_at, tz),
         subject,
         from_name: printable(&r.sender_name),
         from_addr,
@@ -896,15 +902,16 @@ fn item(r: &HeldRow, keep_days: i64, now: Timestamp) -> Item {
         env_sender,
         size: size_text(r.size),
         reason: printable(&r.reason_detail),
-        challenge: challenge_text(r),
-        expires: expires_text(r.arrived_at.plus_secs(keep_days * 86400), now),
+        challenge: challenge_text(r, tz),
+        expires: expires_text(r.arrived_at.plus_secs(keep_days * 86400), now, tz),
         releasing: r.state == HeldState::Releasing,
         attachments: r.attachments.unwrap_or(0),
     }
 }
 
 /// What became of the challenge for a held message, in words.
-pub(super) fn challenge_text(r: &HeldRow) -> String {
+/// `tz`: the owner's time zone, for the time it was sent.
+pub(super) fn challenge_text(r: &HeldRow, tz: &str) -> String {
     let Some(_) = r.challenge_id else {
         let why = match r.reason.as_str() {
             "challenge-off" => "challenge-response is off for this mailbox",
@@ -928,7 +935,10 @@ pub(super) fn challenge_text(r: &HeldRow) -> String {
         None => "Gone".into(),
         Some(ChallengeState::Open) => match (r.mail_state, r.mail_done_at) {
             (Some(OutboundState::Sent), Some(at)) => {
-                format!("Sent {}, waiting for an answer", Timestamp(at).log_format())
+                format!(
+                    "Sent {}, waiting for an answer",
+                    local_time(Timestamp(at), tz)
+                )
             }
             (Some(OutboundState::Failed), _) => format!(
                 "Could not be delivered to the sender: {}",
@@ -948,9 +958,9 @@ pub(super) fn size_text(n: i64) -> String {
     }
 }
 
-pub(super) fn expires_text(at: Timestamp, now: Timestamp) -> String {
+pub(super) fn expires_text(at: Timestamp, now: Timestamp, tz: &str) -> String {
     let left = at.secs() - now.secs();
-    let when = at.log_format();
+    let when = local_time(at, tz);
     match left {
         l if l <= 0 => format!("{when} (due now)"),
         l if l < 3600 => format!("{when} (in {} minutes)", (l + 59) / 60),
