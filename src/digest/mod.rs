@@ -30,8 +30,9 @@ use crate::delivery::LocalCopy;
 use crate::html::escape;
 use crate::quarantine::{Quarantine, QuarantineError};
 use crate::store::StoreError;
-use crate::store::digest::{DigestItem, DigestState};
-use crate::store::held::{HeldState, HeldSummary};
+use crate::store::digest::{DigestItem, DigestState, DomainDigest, QueuedDigest};
+use crate::store::held::{HeldState, HeldSummary, OutboundState};
+use crate::web::settings::local_time;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +73,13 @@ pub struct DigestReport {
     pub sent: usize,
     /// Digests that could not be written into the owner's Maildir.
     pub failed: usize,
+    /// Domain digests written into a local subscriber's Maildir.
+    pub domain_delivered: usize,
+    /// Domain digests handed to the outbound queue (another address): not
+    /// sent yet, the queue sends them.
+    pub domain_queued: usize,
+    /// Domain digests that could not be written or queued.
+    pub domain_failed: usize,
 }
 
 /// The digest: its pass, and what its links do.
@@ -84,17 +92,20 @@ pub struct Digests {
 #[derive(Debug, Clone)]
 pub struct Opened {
     pub action: DigestAction,
+    /// The mailbox the link acts on (review, deliver, review all); for a
+    /// domain digest's review all, the subscription's id.
     pub mailbox_id: i64,
-    /// The mailbox's address.
+    /// The mailbox's address; for a domain digest, the subscriber's.
     pub mailbox: String,
+    /// A domain digest's review all: the subscription.
+    pub domain: Option<DomainDigest>,
     /// Review, deliver: the message, if it is still in the quarantine.
     pub held: Option<DigestItem>,
     /// Review all: the digest's messages still in the quarantine.
     pub items: Vec<DigestItem>,
-    /// The spam score (tenths) at or above which mail gets no deliver link.
-    pub high_score_at: Option<i64>,
-    /// Days the mailbox keeps held mail (when each message expires).
-    pub keep_days: i64,
+    /// The reader's time zone: the mailbox's, or a local subscriber's
+    /// (UTC for another address).
+    pub time_zone: String,
     /// The value the confirmation form must carry back.
     pub confirmation: String,
     parts: DigestTokenParts,
@@ -108,6 +119,9 @@ pub enum Delivered {
     Now,
     /// Gone from the quarantine already (delivered before, deleted, expired).
     Already,
+    /// Taken out of the quarantine, but its mailbox could not take it yet:
+    /// the sweeper tries again.
+    Pending,
     /// Held for a high spam score: not deliverable by link.
     HighScore,
 }
@@ -116,6 +130,8 @@ pub enum Delivered {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliveredAll {
     pub delivered: usize,
+    /// Taken out of the quarantine, their mailbox could not take them yet.
+    pub pending: usize,
     /// Left held for their high spam score.
     pub kept: usize,
 }
@@ -161,7 +177,134 @@ impl Digests {
                 }
             }
         }
+        for sub in store.domain_digests().await? {
+            match self.send_domain_if_due(&sub).await {
+                Ok(Some(DomainSent::Delivered)) => report.domain_delivered += 1,
+                Ok(Some(DomainSent::Queued)) => report.domain_queued += 1,
+                Ok(None) => {}
+                Err(e) => {
+                    report.domain_failed += 1;
+                    tracing::error!(domain = %sub.domain, to = %sub.address, error = %e,
+                        "domain digest failed");
+                }
+            }
+        }
         Ok(report)
+    }
+
+    /// Sends a domain digest if it is due: a local mailbox gets it in its
+    /// Maildir, another address through the outbound queue (from
+    /// `postmaster@<domain>`, `<>`, DKIM-signed with the domain's keys like
+    /// a challenge).
+    async fn send_domain_if_due(
+        &self,
+        sub: &DomainDigest,
+    ) -> Result<Option<DomainSent>, DigestError> {
+        let Some(period) = sub.frequency.period_secs() else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let store = self.quarantine.store();
+        let (count, upto) = store
+            .domain_held_after(sub.domain_id, sub.last_held)
+            .await?;
+        let period_due = sub
+            .last_at
+            .is_none_or(|t| now.0 >= t.saturating_add(period.saturating_mul(1_000_000)));
+        if count == 0 || !period_due {
+            return Ok(None);
+        }
+        let upto = upto.max(sub.last_held);
+        let items = store
+            .domain_digest_items(sub.domain_id, sub.last_held, upto, TOP_ITEMS)
+            .await?;
+        let local = match store
+            .mailbox_settings_by_address(&sub.address.to_lowercase())
+            .await
+        {
+            Ok(s) => Some(s),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let tz = local.as_ref().map_or("UTC", |s| s.time_zone.as_str());
+        let longest = items.iter().map(|i| i.keep_days).max().unwrap_or(0);
+        let all = token::issue(
+            &self.keyring(),
+            &DigestClaims {
+                action: DigestAction::DomainReviewAll,
+                mailbox_id: sub.id,
+                mailbox: &token::domain_binding(sub.id, &sub.domain, &sub.address),
+                first: sub.last_held,
+                last: upto,
+                expires: expiry(now, longest),
+            },
+        );
+        let to = clean(&sub.address);
+        let data = self.compose(
+            &Letter {
+                to: &to,
+                from_domain: &sub.domain,
+                title: "Domain quarantine digest",
+                heading: format!("Quarantine digest of {} for {to}", sub.domain),
+                subject: match count {
+                    1 => format!("Quarantine digest of {}: 1 new message held", sub.domain),
+                    n => format!("Quarantine digest of {}: {n} new messages held", sub.domain),
+                },
+                warning: None,
+                count,
+                items: &items,
+                recipient_column: true,
+                review_all: Some(self.link(&all)),
+                tz,
+                id: format!("domain-digest.{}.{}", now.0, sub.id),
+            },
+            now,
+        );
+        let Some(local) = local else {
+            let from = format!("postmaster@{}", sub.domain);
+            let signed = self
+                .quarantine
+                .challenges()
+                .dkim_signers(&from, &from)
+                .await?
+                .sign(&data)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(domain = %sub.domain, error = %e,
+                        "domain digest not DKIM-signed");
+                    data.clone()
+                });
+            let queued = QueuedDigest {
+                kind: DOMAIN_DIGEST_KIND,
+                rcpt: &sub.address,
+                data: &signed,
+            };
+            if !store
+                .claim_domain_digest(sub, now, upto, Some(queued))
+                .await?
+            {
+                return Ok(None);
+            }
+            tracing::info!(domain = %sub.domain, to = %sub.address, held = count,
+                "domain digest queued for sending");
+            return Ok(Some(DomainSent::Queued));
+        };
+        if !store.claim_domain_digest(sub, now, upto, None).await? {
+            return Ok(None);
+        }
+        let copy = LocalCopy {
+            sender: String::new(),
+            mailbox: local.address.clone(),
+            unique: format!("D{}S{}", now.0, sub.id),
+            arrival_secs: now.secs(),
+            data: Arc::new(data),
+        };
+        if let Err(e) = self.quarantine.delivery().deliver_once(copy).await {
+            store.unclaim_domain_digest(sub, now).await?;
+            return Err(DigestError::Deliver(e));
+        }
+        tracing::info!(domain = %sub.domain, to = %sub.address, held = count,
+            "domain digest delivered");
+        Ok(Some(DomainSent::Delivered))
     }
 
     /// Runs [`Digests::run_once`] every `interval` (`serve` gives it the
@@ -213,7 +356,41 @@ impl Digests {
         } else {
             Vec::new()
         };
-        let data = self.compose(s, &items, new_count, upto, quota, fill.as_ref(), now);
+        let review_all = (new_count > 0).then(|| {
+            self.link(&token::issue(
+                &self.keyring(),
+                &DigestClaims {
+                    action: DigestAction::ReviewAll,
+                    mailbox_id: s.mailbox_id,
+                    mailbox: &s.address,
+                    first: s.last_held,
+                    last: upto,
+                    expires: expiry(now, s.keep_days),
+                },
+            ))
+        });
+        let address = clean(&s.address);
+        let data = self.compose(
+            &Letter {
+                to: &address,
+                from_domain: s.address.rsplit_once('@').map_or("localhost", |(_, d)| d),
+                title: "Quarantine digest",
+                heading: format!("Quarantine digest for {address}"),
+                subject: match new_count {
+                    0 => "Quarantine digest: your quarantine is full".to_owned(),
+                    1 => "Quarantine digest: 1 new message held".to_owned(),
+                    n => format!("Quarantine digest: {n} new messages held"),
+                },
+                warning: quota.warning(fill.as_ref()),
+                count: new_count,
+                items: &items,
+                recipient_column: false,
+                review_all,
+                tz: &s.time_zone,
+                id: format!("digest.{}.{}", now.0, s.mailbox_id),
+            },
+            now,
+        );
         let copy = LocalCopy {
             sender: String::new(),
             mailbox: s.address.clone(),
@@ -232,138 +409,75 @@ impl Digests {
         Ok(true)
     }
 
-    fn item_token(&self, s: &DigestState, item: &HeldSummary, action: DigestAction) -> String {
+    fn item_token(&self, item: &DigestItem, action: DigestAction) -> String {
+        let h = &item.held;
         token::issue(
             &self.keyring(),
             &DigestClaims {
                 action,
-                mailbox_id: s.mailbox_id,
-                mailbox: &s.address,
-                first: item.id,
-                last: item.id,
-                expires: expiry(item.arrived_at, s.keep_days),
+                mailbox_id: h.mailbox_id,
+                mailbox: &h.mailbox,
+                first: h.id,
+                last: h.id,
+                expires: expiry(h.arrived_at, item.keep_days),
             },
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn compose(
-        &self,
-        s: &DigestState,
-        items: &[DigestItem],
-        count: i64,
-        upto: i64,
-        quota: Fill,
-        fill: Option<&crate::quarantine::sweep::QuarantineFull>,
-        now: Timestamp,
-    ) -> Vec<u8> {
+    /// A digest mail: headers, a text part and an HTML part, each item
+    /// with its review link and (but for high-score mail) its deliver
+    /// link, each bound to the item's own mailbox.
+    fn compose(&self, m: &Letter, now: Timestamp) -> Vec<u8> {
         let mut text = String::new();
         let mut html = String::new();
-        let address = clean(&s.address);
-        let _ = writeln!(text, "Quarantine digest for {address}\n");
+        let _ = writeln!(text, "{}\n", m.heading);
         let _ = writeln!(
             html,
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Quarantine digest</title></head>\n\
-             <body style=\"font-family:sans-serif\">\n<h1 style=\"font-size:1.2em\">Quarantine digest for {}</h1>",
-            escape(&address)
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
+             <body style=\"font-family:sans-serif\">\n<h1 style=\"font-size:1.2em\">{}</h1>",
+            escape(m.title),
+            escape(&m.heading)
         );
-        if let Some(warning) = quota.warning(fill) {
+        if let Some(warning) = &m.warning {
             let _ = writeln!(text, "{warning}\n");
             let _ = writeln!(
                 html,
                 "<p style=\"border:2px solid #b00;padding:.5em\"><strong>{}</strong></p>",
-                escape(&warning)
+                escape(warning)
             );
         }
-        let summary = match count {
+        let summary = match m.count {
             0 => "No new mail was held since the last digest.".to_owned(),
             1 => "1 new message was held since the last digest.".to_owned(),
             n => format!("{n} new messages were held since the last digest."),
         };
         let _ = writeln!(text, "{summary}\n");
         let _ = writeln!(html, "<p>{}</p>", escape(&summary));
-        if !items.is_empty() {
+        let _ = writeln!(
+            text,
+            "Times are in {} (the time zone of the settings page).\n",
+            m.tz
+        );
+        if !m.items.is_empty() {
             let _ = writeln!(html, "<ol>");
         }
-        for (n, item) in items.iter().enumerate() {
-            let h = &item.held;
-            let from = from_line(h);
-            let subject = subject_of(h);
-            let why = why_held(h);
-            let challenge = challenge_words(item);
-            let review = self.link(&self.item_token(s, h, DigestAction::Review));
-            let deliver = (!high_score(h, s.spam_no_challenge_at))
-                .then(|| self.link(&self.item_token(s, h, DigestAction::Deliver)));
-            let _ = writeln!(
-                text,
-                "{}. {} UTC\n   From: {from}\n   Subject: {subject}\n   Why held: {why}\n   Challenge: {challenge}\n   Review: {review}",
-                n + 1,
-                h.arrived_at.log_format()
-            );
-            match &deliver {
-                Some(url) => {
-                    let _ = writeln!(text, "   Deliver: {url}\n");
-                }
-                None => {
-                    let _ = writeln!(
-                        text,
-                        "   (High spam score: no one-click deliver; review it first.)\n"
-                    );
-                }
-            }
-            let _ = writeln!(
-                html,
-                "<li style=\"margin-bottom:1em\"><strong>{}</strong><br>\nFrom: {}<br>\n\
-                 Received: {} UTC<br>\nWhy held: {}<br>\nChallenge: {}<br>\n<a href=\"{}\">Review</a>",
-                escape(&subject),
-                from_html(h),
-                escape(&h.arrived_at.log_format()),
-                escape(&why),
-                escape(&challenge),
-                escape(&review),
-            );
-            match &deliver {
-                Some(url) => {
-                    let _ = writeln!(
-                        html,
-                        " &middot; <a href=\"{}\">Deliver</a></li>",
-                        escape(url)
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        html,
-                        " &middot; <em>high spam score: no one-click deliver</em></li>"
-                    );
-                }
-            }
+        for (n, item) in m.items.iter().enumerate() {
+            self.write_item(&mut text, &mut html, n + 1, item, m);
         }
-        if !items.is_empty() {
+        if !m.items.is_empty() {
             let _ = writeln!(html, "</ol>");
         }
-        let more = count - items.len() as i64;
+        let more = m.count - m.items.len() as i64;
         if more > 0 {
             let _ = writeln!(text, "... and {more} more.\n");
             let _ = writeln!(html, "<p>&hellip; and {more} more.</p>");
         }
-        if count > 0 {
-            let all = token::issue(
-                &self.keyring(),
-                &DigestClaims {
-                    action: DigestAction::ReviewAll,
-                    mailbox_id: s.mailbox_id,
-                    mailbox: &s.address,
-                    first: s.last_held,
-                    last: upto,
-                    expires: expiry(now, s.keep_days),
-                },
-            );
-            let url = self.link(&all);
+        if let Some(url) = &m.review_all {
             let _ = writeln!(text, "Review all in this digest: {url}\n");
             let _ = writeln!(
                 html,
                 "<p><a href=\"{}\">Review all in this digest</a></p>",
-                escape(&url)
+                escape(url)
             );
         }
         let note = "Each link opens a page that says what it will do; nothing happens \
@@ -375,62 +489,104 @@ impl Digests {
             "<p style=\"color:#555;font-size:.9em\">{}</p>\n</body></html>",
             escape(note)
         );
+        mime(m, &text, &html, now)
+    }
 
-        let domain = s.address.rsplit_once('@').map_or("localhost", |(_, d)| d);
-        let mut nonce = [0u8; 12];
-        rand::fill(&mut nonce[..]);
-        let boundary: String = nonce.iter().fold("=_digest_".to_owned(), |mut b, x| {
-            let _ = write!(b, "{x:02x}");
-            b
-        });
-        let subject = match count {
-            0 => "Quarantine digest: your quarantine is full".to_owned(),
-            1 => "Quarantine digest: 1 new message held".to_owned(),
-            n => format!("Quarantine digest: {n} new messages held"),
-        };
-        let mut out = String::new();
-        let _ = write!(
-            out,
-            "From: \"boxtrap quarantine\" <postmaster@{domain}>\r\n\
-             To: <{address}>\r\n\
-             Subject: {subject}\r\n\
-             Date: {date}\r\n\
-             Message-ID: <digest.{micros}.{id}@{domain}>\r\n\
-             Auto-Submitted: auto-generated\r\n\
-             X-Auto-Response-Suppress: All\r\n\
-             MIME-Version: 1.0\r\n\
-             Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\
-             \r\n\
-             This is a message in MIME format: a text part and an HTML part.\r\n\
-             \r\n--{boundary}\r\n\
-             Content-Type: text/plain; charset=utf-8\r\n\
-             Content-Transfer-Encoding: 8bit\r\n\r\n{text}\
-             \r\n--{boundary}\r\n\
-             Content-Type: text/html; charset=utf-8\r\n\
-             Content-Transfer-Encoding: 8bit\r\n\r\n{html}\
-             \r\n--{boundary}--\r\n",
-            date = now.rfc5322(),
-            micros = now.0,
-            id = s.mailbox_id,
-            text = crlf(&text),
-            html = crlf(&html),
+    fn write_item(
+        &self,
+        text: &mut String,
+        html: &mut String,
+        n: usize,
+        item: &DigestItem,
+        m: &Letter,
+    ) {
+        let h = &item.held;
+        let from = from_line(h);
+        let subject = subject_of(h);
+        let why = why_held(h);
+        let challenge = challenge_words(item, m.tz);
+        let received = local_time(h.arrived_at, m.tz);
+        let review = self.link(&self.item_token(item, DigestAction::Review));
+        let deliver = (!high_score(h, item.high_score_at))
+            .then(|| self.link(&self.item_token(item, DigestAction::Deliver)));
+        let _ = writeln!(text, "{n}. {received}");
+        if m.recipient_column {
+            let _ = writeln!(text, "   For: {}", clean(&h.mailbox));
+        }
+        let _ = writeln!(
+            text,
+            "   From: {from}\n   Subject: {subject}\n   Why held: {why}\n   Challenge: {challenge}\n   Review: {review}"
         );
-        out.into_bytes()
+        match &deliver {
+            Some(url) => {
+                let _ = writeln!(text, "   Deliver: {url}\n");
+            }
+            None => {
+                let _ = writeln!(
+                    text,
+                    "   (High spam score: no one-click deliver; review it first.)\n"
+                );
+            }
+        }
+        let for_line = if m.recipient_column {
+            format!("For: {}<br>\n", escape(&clean(&h.mailbox)))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            html,
+            "<li style=\"margin-bottom:1em\"><strong>{}</strong><br>\n{for_line}From: {}<br>\n\
+             Received: {}<br>\nWhy held: {}<br>\nChallenge: {}<br>\n<a href=\"{}\">Review</a>",
+            escape(&subject),
+            from_html(h),
+            escape(&received),
+            escape(&why),
+            escape(&challenge),
+            escape(&review),
+        );
+        match &deliver {
+            Some(url) => {
+                let _ = writeln!(
+                    html,
+                    " &middot; <a href=\"{}\">Deliver</a></li>",
+                    escape(url)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    html,
+                    " &middot; <em>high spam score: no one-click deliver</em></li>"
+                );
+            }
+        }
     }
 
     /// Verifies a digest link and gathers what it is about. Every refused
     /// token (tampered, expired, unknown key, another mailbox, a mailbox
-    /// that is gone) is `None`: one answer for all.
+    /// or subscription that is gone) is `None`: one answer for all.
     pub async fn open(&self, token: &str) -> Result<Option<Opened>, DigestError> {
         let keyring = self.keyring();
         let Ok(parts) = token::decode(token) else {
             return Ok(None);
         };
         let store = self.quarantine.store();
-        let Some(state) = store.digest_state(parts.mailbox_id).await? else {
-            return Ok(None);
+        let (bound, domain, time_zone) = if parts.action == DigestAction::DomainReviewAll {
+            let Some(sub) = store.domain_digest(parts.mailbox_id).await? else {
+                return Ok(None);
+            };
+            let tz = self.reader_zone(&sub.address).await?;
+            (sub.address.clone(), Some(sub), tz)
+        } else {
+            let Some(state) = store.digest_state(parts.mailbox_id).await? else {
+                return Ok(None);
+            };
+            (state.address, None, state.time_zone)
         };
-        if let Err(e) = token::verify(&keyring, &parts, &state.address, self.now()) {
+        let binding = match &domain {
+            Some(d) => token::domain_binding(d.id, &d.domain, &d.address),
+            None => bound.clone(),
+        };
+        if let Err(e) = token::verify(&keyring, &parts, &binding, self.now()) {
             debug_refusal(&e);
             return Ok(None);
         }
@@ -465,19 +621,41 @@ impl Digests {
                     .await?;
                 (None, items)
             }
+            DigestAction::DomainReviewAll => {
+                let domain_id = domain.as_ref().map_or(0, |d| d.domain_id);
+                let items = store
+                    .domain_digest_items(domain_id, parts.first, parts.last, REVIEW_ALL_MAX)
+                    .await?;
+                (None, items)
+            }
         };
         Ok(Some(Opened {
             action: parts.action,
             mailbox_id: parts.mailbox_id,
-            mailbox: state.address,
+            mailbox: bound,
+            domain,
             held,
             items,
-            high_score_at: state.spam_no_challenge_at,
-            keep_days: state.keep_days,
+            time_zone,
             confirmation,
             parts,
             token: token.to_owned(),
         }))
+    }
+
+    /// The time zone of a digest's reader: a local mailbox's own, UTC for
+    /// any other address.
+    async fn reader_zone(&self, address: &str) -> Result<String, DigestError> {
+        match self
+            .quarantine
+            .store()
+            .mailbox_settings_by_address(&address.to_lowercase())
+            .await
+        {
+            Ok(s) => Ok(s.time_zone),
+            Err(StoreError::NotFound(_)) => Ok("UTC".to_owned()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Whether a POST carried the confirmation page's hidden field.
@@ -485,37 +663,27 @@ impl Digests {
         token::confirmed(&self.keyring(), &link.parts, &link.token, given)
     }
 
-    /// A deliver link for a message the review page may offer (`None`
-    /// for high-score mail).
-    pub fn deliver_link(&self, link: &Opened, item: &DigestItem) -> Option<(String, String)> {
-        if high_score(&item.held, link.high_score_at) {
+    /// A deliver link (token, confirmation) for a message the review page
+    /// may offer, bound to the message's own mailbox (`None` for
+    /// high-score mail).
+    pub fn deliver_link(&self, item: &DigestItem) -> Option<(String, String)> {
+        if high_score(&item.held, item.high_score_at) {
             return None;
         }
-        let keyring = self.keyring();
-        let t = token::issue(
-            &keyring,
-            &DigestClaims {
-                action: DigestAction::Deliver,
-                mailbox_id: link.mailbox_id,
-                mailbox: &link.mailbox,
-                first: item.held.id,
-                last: item.held.id,
-                expires: link.parts.expires,
-            },
-        );
+        let t = self.item_token(item, DigestAction::Deliver);
         let parts = token::decode(&t).ok()?;
-        let confirm = token::confirmation(&keyring, &parts, &t)?;
+        let confirm = token::confirmation(&self.keyring(), &parts, &t)?;
         Some((t, confirm))
     }
 
     /// When a listed message expires from the quarantine.
-    pub fn expires(&self, link: &Opened, item: &DigestItem) -> Timestamp {
-        expiry(item.held.arrived_at, link.keep_days)
+    pub fn expires(&self, item: &DigestItem) -> Timestamp {
+        expiry(item.held.arrived_at, item.keep_days)
     }
 
     /// Whether an item is held for a high spam score (no one-click deliver).
-    pub fn is_high_score(&self, link: &Opened, item: &DigestItem) -> bool {
-        high_score(&item.held, link.high_score_at)
+    pub fn is_high_score(&self, item: &DigestItem) -> bool {
+        high_score(&item.held, item.high_score_at)
     }
 
     /// Delivers the one message of a deliver link to its mailbox (the
@@ -528,40 +696,139 @@ impl Digests {
         if link.action != DigestAction::Deliver {
             return Ok(Delivered::Already);
         }
-        if high_score(&item.held, link.high_score_at) {
+        if high_score(&item.held, item.high_score_at) {
             return Ok(Delivered::HighScore);
         }
         if item.held.state != HeldState::Held {
             return Ok(Delivered::Already);
         }
-        if self.quarantine.release_one(item.held.id).await? {
-            Ok(Delivered::Now)
-        } else {
-            Ok(Delivered::Already)
-        }
+        self.release(item.held.id).await
     }
 
-    /// Delivers every message of a "review all" link that is still held,
+    /// Releases one held message; says whether it reached its mailbox, is
+    /// still on its way (taken, but the Maildir could not take it yet), or
+    /// was gone.
+    async fn release(&self, id: i64) -> Result<Delivered, DigestError> {
+        if self.quarantine.release_one(id).await? {
+            return Ok(Delivered::Now);
+        }
+        let pending = self
+            .quarantine
+            .store()
+            .held(id)
+            .await?
+            .is_some_and(|h| h.state == HeldState::Releasing);
+        Ok(if pending {
+            Delivered::Pending
+        } else {
+            Delivered::Already
+        })
+    }
+
+    /// Delivers every message of a "review all" link (a mailbox's, or a
+    /// domain digest's: every mailbox of the domain) that is still held,
     /// except high-score mail.
     pub async fn deliver_all(&self, link: &Opened) -> Result<DeliveredAll, DigestError> {
         let mut done = DeliveredAll::default();
-        if link.action != DigestAction::ReviewAll {
-            return Ok(done);
-        }
         for item in &link.items {
-            if item.held.mailbox_id != link.mailbox_id || item.held.state != HeldState::Held {
+            let covered = match link.action {
+                DigestAction::ReviewAll => item.held.mailbox_id == link.mailbox_id,
+                DigestAction::DomainReviewAll => link
+                    .domain
+                    .as_ref()
+                    .is_some_and(|d| item.held.mailbox.ends_with(&format!("@{}", d.domain))),
+                _ => false,
+            };
+            if !covered || item.held.state != HeldState::Held {
                 continue;
             }
-            if high_score(&item.held, link.high_score_at) {
+            if high_score(&item.held, item.high_score_at) {
                 done.kept += 1;
                 continue;
             }
-            if self.quarantine.release_one(item.held.id).await? {
-                done.delivered += 1;
+            match self.release(item.held.id).await? {
+                Delivered::Now => done.delivered += 1,
+                Delivered::Pending => done.pending += 1,
+                _ => {}
             }
         }
         Ok(done)
     }
+}
+
+/// The `outbound_messages.kind` of a domain digest.
+pub const DOMAIN_DIGEST_KIND: &str = "domain-digest";
+
+/// Where a domain digest went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DomainSent {
+    Delivered,
+    Queued,
+}
+
+/// What a digest mail says, for [`Digests::compose`].
+struct Letter<'a> {
+    /// The recipient's address (cleaned).
+    to: &'a str,
+    /// Its `From:` is `postmaster@` this.
+    from_domain: &'a str,
+    /// The HTML part's `<title>`.
+    title: &'a str,
+    heading: String,
+    subject: String,
+    /// Said first (a full quarantine).
+    warning: Option<String>,
+    /// How many new messages in all (`items` are the newest of them).
+    count: i64,
+    items: &'a [DigestItem],
+    /// A domain digest: each item says which mailbox it is for.
+    recipient_column: bool,
+    review_all: Option<String>,
+    /// The reader's time zone, for every time in the mail.
+    tz: &'a str,
+    /// The Message-ID's local part.
+    id: String,
+}
+
+/// The digest as a `multipart/alternative` message from
+/// `postmaster@<the recipient's domain>`.
+fn mime(m: &Letter, text: &str, html: &str, now: Timestamp) -> Vec<u8> {
+    let domain = m.from_domain;
+    let mut nonce = [0u8; 12];
+    rand::fill(&mut nonce[..]);
+    let boundary: String = nonce.iter().fold("=_digest_".to_owned(), |mut b, x| {
+        let _ = write!(b, "{x:02x}");
+        b
+    });
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "From: \"boxtrap quarantine\" <postmaster@{domain}>\r\n\
+         To: <{to}>\r\n\
+         Subject: {subject}\r\n\
+         Date: {date}\r\n\
+         Message-ID: <{id}@{domain}>\r\n\
+         Auto-Submitted: auto-generated\r\n\
+         X-Auto-Response-Suppress: All\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\
+         \r\n\
+         This is a message in MIME format: a text part and an HTML part.\r\n\
+         \r\n--{boundary}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\n{text}\
+         \r\n--{boundary}\r\n\
+         Content-Type: text/html; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\n{html}\
+         \r\n--{boundary}--\r\n",
+        to = m.to,
+        subject = clean(&m.subject),
+        date = now.rfc5322(),
+        id = m.id,
+        text = crlf(text),
+        html = crlf(html),
+    );
+    out.into_bytes()
 }
 
 fn debug_refusal(e: &TokenError) {
@@ -701,17 +968,22 @@ pub fn why_held(h: &HeldSummary) -> String {
     }
 }
 
-/// The challenge's state, in words.
-pub fn challenge_words(item: &DigestItem) -> String {
-    let at = item
-        .challenge_at
-        .map(|t| format!(" on {} UTC", Timestamp(t).log_format()))
-        .unwrap_or_default();
+/// The challenge's state, in words, as the quarantine page says it: a
+/// challenge whose mail is still in the outbound queue is "queued", not
+/// "sent". `tz`: the reader's time zone.
+pub fn challenge_words(item: &DigestItem, tz: &str) -> String {
     match item.challenge_state.as_deref() {
         None => "none sent".to_owned(),
-        Some("open") => format!("sent{at}, no answer yet"),
+        Some("open") => match (item.mail_state, item.mail_done_at) {
+            (Some(OutboundState::Queued), _) => "queued to be sent, not sent yet".to_owned(),
+            (Some(OutboundState::Failed), _) => "could not be delivered to the sender".to_owned(),
+            (Some(OutboundState::Sent), Some(at)) => {
+                format!("sent {}, no answer yet", local_time(Timestamp(at), tz))
+            }
+            _ => "sent, no answer yet".to_owned(),
+        },
         Some("verified") => "answered: the sender confirmed".to_owned(),
-        Some("expired") => format!("sent{at}, never answered"),
+        Some("expired") => "expired without an answer".to_owned(),
         Some(other) => clean(other),
     }
 }

@@ -4,7 +4,7 @@
 //! token is never a digest token nor the other way round.
 //!
 //! A token names an action (review one message, deliver one message,
-//! review everything in one digest), the mailbox (its id, and its address
+//! review everything in one digest, or in one domain digest), the mailbox (its id, and its address
 //! bound by the MAC), the held messages (one id, or the digest's id range
 //! `(first, last]`), the key that signed it and when it expires (the
 //! message's own expiry). `now` is always an argument.
@@ -46,6 +46,17 @@ pub enum DigestAction {
     Deliver,
     /// Shows everything the digest listed, with one confirmed bulk deliver.
     ReviewAll,
+    /// Shows everything a domain digest listed (every mailbox of the
+    /// domain), with one confirmed bulk deliver. The token's "mailbox" is
+    /// the subscription: its id, and [`domain_binding`] bound by the MAC.
+    DomainReviewAll,
+}
+
+/// What a domain digest's "review all" token binds in place of a
+/// mailbox's address: the subscription, its domain and its address, so
+/// the token dies with the subscription and never passes for a mailbox's.
+pub fn domain_binding(subscription: i64, domain: &str, address: &str) -> String {
+    format!("domain-digest {subscription} {domain} {address}")
 }
 
 impl DigestAction {
@@ -54,6 +65,7 @@ impl DigestAction {
             DigestAction::Review => 1,
             DigestAction::Deliver => 2,
             DigestAction::ReviewAll => 3,
+            DigestAction::DomainReviewAll => 4,
         }
     }
 
@@ -62,6 +74,7 @@ impl DigestAction {
             1 => Some(DigestAction::Review),
             2 => Some(DigestAction::Deliver),
             3 => Some(DigestAction::ReviewAll),
+            4 => Some(DigestAction::DomainReviewAll),
             _ => None,
         }
     }

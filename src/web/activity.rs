@@ -10,14 +10,17 @@
 //! with the form as typed. The mailbox is the session's; nothing here
 //! reads another mailbox's lines.
 //!
-//! The CSV has the columns `time_utc, action, sender, detail, message,
-//! actor, client_ip`; a field that starts with `=`, `+`, `-`, `@`, a tab or
+//! The page shows times in the owner's time zone (`/settings`) and says
+//! which; the date filters are UTC dates. The CSV has the columns
+//! `time_utc, action, sender, detail, message, actor, client_ip`, its times
+//! in UTC as ISO 8601 (`2026-11-27T14:05:53Z`, whatever the zone); a field that starts with `=`, `+`, `-`, `@`, a tab or
 //! a carriage return gets a leading `'`, so a spreadsheet shows it as text
 //! instead of running it as a formula (CSV injection).
 
 use super::WebState;
 use super::owner::{html, internal, message, printable, signed_in};
 use super::session::secure_headers;
+use super::settings::local_time;
 use crate::clock::Timestamp;
 use crate::store::StoreError;
 use crate::store::activity::{ActivityCursor, ActivityFilter, ActivityLine, MAX_EXPORT, NewEvent};
@@ -341,6 +344,8 @@ struct ActivityPage<'a> {
     q: &'a ActivityQuery,
     limit: i64,
     lines: Vec<Line>,
+    /// The owner's time zone: the page's times are in it.
+    tz: String,
     /// The filters as a query string (`kind=…&held=…`), without paging.
     filters: String,
     first_page: bool,
@@ -359,9 +364,10 @@ struct Line {
     client_ip: String,
 }
 
-fn line(l: &ActivityLine) -> Line {
+/// `tz`: the owner's time zone (`/settings`).
+fn line(l: &ActivityLine, tz: &str) -> Line {
     Line {
-        at: l.at.log_format(),
+        at: local_time(l.at, tz),
         what: action_text(l.action),
         sender: printable(&l.sender),
         detail: printable(&l.detail),
@@ -421,6 +427,7 @@ async fn activity_page(
         q: &q,
         limit: DEFAULT_PAGE,
         lines: Vec::new(),
+        tz: "UTC".to_owned(),
         filters: String::new(),
         first_page: true,
         next: String::new(),
@@ -439,6 +446,10 @@ async fn activity_page(
         Ok(v) => v,
         Err(e) => return internal(&e),
     };
+    page.tz = match st.store.mailbox_settings(s.session.mailbox_id).await {
+        Ok(m) => m.time_zone,
+        Err(e) => return internal(&e),
+    };
     let filtered = parsed.filter != ActivityFilter::default();
     page.summary = match (lines.len(), parsed.after.is_some()) {
         (0, _) => String::new(),
@@ -450,7 +461,7 @@ async fn activity_page(
         (n, true) => format!("{n} older event{}.", if n == 1 { "" } else { "s" }),
     };
     page.limit = limit;
-    page.lines = lines.iter().map(line).collect();
+    page.lines = lines.iter().map(|l| line(l, &page.tz)).collect();
     page.filters = filter_query(&q);
     page.first_page = parsed.after.is_none();
     page.next = next.unwrap_or_default();
@@ -564,7 +575,7 @@ pub fn to_csv(lines: &[ActivityLine]) -> Result<Vec<u8>, csv::Error> {
     ])?;
     for l in lines {
         w.write_record([
-            l.at.log_format(),
+            rfc3339(l.at),
             l.action.as_str().to_owned(),
             defuse(&l.sender),
             defuse(&l.detail),

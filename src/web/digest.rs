@@ -7,10 +7,14 @@
 //! page and changes nothing.
 
 use super::{WebState, internal_error, page};
+use crate::clock::Timestamp;
 use crate::digest::token::DigestAction;
-use crate::digest::{Delivered, Digests, Opened, challenge_words, from_line, subject_of, why_held};
+use crate::digest::{
+    Delivered, Digests, Opened, challenge_words, clean, from_line, subject_of, why_held,
+};
 use crate::html::escape;
 use crate::store::digest::DigestItem;
+use crate::web::settings::local_time;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Extension, Form, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -48,7 +52,8 @@ fn invalid() -> Response {
         StatusCode::NOT_FOUND,
         "This link cannot be used",
         "<p>This link is not valid: it may have been altered or copied incompletely, \
-         or it has expired. Use the link from your digest exactly as it arrived.</p>",
+         or it has expired. Use the link from your digest exactly as it arrived.</p>\
+         <p class=\"onward\"><a href=\"/quarantine\">Go to your quarantine (sign in if asked)</a></p>",
     )
 }
 
@@ -61,20 +66,56 @@ async fn opened(st: &WebState, token: &str) -> Result<(Digests, Opened), Respons
     }
 }
 
-fn details(item: &DigestItem, expires: crate::clock::Timestamp) -> String {
+/// One held message as a table. `tz`: the reader's time zone;
+/// `recipient`: say which mailbox it is for (a domain digest).
+fn details(item: &DigestItem, expires: Timestamp, tz: &str, recipient: bool) -> String {
     let h = &item.held;
+    let for_row = if recipient {
+        format!(
+            "<tr><th>For</th><td>{}</td></tr>",
+            escape(&clean(&h.mailbox))
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "<table><tr><th>From</th><td>{}</td></tr><tr><th>Subject</th><td>{}</td></tr>\
-         <tr><th>Received</th><td>{} UTC</td></tr><tr><th>Size</th><td>{} bytes</td></tr>\
+        "<table>{for_row}<tr><th>From</th><td>{}</td></tr><tr><th>Subject</th><td>{}</td></tr>\
+         <tr><th>Received</th><td>{}</td></tr><tr><th>Size</th><td>{} bytes</td></tr>\
          <tr><th>Why held</th><td>{}</td></tr><tr><th>Challenge</th><td>{}</td></tr>\
-         <tr><th>Expires</th><td>{} UTC</td></tr></table>",
+         <tr><th>Expires</th><td>{}</td></tr></table>",
         escape(&from_line(h)),
         escape(&subject_of(h)),
-        escape(&h.arrived_at.log_format()),
+        escape(&local_time(h.arrived_at, tz)),
         h.size,
         escape(&why_held(h)),
-        escape(&challenge_words(item)),
-        escape(&expires.log_format()),
+        escape(&challenge_words(item, tz)),
+        escape(&local_time(expires, tz)),
+    )
+}
+
+/// Where to go from a link's page: the quarantine (or, before acting on a
+/// message, its page there), which asks the owner to sign in first; an
+/// admin's domain digest goes to the admin page.
+fn onward(link: &Opened, acted: bool) -> String {
+    let held = link.held.as_ref().filter(|_| !acted);
+    let (href, text) = match (&link.action, held) {
+        (DigestAction::DomainReviewAll, _) => (
+            "/admin".to_owned(),
+            "Go to the admin page (sign in if asked)",
+        ),
+        (_, Some(item)) if item.held.state == crate::store::held::HeldState::Held => (
+            format!("/quarantine/{}", item.held.id),
+            "Open this message in your quarantine (sign in if asked)",
+        ),
+        _ => (
+            "/quarantine".to_owned(),
+            "Go to your quarantine (sign in if asked)",
+        ),
+    };
+    format!(
+        "<p class=\"onward\"><a href=\"{}\">{}</a></p>",
+        escape(&href),
+        escape(text)
     )
 }
 
@@ -111,24 +152,36 @@ pub async fn show(
         Err(r) => return r,
     };
     log_use(&link, "GET", &peer, &headers, "shown");
+    let (title, body) = shown(&digests, &link);
+    page(
+        StatusCode::OK,
+        title,
+        &format!("{body}{}", onward(&link, false)),
+    )
+}
+
+/// The title and body of a link's page.
+fn shown(digests: &Digests, link: &Opened) -> (&'static str, String) {
     let mailbox = escape(&link.mailbox);
+    let tz = &link.time_zone;
     match link.action {
         DigestAction::Review | DigestAction::Deliver => {
             let Some(item) = &link.held else {
-                return page(StatusCode::OK, "No longer held", GONE);
+                return ("No longer held", GONE.to_owned());
             };
             let mut body = format!(
-                "<p>Held for <strong>{mailbox}</strong>:</p>{}",
-                details(item, digests.expires(&link, item))
+                "<p>Held for <strong>{mailbox}</strong> (times in {}):</p>{}",
+                escape(tz),
+                details(item, digests.expires(item), tz, false)
             );
-            if digests.is_high_score(&link, item) {
+            if digests.is_high_score(item) {
                 body.push_str(HIGH_SCORE);
             } else if link.action == DigestAction::Deliver {
                 body.push_str(&format!(
                     "<p>Deliver this one message to {mailbox}? The sender is not added to any list.</p>{}",
                     form("", &link.confirmation, "Deliver it")
                 ));
-            } else if let Some((t, confirm)) = digests.deliver_link(&link, item) {
+            } else if let Some((t, confirm)) = digests.deliver_link(item) {
                 body.push_str(&format!(
                     "<p>To deliver this one message to {mailbox}, press the button.</p>{}",
                     form(&format!("/digest/{t}"), &confirm, "Deliver it")
@@ -139,29 +192,40 @@ pub async fn show(
             } else {
                 "A held message"
             };
-            page(StatusCode::OK, title, &body)
+            (title, body)
         }
-        DigestAction::ReviewAll => {
+        DigestAction::ReviewAll | DigestAction::DomainReviewAll => {
             if link.items.is_empty() {
-                return page(
-                    StatusCode::OK,
+                return (
                     "Nothing left to review",
                     "<p>Every message in this digest has left the quarantine: delivered, \
-                     deleted or expired.</p>",
+                     deleted or expired.</p>"
+                        .to_owned(),
                 );
             }
-            let mut body = format!(
-                "<p>Held for <strong>{mailbox}</strong> and listed in this digest:</p><ol>"
-            );
+            let domain = link.domain.as_ref();
+            let mut body = match domain {
+                Some(d) => format!(
+                    "<p>Held for the mailboxes of <strong>{}</strong> and listed in the digest \
+                     sent to {mailbox} (times in {}):</p><ol>",
+                    escape(&d.domain),
+                    escape(tz)
+                ),
+                None => format!(
+                    "<p>Held for <strong>{mailbox}</strong> and listed in this digest \
+                     (times in {}):</p><ol>",
+                    escape(tz)
+                ),
+            };
             let mut deliverable = 0;
             for item in &link.items {
-                let high = digests.is_high_score(&link, item);
+                let high = digests.is_high_score(item);
                 if !high {
                     deliverable += 1;
                 }
                 body.push_str(&format!(
                     "<li>{}{}</li>",
-                    details(item, digests.expires(&link, item)),
+                    details(item, digests.expires(item), tz, domain.is_some()),
                     if high {
                         "<p class=\"muted\">High spam score: not delivered by this page.</p>"
                     } else {
@@ -190,7 +254,7 @@ pub async fn show(
                     ),
                 ));
             }
-            page(StatusCode::OK, "Review this digest", &body)
+            ("Review this digest", body)
         }
     }
 }
@@ -224,9 +288,23 @@ pub async fn confirm(
         return page(
             StatusCode::BAD_REQUEST,
             "Please confirm on the page",
-            "<p>Nothing was done. Open the link and use the button on its page.</p>",
+            &format!(
+                "<p>Nothing was done. Open the link and use the button on its page.</p>{}",
+                onward(&link, true)
+            ),
         );
     }
+    note_use(&st, &link, &peer).await;
+    let (status, title, body) = match acted(&digests, &link).await {
+        Ok(r) => r,
+        Err(e) => return internal_error(&e),
+    };
+    page(status, title, &format!("{body}{}", onward(&link, true)))
+}
+
+/// Records a confirmed link in the activity log of each mailbox it acts on.
+async fn note_use(st: &WebState, link: &Opened, peer: &Peer) {
+    let client = peer.as_ref().map(|Extension(ConnectInfo(a))| a.ip());
     let (held_id, what) = match link.action {
         DigestAction::Review => (None, "digest link to review a message: nothing to do"),
         DigestAction::Deliver => (
@@ -234,11 +312,32 @@ pub async fn confirm(
             "digest link to deliver this message confirmed",
         ),
         DigestAction::ReviewAll => (None, "digest link to deliver all listed confirmed"),
+        DigestAction::DomainReviewAll => {
+            let what = format!(
+                "domain digest link (sent to {}) to deliver all listed confirmed",
+                link.mailbox
+            );
+            let mut seen = std::collections::BTreeSet::new();
+            for item in &link.items {
+                if seen.insert(item.held.mailbox_id) {
+                    super::activity::note_link_use(
+                        st,
+                        item.held.mailbox_id,
+                        None,
+                        "",
+                        "domain digest link",
+                        &what,
+                        client,
+                    )
+                    .await;
+                }
+            }
+            return;
+        }
     };
-    let client = peer.as_ref().map(|Extension(ConnectInfo(a))| a.ip());
     let sender = link.held.as_ref().map_or("", |i| i.held.sender.as_str());
     super::activity::note_link_use(
-        &st,
+        st,
         link.mailbox_id,
         held_id,
         sender,
@@ -247,41 +346,68 @@ pub async fn confirm(
         client,
     )
     .await;
+}
+
+/// Does what a confirmed link says, and says what happened.
+async fn acted(
+    digests: &Digests,
+    link: &Opened,
+) -> Result<(StatusCode, &'static str, String), crate::digest::DigestError> {
     let mailbox = escape(&link.mailbox);
-    match link.action {
-        DigestAction::Review => page(
+    Ok(match link.action {
+        DigestAction::Review => (
             StatusCode::BAD_REQUEST,
             "Nothing to do",
-            "<p>This link only shows a message; nothing was done.</p>",
+            "<p>This link only shows a message; nothing was done.</p>".to_owned(),
         ),
-        DigestAction::Deliver => match digests.deliver(&link).await {
-            Ok(Delivered::Now) => page(
+        DigestAction::Deliver => match digests.deliver(link).await? {
+            Delivered::Now => (
                 StatusCode::OK,
                 "Delivered",
-                &format!("<p>The message was delivered to {mailbox}.</p>"),
+                format!("<p>The message was delivered into the mailbox {mailbox}.</p>"),
             ),
-            Ok(Delivered::Already) => page(StatusCode::OK, "Already delivered", GONE),
-            Ok(Delivered::HighScore) => page(StatusCode::FORBIDDEN, "Not delivered", HIGH_SCORE),
-            Err(e) => internal_error(&e),
+            Delivered::Pending => (
+                StatusCode::ACCEPTED,
+                "Being delivered",
+                format!(
+                    "<p>The message left the quarantine, but the mailbox {mailbox} could not \
+                     take it just now. It is tried again in a few minutes; nothing more to do.</p>"
+                ),
+            ),
+            Delivered::Already => (StatusCode::OK, "Already delivered", GONE.to_owned()),
+            Delivered::HighScore => (
+                StatusCode::FORBIDDEN,
+                "Not delivered",
+                HIGH_SCORE.to_owned(),
+            ),
         },
-        DigestAction::ReviewAll => match digests.deliver_all(&link).await {
-            Ok(done) => {
-                let mut body = format!(
-                    "<p>{} delivered to {mailbox}.</p>",
-                    match done.delivered {
-                        1 => "1 message".to_owned(),
-                        n => format!("{n} messages"),
-                    }
-                );
-                if done.kept > 0 {
-                    body.push_str(&format!(
-                        "<p>{} with a high spam score stayed in the quarantine.</p>",
-                        done.kept
-                    ));
+        DigestAction::ReviewAll | DigestAction::DomainReviewAll => {
+            let done = digests.deliver_all(link).await?;
+            let into = match &link.domain {
+                Some(d) => format!("their mailboxes at {}", escape(&d.domain)),
+                None => format!("the mailbox {mailbox}"),
+            };
+            let mut body = format!(
+                "<p>{} delivered into {into}.</p>",
+                match done.delivered {
+                    1 => "1 message".to_owned(),
+                    n => format!("{n} messages"),
                 }
-                page(StatusCode::OK, "Done", &body)
+            );
+            if done.pending > 0 {
+                body.push_str(&format!(
+                    "<p>{} left the quarantine but could not be delivered just now; \
+                     they are tried again in a few minutes.</p>",
+                    done.pending
+                ));
             }
-            Err(e) => internal_error(&e),
-        },
-    }
+            if done.kept > 0 {
+                body.push_str(&format!(
+                    "<p>{} with a high spam score stayed in the quarantine.</p>",
+                    done.kept
+                ));
+            }
+            (StatusCode::OK, "Done", body)
+        }
+    })
 }

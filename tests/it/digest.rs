@@ -175,7 +175,14 @@ on_both_backends!(
         assert!(text.contains("3 new messages were held since the last digest."));
         assert!(text.contains("Subject: Lunch?"));
         assert!(text.contains("From: Bob <bob@example.org>"));
-        assert!(text.contains("Challenge: sent on"), "{text}");
+        // The challenges are still in the outbound queue: "queued", as the
+        // quarantine page says, not "sent"; times in alice's zone (UTC).
+        assert!(
+            text.contains("Challenge: queued to be sent, not sent yet"),
+            "{text}"
+        );
+        assert!(!text.contains("Challenge: sent"), "{text}");
+        assert!(text.contains("Times are in UTC"), "{text}");
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(
@@ -206,6 +213,20 @@ on_both_backends!(
             page.contains(&format!("<th>Expires</th><td>{expires} UTC")),
             "{page}"
         );
+        // Once the queue sent it, the page says when.
+        app.outbound.run_once().await.unwrap();
+        let (_, page) = app.http("GET", &deliver).await;
+        let at = boxtrap::clock::Timestamp::from_secs(T0).log_format();
+        assert!(
+            page.contains(&format!(
+                "<th>Challenge</th><td>sent {at} UTC, no answer yet"
+            )),
+            "{page}"
+        );
+        assert!(
+            page.contains("<a href=\"/quarantine/"),
+            "an onward link: {page}"
+        );
         let (status, _) = app.http("HEAD", &deliver).await;
         assert_eq!(status, 200);
         assert_eq!(app.held().await.len(), 3);
@@ -220,7 +241,14 @@ on_both_backends!(
         let confirm = confirm_field(&page);
         let (status, done) = post(app.web, &deliver, &format!("confirm={confirm}")).await;
         assert_eq!(status, 200, "{done}");
-        assert!(done.contains("delivered"), "{done}");
+        assert!(
+            done.contains("The message was delivered into the mailbox alice@example.test."),
+            "{done}"
+        );
+        assert!(
+            done.contains("<a href=\"/quarantine\">Go to your quarantine (sign in if asked)</a>"),
+            "{done}"
+        );
         let held = app.held().await;
         assert_eq!(held.len(), 2);
         assert!(held.iter().all(|h| h.subject != "Lunch?"));

@@ -239,7 +239,7 @@ on_both_backends!(
         let all = b.get("/activity").await;
         assert!(all.body.contains("dave@example.org"));
         assert!(all.body.contains(&format!("href=\"/activity?held={id}\"")));
-        assert!(all.body.contains("Times are UTC."));
+        assert!(all.body.contains("Times are in UTC (change it in"));
         assert!(all.body.contains("<label for=\"kind\">Kind</label>"));
 
         // Bob sees none of it, not even by alice's message number.
@@ -469,7 +469,7 @@ on_both_backends!(
         let recs: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
         assert_eq!(recs.len(), 3);
         // Newest first.
-        assert_eq!(&recs[0][0], "2026-11-28 00:00:02");
+        assert_eq!(&recs[0][0], "2026-11-28T00:00:02Z");
         assert_eq!(&recs[0][1], "held");
         assert_eq!(&recs[0][2], "eve@example.org");
         assert_eq!(
@@ -613,5 +613,43 @@ on_both_backends!(
         assert!(v["items"].as_array().unwrap().is_empty(), "{}", r.body);
         let r = Browser::new(&app).get("/api/v1/activity").await;
         assert_eq!(r.status, 401);
+    }
+);
+
+on_both_backends!(
+    the_page_shows_times_in_the_owners_zone_and_says_which_the_csv_stays_utc,
+    |backend| async move {
+        let app = TestApp::spawn_on(backend).await;
+        // 2026-11-28 00:00 UTC is 01:00 in Berlin (CET).
+        lines_in_log(&app, 1, DAY, ActivityAction::Released, "x@example.org").await;
+        let id = app.mailbox_id(ALICE).await;
+        let mut s = app.store.mailbox_settings(id).await.unwrap();
+        s.time_zone = "Europe/Berlin".into();
+        app.store.update_mailbox_settings(&s).await.unwrap();
+        let b = Browser::signed_in(&app, ALICE, ALICE_PW).await;
+        let page = b.get("/activity").await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.body
+                .contains("Times are in Europe/Berlin (change it in"),
+            "{}",
+            page.body
+        );
+        let lines = rows(&page.body);
+        assert_eq!(lines.len(), 1, "{}", page.body);
+        assert!(
+            lines[0].contains("<td>2026-11-28 01:00:00 CET</td>"),
+            "{}",
+            lines[0]
+        );
+        let csv = b.get("/activity.csv").await;
+        let mut r = csv::Reader::from_reader(csv.body.as_bytes());
+        assert_eq!(&r.headers().unwrap()[0], "time_utc");
+        let recs: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(&recs[0][0], "2026-11-28T00:00:00Z");
+        // Bob's zone is his own: UTC.
+        let bob = Browser::signed_in(&app, BOB, BOB_PW).await;
+        assert!(bob.get("/activity").await.body.contains("Times are in UTC"));
     }
 );
