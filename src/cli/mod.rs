@@ -23,6 +23,7 @@ mod quarantine;
 mod queue;
 mod template;
 mod token;
+pub(crate) use token::check_token_name;
 
 use crate::address::{Domain, EmailAddress};
 use crate::app::{App, AppDeps, Services};

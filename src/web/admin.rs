@@ -8,7 +8,13 @@
 //!   "deliver" and "delete" for each message: the admin acts for the
 //!   owner, and the owner's activity log says which admin did it and from
 //!   which address;
-//! - `GET /api/v1/admin/mailboxes`: the mailboxes and totals as JSON.
+//! - `GET /api/v1/admin/mailboxes`: the mailboxes and totals as JSON;
+//! - `GET /api/v1/admin/held?sender=…&subject=…`: the search across
+//!   mailboxes, with each message's mailbox;
+//! - `POST /api/v1/admin/mailboxes/{id}/held/actions`: the owner's
+//!   `POST /api/v1/held/actions` on that mailbox, for its owner, each
+//!   message acted on recorded in its activity with the admin and the
+//!   client address.
 //!
 //! A signed-out visitor is sent to sign in, as on the owner's pages. A
 //! signed-in owner who is not an admin gets the site's plain 404 page for
@@ -59,6 +65,11 @@ pub fn routes() -> Router<WebState> {
         .route(
             "/api/v1/admin/mailboxes",
             get(api_mailboxes).fallback(api_unknown),
+        )
+        .route("/api/v1/admin/held", get(api_held).fallback(api_unknown))
+        .route(
+            "/api/v1/admin/mailboxes/{id}/held/actions",
+            post(api_act).fallback(api_unknown),
         )
         .route("/api/v1/admin/{*rest}", any(api_unknown))
 }
@@ -643,7 +654,7 @@ struct ApiMailboxes {
 
 /// An admin API caller, or the answer to give instead: the API's refusal
 /// for a caller who is not signed in, the router's plain 404 for one who
-/// is no admin.
+/// is no admin (before any other check, as on the pages).
 async fn api_admin(st: &WebState, headers: &HeaderMap) -> Result<SignedIn, Response> {
     let s = super::api::caller(st, headers, false).await?;
     match st.store.is_admin(s.session.mailbox_id).await {
@@ -651,6 +662,13 @@ async fn api_admin(st: &WebState, headers: &HeaderMap) -> Result<SignedIn, Respo
         Ok(false) => Err(super::not_found().await),
         Err(e) => Err(super::api::json_internal(&e)),
     }
+}
+
+/// An admin's state-changing API call: [`api_admin`], then the session's
+/// `X-CSRF-Token` and `Origin` as for every such call.
+async fn api_admin_changes(st: &WebState, headers: &HeaderMap) -> Result<SignedIn, Response> {
+    api_admin(st, headers).await?;
+    super::api::caller(st, headers, true).await
 }
 
 async fn api_unknown(State(st): State<WebState>, headers: HeaderMap) -> Response {
@@ -684,4 +702,148 @@ async fn api_mailboxes(State(st): State<WebState>, headers: HeaderMap) -> Respon
         })
         .collect();
     super::api::json(StatusCode::OK, &ApiMailboxes { mailboxes })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSearch {
+    #[serde(default)]
+    sender: String,
+    #[serde(default)]
+    subject: String,
+}
+
+/// One message of `GET /api/v1/admin/held`.
+#[derive(Debug, Serialize)]
+struct ApiFound {
+    id: i64,
+    mailbox_id: i64,
+    /// The recipient mailbox's address.
+    mailbox: String,
+    received: String,
+    from: String,
+    from_name: String,
+    subject: String,
+    size: i64,
+    reason_detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ApiFoundPage {
+    items: Vec<ApiFound>,
+    /// More matched than [`SEARCH_LIMIT`]: narrow the search.
+    more: bool,
+}
+
+/// `GET /api/v1/admin/held?sender=…&subject=…`: held mail of every
+/// mailbox whose sender (address, name or envelope) and subject contain
+/// the words given (both empty: the newest), newest first, at most
+/// [`SEARCH_LIMIT`].
+async fn api_held(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    q: Result<Query<ApiSearch>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    use super::api::{json, json_error, json_internal};
+    if let Err(r) = api_admin(&st, &headers).await {
+        return r;
+    }
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    let (sender, subject) = (q.sender.trim(), q.subject.trim());
+    for (name, v) in [("sender", sender), ("subject", subject)] {
+        if v.chars().count() > MAX_SEARCH {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("{name}: at most {MAX_SEARCH} characters"),
+            );
+        }
+        if v.chars().any(char::is_control) {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("{name}: control characters cannot be searched for"),
+            );
+        }
+    }
+    let mut found = match st
+        .store
+        .search_held_everywhere(sender, subject, SEARCH_LIMIT + 1)
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return json_internal(&e),
+    };
+    let more = found.len() as i64 > SEARCH_LIMIT;
+    found.truncate(SEARCH_LIMIT as usize);
+    let items = found
+        .into_iter()
+        .map(|f| ApiFound {
+            id: f.id,
+            mailbox_id: f.mailbox_id,
+            mailbox: f.mailbox,
+            received: super::activity::rfc3339(f.arrived_at),
+            from: f.sender,
+            from_name: f.sender_name,
+            subject: f.subject,
+            size: f.size,
+            reason_detail: f.reason_detail,
+        })
+        .collect();
+    json(StatusCode::OK, &ApiFoundPage { items, more })
+}
+
+/// `POST /api/v1/admin/mailboxes/{id}/held/actions`: the body and the
+/// answer of `POST /api/v1/held/actions`, on mailbox `{id}`'s held mail
+/// for its owner; each message named or matched gets a line in that
+/// mailbox's activity naming the admin and the client address.
+async fn api_act(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    peer: Peer,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    use super::api::{json, json_error, json_internal};
+    let s = match api_admin_changes(&st, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let m = match id.parse::<i64>() {
+        Ok(id) => match st.store.mailbox_totals(Some(id)).await {
+            Ok(m) => m.into_iter().find(|m| m.id == id),
+            Err(e) => return json_internal(&e),
+        },
+        Err(_) => None,
+    };
+    let Some(m) = m else {
+        return json_error(StatusCode::NOT_FOUND, "there is no such mailbox");
+    };
+    let done = match super::api_held::act_for(&st, m.id, &headers, &bytes).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let detail = format!(
+        "{} for the owner by the admin {} through the API",
+        done.action, s.session.address
+    );
+    let ip = client_ip(&peer);
+    let now = st.sessions.now();
+    for (held, sender) in &done.ids {
+        let line = NewEvent {
+            held_id: Some(*held),
+            actor: &s.session.address,
+            client_ip: &ip,
+            ..NewEvent::new(m.id, now, ActivityAction::AdminAction, sender, &detail)
+        };
+        if let Err(e) = st.store.log_event(&line).await {
+            return json_internal(&e);
+        }
+    }
+    tracing::info!(
+        admin = %s.session.address, mailbox = %m.address, action = done.action,
+        targets = done.targets, "admin acted for an owner through the API"
+    );
+    json(StatusCode::OK, &done)
 }

@@ -18,9 +18,10 @@ use super::session::{SignedIn, hash_id, new_token, same_secret};
 use crate::store::StoreError;
 use crate::store::web::WebSession;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::body::{Bytes, to_bytes};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
@@ -55,6 +56,63 @@ pub(super) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     );
     super::session::secure_headers(&mut r, true);
     r
+}
+
+/// Longest non-JSON error body [`json_route_errors`] reads to word its
+/// JSON refusal.
+const ERROR_TEXT_LIMIT: usize = 4096;
+
+/// Middleware for the whole router: under `/api/v1/`, an error that is not
+/// JSON already (the router's own 404 for an unknown URL and 405 for a
+/// wrong method, the HTML 404 the admin routes give non-admins, an
+/// extractor's plain-text refusal) becomes `{"error": ...}` with the same
+/// status and headers (`Allow` on a 405). Other paths pass untouched.
+pub async fn json_route_errors(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if !(path == "/api/v1" || path.starts_with("/api/v1/")) {
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let r = next.run(req).await;
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let message = match status {
+        // The same words for every URL: which admin URLs exist is not a
+        // non-admin's business.
+        StatusCode::NOT_FOUND => "no such API URL (docs/openapi.yaml lists them)".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("{method} is not allowed on {path}; it takes {allow}")
+        }
+        _ => {
+            let text = to_bytes(body, ERROR_TEXT_LIMIT).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            match text.trim() {
+                "" => status.canonical_reason().unwrap_or("error").to_owned(),
+                t => t.to_owned(),
+            }
+        }
+    };
+    let mut out = json_error(status, &message);
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    if let Some(wait) = parts.headers.get(header::RETRY_AFTER) {
+        out.headers_mut().insert(header::RETRY_AFTER, wait.clone());
+    }
+    out
 }
 
 #[derive(Serialize)]

@@ -283,79 +283,95 @@ struct ActionBody {
     query: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ActionDone {
-    action: &'static str,
-    /// How many messages the request named or matched.
-    targets: usize,
-    #[serde(flatten)]
-    report: ActionReport,
-}
-
 async fn act(State(st): State<WebState>, headers: HeaderMap, bytes: Bytes) -> Response {
     let s = match caller(&st, &headers, true).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let b: ActionBody = match body(&headers, &bytes) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    match act_for(&st, s.session.mailbox_id, &headers, &bytes).await {
+        Ok(done) => {
+            tracing::info!(
+                mailbox = %s.session.address, action = done.action, targets = done.targets,
+                "owner acted on held mail through the API"
+            );
+            json(StatusCode::OK, &done)
+        }
+        Err(r) => r,
+    }
+}
+
+/// The counts of an action the API carried out, and the held ids it
+/// named or matched (not in the answer; the admin's activity lines).
+#[derive(Serialize)]
+pub(super) struct ActionDone {
+    pub action: &'static str,
+    /// How many messages the request named or matched.
+    pub targets: usize,
+    #[serde(flatten)]
+    pub report: ActionReport,
+    #[serde(skip)]
+    pub ids: Vec<(i64, String)>,
+}
+
+/// Reads an [`ActionBody`] and carries it out on `mailbox_id`'s held
+/// mail through [`crate::quarantine::Quarantine::owner_act`]: for the
+/// owner (`POST /api/v1/held/actions`) and for an admin acting for the
+/// owner (`POST /api/v1/admin/mailboxes/{id}/held/actions`). `Err`: the
+/// JSON refusal, nothing changed (or, for a failure midway, what was done
+/// stays done).
+pub(super) async fn act_for(
+    st: &WebState,
+    mailbox_id: i64,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<ActionDone, Response> {
+    let b: ActionBody = body(headers, bytes)?;
     let Ok(action) = b.action.parse::<OwnerAction>() else {
-        return json_error(
+        return Err(json_error(
             StatusCode::BAD_REQUEST,
             &format!(
                 "action: {:?} is not one of deliver, deliver_all, allow, allow_domain, block, \
                  block_domain, ignore, delete, delete_all",
                 b.action
             ),
-        );
+        ));
     };
     if b.query.is_some() && !(b.ids.is_empty() && b.senders.is_empty()) {
-        return json_error(
+        return Err(json_error(
             StatusCode::BAD_REQUEST,
             "give either `query` or `ids`/`senders`, not both",
-        );
+        ));
     }
     let ids: Vec<String> = b.ids.iter().map(i64::to_string).collect();
-    let mailbox_id = s.session.mailbox_id;
-    let found = match targets(&st, mailbox_id, &ids, &b.senders, b.query.as_deref()).await {
+    let found = match targets(st, mailbox_id, &ids, &b.senders, b.query.as_deref()).await {
         Ok(Targets::Found(t)) => t,
         Ok(Targets::NotFound(why)) => {
-            return json_error(
+            return Err(json_error(
                 StatusCode::NOT_FOUND,
                 &format!("{why} Nothing was changed."),
-            );
+            ));
         }
         Ok(Targets::Bad(why)) => {
-            return json_error(
+            return Err(json_error(
                 StatusCode::BAD_REQUEST,
                 &format!("{why} Nothing was changed."),
-            );
+            ));
         }
-        Err(e) => return json_internal(&e),
+        Err(e) => return Err(json_internal(&e)),
     };
     match st.quarantine.owner_act(mailbox_id, action, &found).await {
-        Ok(report) => {
-            tracing::info!(
-                mailbox = %s.session.address, action = %action, targets = found.len(),
-                "owner acted on held mail through the API"
-            );
-            json(
-                StatusCode::OK,
-                &ActionDone {
-                    action: action.as_str(),
-                    targets: found.len(),
-                    report,
-                },
-            )
-        }
+        Ok(report) => Ok(ActionDone {
+            action: action.as_str(),
+            targets: found.len(),
+            report,
+            ids: found,
+        }),
         Err(e) => {
             tracing::error!(error = %e, "API action failed");
-            json_error(
+            Err(json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the action could not be completed; what was done so far stays done",
-            )
+            ))
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod owner;
 pub mod session;
 pub mod settings;
 pub mod templates_page;
+pub mod tokens;
 
 use crate::challenge::issue::VerifyError;
 use crate::html::escape;
@@ -65,6 +66,7 @@ pub fn router(state: WebState) -> Router {
         .merge(api::routes())
         .merge(api_held::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(api::json_route_errors))
         .with_state(state)
 }
 

@@ -63,6 +63,7 @@ pub fn routes() -> Router<WebState> {
         .merge(super::lists::routes())
         .merge(super::activity::routes())
         .merge(super::admin::routes())
+        .merge(super::tokens::routes())
 }
 
 // ---- pages -------------------------------------------------------------

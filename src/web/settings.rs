@@ -19,6 +19,7 @@
 use super::WebState;
 use super::api::{body, caller, json, json_internal};
 use super::owner::{html, internal, refused, see_other, signed_in};
+use super::session::SignedIn;
 use crate::clock::Timestamp;
 use crate::store::settings::{
     MailboxSettings, parse_digest, parse_display_name, parse_keep_days, parse_on_off,
@@ -334,6 +335,8 @@ struct SettingsPage<'a> {
     zones: Vec<String>,
     /// Now, in the owner's (saved) time zone.
     now_local: String,
+    /// The owner's API tokens ([`super::tokens`]).
+    tokens: super::tokens::TokenView,
 }
 
 fn fields(values: impl Fn(&str) -> String, errors: &[FieldError]) -> Vec<FieldView> {
@@ -387,13 +390,39 @@ async fn page(
         Ok(s) => s,
         Err(r) => return r,
     };
+    let notice = match q.done.as_deref() {
+        Some("saved") => "Your settings were saved.",
+        Some("token-revoked") => "The API token was revoked: it no longer works.",
+        _ => "",
+    };
+    settings_page(&st, &s, StatusCode::OK, notice, Default::default()).await
+}
+
+/// The settings page with its token section as `tokens` says (a token
+/// just made, or a refused name): what [`super::tokens`]' forms answer.
+pub(super) async fn page_with_tokens(
+    st: &WebState,
+    s: &SignedIn,
+    status: StatusCode,
+    tokens: super::tokens::TokenView,
+) -> Response {
+    settings_page(st, s, status, "", tokens).await
+}
+
+async fn settings_page(
+    st: &WebState,
+    s: &SignedIn,
+    status: StatusCode,
+    notice: &str,
+    mut tokens: super::tokens::TokenView,
+) -> Response {
     let settings = match st.store.mailbox_settings(s.session.mailbox_id).await {
         Ok(m) => m,
         Err(e) => return internal(&e),
     };
-    let notice = match q.done.as_deref() {
-        Some("saved") => "Your settings were saved.",
-        _ => "",
+    tokens.lines = match super::tokens::lines(st, s.session.mailbox_id, &settings.time_zone).await {
+        Ok(l) => l,
+        Err(e) => return internal(&e),
     };
     let page = SettingsPage {
         title: "Settings",
@@ -404,8 +433,9 @@ async fn page(
         fields: fields(|n| shown(&settings, n), &[]),
         zones: zones(),
         now_local: local_time(st.sessions.now(), &settings.time_zone),
+        tokens,
     };
-    html(StatusCode::OK, page.render(), true)
+    html(status, page.render(), true)
 }
 
 /// The form: every field; a switch left unticked is not sent (off).
@@ -454,6 +484,13 @@ async fn save(
                 Ok(m) => m,
                 Err(e) => return internal(&e),
             };
+            let tokens = match super::tokens::lines(&st, mailbox_id, &saved.time_zone).await {
+                Ok(lines) => super::tokens::TokenView {
+                    lines,
+                    ..Default::default()
+                },
+                Err(e) => return internal(&e),
+            };
             let named: Vec<&str> = errors.iter().map(|e| label_of(e.field)).collect();
             let page = SettingsPage {
                 title: "Settings",
@@ -464,6 +501,7 @@ async fn save(
                 fields: fields(|n| input.get(n).unwrap_or_default().to_owned(), &errors),
                 zones: zones(),
                 now_local: local_time(st.sessions.now(), &saved.time_zone),
+                tokens,
             };
             html(StatusCode::BAD_REQUEST, page.render(), true)
         }

@@ -184,3 +184,85 @@ pub async fn set_password(app: &TestApp, mailbox: &str, pw: &str) {
         .await
         .unwrap();
 }
+
+/// A JSON API caller: a session (`Cookie` + `X-CSRF-Token`, our Origin)
+/// or a token (`Authorization: Bearer`).
+#[derive(Debug, Clone)]
+pub struct ApiCaller {
+    pub web: SocketAddr,
+    pub headers: Vec<(String, String)>,
+}
+
+impl ApiCaller {
+    /// Signs in with `POST /api/v1/login` (expecting success).
+    pub async fn session(app: &TestApp, address: &str, password: &str) -> ApiCaller {
+        let body = serde_json::json!({"address": address, "password": password}).to_string();
+        let r = request_from(
+            "127.0.0.1",
+            app.web,
+            "POST",
+            "/api/v1/login",
+            &[("Content-Type", "application/json")],
+            &body,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let csrf = r.json()["csrf_token"].as_str().unwrap().to_owned();
+        let cookie = r.session_cookie().expect("a session cookie");
+        ApiCaller {
+            web: app.web,
+            headers: vec![
+                ("Cookie".into(), format!("boxtrap_session={cookie}")),
+                ("X-CSRF-Token".into(), csrf),
+                ("Origin".into(), format!("http://{}", app.web)),
+            ],
+        }
+    }
+
+    /// A caller with a personal API token.
+    pub fn token(app: &TestApp, token: &str) -> ApiCaller {
+        ApiCaller {
+            web: app.web,
+            headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+        }
+    }
+
+    /// This caller without the header `name` (case-insensitive), or with
+    /// `value` instead when given.
+    pub fn with(&self, name: &str, value: Option<&str>) -> ApiCaller {
+        let mut c = self.clone();
+        c.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        if let Some(v) = value {
+            c.headers.push((name.to_owned(), v.to_owned()));
+        }
+        c
+    }
+
+    /// One call; a non-empty body is sent as JSON.
+    pub async fn call(&self, method: &str, path: &str, body: &str) -> Resp {
+        let mut h: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if !body.is_empty() {
+            h.push(("Content-Type", "application/json"));
+        }
+        request_from("127.0.0.1", self.web, method, path, &h, body).await
+    }
+}
+
+impl Resp {
+    /// The body as JSON (panics when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    /// The `error` of a JSON refusal.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {self:?}"))
+            .to_owned()
+    }
+}

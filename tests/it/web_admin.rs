@@ -370,7 +370,7 @@ on_both_backends!(
         let app = TestApp::spawn_on(backend).await;
         hold(&app, ALICE, "carol@example.org", "One").await;
         let alice = Browser::signed_in(&app, ALICE, ALICE_PW).await;
-        let reference = alice.get("/no-such-page").await;
+        let reference = alice.get("/api/v1/no-such-call").await;
         is_plain_404(&alice.get("/api/v1/admin/mailboxes").await, &reference);
         is_plain_404(&alice.get("/api/v1/admin/other").await, &reference);
         assert_eq!(
@@ -405,5 +405,144 @@ on_both_backends!(
         assert_eq!(m[1]["address"], BOB);
         assert_eq!(m[1]["held"], 0);
         assert!(m[1]["oldest"].is_null());
+    }
+);
+
+on_both_backends!(
+    the_admin_api_searches_every_mailbox_and_acts_for_an_owner,
+    |backend| async move {
+        use crate::http::ApiCaller;
+        let app = TestApp::spawn_on(backend).await;
+        crate::http::set_password(&app, ALICE, ALICE_PW).await;
+        crate::http::set_password(&app, BOB, BOB_PW).await;
+        app.store
+            .set_admin(app.mailbox_id(BOB).await, true)
+            .await
+            .unwrap();
+        let alice_id = app.mailbox_id(ALICE).await;
+        let first = hold(&app, ALICE, "carol@example.org", "Invoice <b>1</b>").await;
+        let second = hold(&app, ALICE, "carol@example.org", "Invoice 2").await;
+        let bobs = hold(&app, BOB, "carol@example.org", "For the admin").await;
+        let admin = ApiCaller::session(&app, BOB, BOB_PW).await;
+        let owner = ApiCaller::session(&app, ALICE, ALICE_PW).await;
+
+        let found = admin
+            .call("GET", "/api/v1/admin/held?sender=CAROL&subject=invoice", "")
+            .await;
+        assert_eq!(found.status, 200, "{found:?}");
+        let j = found.json();
+        let items = j["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{j}");
+        assert_eq!(items[0]["id"], second);
+        assert_eq!(items[0]["mailbox"], ALICE);
+        assert_eq!(items[0]["mailbox_id"], alice_id);
+        assert_eq!(items[1]["subject"], "Invoice <b>1</b>");
+        assert_eq!(j["more"], false);
+        let all = admin.call("GET", "/api/v1/admin/held", "").await.json();
+        assert_eq!(all["items"].as_array().unwrap().len(), 3);
+        for (q, names) in [
+            (format!("sender={}", "x".repeat(201)), "sender: at most 200"),
+            ("subject=a%0Ab".to_owned(), "subject: control characters"),
+            ("q=x".to_owned(), "unknown field"),
+        ] {
+            let r = admin
+                .call("GET", &format!("/api/v1/admin/held?{q}"), "")
+                .await;
+            assert_eq!(r.status, 400, "{q}: {r:?}");
+            assert!(r.error().contains(names), "{q}: {r:?}");
+        }
+
+        // Acting for alice: the owner's body and counts, alice's mail only.
+        let act = format!("/api/v1/admin/mailboxes/{alice_id}/held/actions");
+        let body = format!(r#"{{"action": "deliver", "ids": [{first}]}}"#);
+        for (caller, status) in [
+            (admin.with("X-CSRF-Token", None), 403),
+            (admin.with("Origin", Some("http://evil.example")), 403),
+        ] {
+            let r = caller.call("POST", &act, &body).await;
+            assert_eq!(r.status, status, "{r:?}");
+        }
+        // Bob's own message through alice's mailbox: 404, nothing done.
+        let r = admin
+            .call(
+                "POST",
+                &act,
+                &format!(r#"{{"action": "delete", "ids": [{bobs}]}}"#),
+            )
+            .await;
+        assert_eq!(r.status, 404, "{r:?}");
+        let r = admin
+            .call("POST", "/api/v1/admin/mailboxes/999999/held/actions", &body)
+            .await;
+        assert_eq!(r.status, 404, "{r:?}");
+        assert!(r.error().contains("no such mailbox"), "{r:?}");
+        let r = admin
+            .call("POST", &act, r#"{"action": "explode", "ids": [1]}"#)
+            .await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(r.error().contains("action:"), "{r:?}");
+        assert_eq!(held_count(&app).await, 3);
+
+        let r = admin.call("POST", &act, &body).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let j = r.json();
+        assert_eq!(
+            (j["action"].as_str(), j["targets"].as_i64()),
+            (Some("deliver"), Some(1))
+        );
+        assert_eq!(j["delivered"], 1);
+        assert_eq!(app.messages(ALICE).len(), 1);
+        assert!(
+            app.messages(BOB).is_empty(),
+            "delivered to alice, not the admin"
+        );
+        let r = admin
+            .call(
+                "POST",
+                &act,
+                r#"{"action": "delete", "query": "from:carol@example.org"}"#,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["deleted"], 1);
+        assert_eq!(held_count(&app).await, 1, "bob's own is kept");
+
+        // Alice's log names the admin and the client address per message.
+        let lines = app
+            .store
+            .activity_page(alice_id, &Default::default(), None, 50)
+            .await
+            .unwrap();
+        let admin_lines: Vec<_> = lines
+            .iter()
+            .filter(|l| l.action == ActivityAction::AdminAction)
+            .collect();
+        assert_eq!(admin_lines.len(), 2, "{lines:#?}");
+        assert_eq!(admin_lines[1].held_id, Some(first));
+        assert_eq!(admin_lines[0].held_id, Some(second));
+        for l in &admin_lines {
+            assert_eq!(l.actor, BOB);
+            assert_eq!(l.client_ip, "127.0.0.1");
+            assert!(
+                l.detail
+                    .contains("for the owner by the admin bob@example.test"),
+                "{l:?}"
+            );
+        }
+
+        // The owner, no admin: the plain 404 on both, nothing done.
+        let reference = owner.call("GET", "/api/v1/admin/nothing", "").await;
+        assert_eq!(reference.status, 404);
+        for (method, path) in [
+            ("GET", "/api/v1/admin/held".to_owned()),
+            ("POST", act.clone()),
+        ] {
+            let r = owner
+                .call(method, &path, r#"{"action": "delete", "query": ""}"#)
+                .await;
+            assert_eq!(r.status, 404, "{method} {path}: {r:?}");
+            assert_eq!(r.body, reference.body);
+        }
+        assert_eq!(held_count(&app).await, 1);
     }
 );
