@@ -7,7 +7,9 @@
 # instances via tests/peers/postfix-relay.sh), PostgreSQL 15 with role and
 # database `boxtrap`/`boxtrap_test`, GNU time, dnsmasq (a DNS server on
 # loopback for MX tests), Chromium with chromedriver and Python's selenium
-# (the verification page in a real browser). Then, failing fast:
+# (the verification page in a real browser), and in a Python venv
+# ($BOXTRAP_VENV, default /var/tmp/boxtrap-venv) openapi-spec-validator,
+# which tests/it/web_authz.rs runs on docs/openapi.yaml. Then, failing fast:
 # cargo fmt --check, cargo clippy (-D warnings), cargo test.
 #
 #   bash scripts/test.sh --setup-only   provision only, print the environment
@@ -54,7 +56,7 @@ install_packages() {
     section "system packages"
     # libnet-ssleay-perl lets swaks speak STARTTLS. python3-dkim (with
     # python3-authres for ARC) signs the auth tests' mail independently.
-    local pkgs=(swaks libnet-ssleay-perl postfix postgresql-15 time python3 dnsmasq-base chromium chromium-driver python3-selenium python3-dkim python3-authres spamd) missing=() p
+    local pkgs=(swaks libnet-ssleay-perl postfix postgresql-15 time python3 dnsmasq-base chromium chromium-driver python3-selenium python3-dkim python3-authres spamd python3-venv) missing=() p
     for p in "${pkgs[@]}"; do
         is_installed "$p" || missing+=("$p")
     done
@@ -153,12 +155,25 @@ check_toolchain() {
     echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 }
 
+# docs/openapi.yaml's validator (from PyPI, pinned), in a venv of its own.
+install_openapi_validator() {
+    section "openapi-spec-validator"
+    export BOXTRAP_VENV=${BOXTRAP_VENV:-/var/tmp/boxtrap-venv}
+    if [[ -x $BOXTRAP_VENV/bin/openapi-spec-validator ]]; then
+        echo "present in $BOXTRAP_VENV"
+        return 0
+    fi
+    python3 -m venv "$BOXTRAP_VENV"
+    "$BOXTRAP_VENV/bin/pip" install --quiet openapi-spec-validator==0.9.0
+}
+
 install_packages
 setup_postgres
+install_openapi_validator
 
 if [[ -n $setup_only ]]; then
     section "setup done"
-    printf 'export PG_TEST_URL=%q\nexport CARGO_TARGET_DIR=%q\n' "$PG_TEST_URL" "$CARGO_TARGET_DIR"
+    printf 'export PG_TEST_URL=%q\nexport CARGO_TARGET_DIR=%q\nexport BOXTRAP_VENV=%q\n' "$PG_TEST_URL" "$CARGO_TARGET_DIR" "$BOXTRAP_VENV"
     exit 0
 fi
 

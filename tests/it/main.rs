@@ -32,6 +32,7 @@ mod spam;
 mod web_activity;
 mod web_admin;
 mod web_api;
+mod web_authz;
 mod web_limits;
 mod web_lists;
 mod web_owner;

@@ -13,7 +13,7 @@ use boxtrap::store::held::{self, ActivityAction, NewHeld};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Puts a message in `mailbox`'s quarantine; returns its id.
-async fn hold(app: &TestApp, mailbox: &str, sender: &str, subject: &str) -> i64 {
+pub async fn hold(app: &TestApp, mailbox: &str, sender: &str, subject: &str) -> i64 {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let queue_id = format!("1wH3kL-{n:06}-ad");
