@@ -17,6 +17,7 @@ use crate::on_both_backends;
 use crate::support::*;
 use crate::web_admin::hold;
 use boxtrap::policy::rules::ListKind;
+use boxtrap::quarantine::owner::OwnerAction;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -307,14 +308,23 @@ fn served() -> BTreeSet<(String, String)> {
     routes
 }
 
-/// The held-mail actions the file documents (ActionRequest's enum).
+/// The held-mail actions: those the file documents (ActionRequest's
+/// enum) and every [`OwnerAction`], so an action added to the code is
+/// tried here even before the file names it.
 fn actions(spec: &Value) -> Vec<String> {
-    spec["components"]["schemas"]["ActionRequest"]["properties"]["action"]["enum"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect()
+    let mut all: Vec<String> =
+        spec["components"]["schemas"]["ActionRequest"]["properties"]["action"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+    for a in OwnerAction::ALL {
+        if !all.iter().any(|d| d == a.as_str()) {
+            all.push(a.as_str().to_owned());
+        }
+    }
+    all
 }
 
 #[tokio::test]
