@@ -12,6 +12,7 @@ mod output;
 
 mod alias;
 mod config;
+mod digest;
 mod dkim;
 mod domain;
 mod key;
@@ -114,6 +115,9 @@ pub enum AdminCmd {
     /// Owners' personal API tokens for /api/v1/: create, list, revoke.
     #[command(subcommand)]
     Token(token::TokenCmd),
+    /// Domain digests: an address subscribed to the held mail of a whole domain.
+    #[command(subcommand)]
+    Digest(digest::DigestCmd),
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -186,6 +190,7 @@ impl Admin {
             AdminCmd::Outbound(c) => outbound::run(self, c).await,
             AdminCmd::Dkim(c) => dkim::run(self, c).await,
             AdminCmd::Token(c) => token::run(self, c).await,
+            AdminCmd::Digest(c) => digest::run(self, c).await,
         }
     }
 

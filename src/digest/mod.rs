@@ -22,6 +22,7 @@
 //! What the links do is here ([`Digests::open`], [`Digests::deliver`],
 //! [`Digests::deliver_all`]); the pages are the web module's.
 
+pub mod domain;
 pub mod token;
 
 use crate::challenge::token::{Keyring, TokenError};

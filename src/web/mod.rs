@@ -20,6 +20,7 @@
 
 pub mod activity;
 pub mod admin;
+pub mod admin_digest;
 pub mod api;
 pub mod api_held;
 pub mod digest;

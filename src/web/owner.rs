@@ -64,6 +64,7 @@ pub fn routes() -> Router<WebState> {
         .merge(super::activity::routes())
         .merge(super::admin::routes())
         .merge(super::tokens::routes())
+        .merge(super::admin_digest::routes())
 }
 
 // ---- pages -------------------------------------------------------------
