@@ -206,6 +206,19 @@ const PAGES: &[(&str, &str, &str, &str)] = &[
         "/admin/mailboxes/{A_BOX}/held/{A_HELD}/delete",
         "csrf={CSRF}",
     ),
+    ("GET", "/admin/digests", "/admin/digests", ""),
+    (
+        "POST",
+        "/admin/digests",
+        "/admin/digests",
+        "csrf={CSRF}&address=x%40example.org&domain=example.test&frequency=daily",
+    ),
+    (
+        "POST",
+        "/admin/digests/unsubscribe",
+        "/admin/digests/unsubscribe",
+        "csrf={CSRF}&id=1",
+    ),
 ];
 
 fn root() -> PathBuf {
