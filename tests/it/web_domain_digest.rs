@@ -13,6 +13,7 @@ use boxtrap::digest::token::{DigestAction, DigestClaims, domain_binding, issue};
 use boxtrap::digest::{DigestReport, Digests};
 use boxtrap::spam::GTUBE;
 use boxtrap::store::digest::{DigestFrequency, DomainDigest};
+use boxtrap::store::dkim::{DkimAlgorithm, NewDkimKey};
 
 const ALICE: &str = "alice@example.test";
 const BOB: &str = "bob@example.test";
@@ -143,6 +144,14 @@ on_both_backends!(
         hold(&app, "dave@example.org", BOB, "For bob", "b").await;
         hold(
             &app,
+            "eve@example.org",
+            BOB,
+            "<script>alert(1)</script>",
+            "s",
+        )
+        .await;
+        hold(
+            &app,
             "spam@example.net",
             BOB,
             "Pills for bob",
@@ -161,10 +170,10 @@ on_both_backends!(
             d.lines()
                 .any(|l| l.trim_end() == "Auto-Submitted: auto-generated")
         );
-        assert!(d.contains("Subject: Quarantine digest of example.test: 3 new messages held"));
+        assert!(d.contains("Subject: Quarantine digest of example.test: 4 new messages held"));
         assert!(d.contains("From: \"boxtrap quarantine\" <postmaster@example.test>"));
         let text = text_part(d);
-        assert!(text.contains("3 new messages were held since the last digest."));
+        assert!(text.contains("4 new messages were held since the last digest."));
         assert!(text.contains("Times are in Europe/Berlin"), "{text}");
         assert!(
             !text.contains("Before") && !text.contains("For zed"),
@@ -185,6 +194,11 @@ on_both_backends!(
         assert!(link(&spam, "Review").is_some());
         let (_, html) = d.split_at(d.find("Content-Type: text/html").unwrap());
         assert!(html.contains("For: bob@example.test<br>"), "{html}");
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
 
         // Nothing new: nothing sent.
         assert_eq!(run(&app).await.domain_delivered, 0);
@@ -213,7 +227,10 @@ on_both_backends!(
         assert_eq!(app.messages(ALICE).len(), 1, "only the digest");
         let held = app.held().await;
         assert_eq!(held_for(&held, ALICE), ["Before", "For alice"]);
-        assert_eq!(held_for(&held, BOB), ["Pills for bob"]);
+        assert_eq!(
+            held_for(&held, BOB),
+            ["<script>alert(1)</script>", "Pills for bob"]
+        );
 
         // Bob's token cannot reach alice's message, and the other way round.
         let keyring = app.quarantine.challenges().keyring();
@@ -250,7 +267,7 @@ on_both_backends!(
             "{page}"
         );
         assert!(
-            page.contains("Deliver all 1 listed (not the high-score ones)"),
+            page.contains("Deliver all 2 listed (not the high-score ones)"),
             "{page}"
         );
         assert!(page.contains("<a href=\"/admin\">"), "onward: {page}");
@@ -292,7 +309,7 @@ on_both_backends!(
         assert_eq!(r.status, 200, "{r:?}");
         assert!(
             r.body
-                .contains("1 message delivered into their mailboxes at example.test"),
+                .contains("2 messages delivered into their mailboxes at example.test"),
             "{}",
             r.body
         );
@@ -309,6 +326,7 @@ on_both_backends!(
             "another domain: untouched"
         );
         assert_eq!(app.messages(ALICE).len(), 2);
+        assert_eq!(app.messages(BOB).len(), 2, "\"For bob\" and \"<script>\"");
         // Each mailbox's activity log says a domain digest link was used.
         let lines = app.store.activity(alice, 20).await.unwrap();
         assert!(
@@ -348,6 +366,21 @@ on_both_backends!(
     another_address_gets_it_through_the_outbound_queue,
     |backend| async move {
         let app = app_with_domains(backend).await;
+        // other.test signs with an Ed25519 key: so does its digest.
+        let key = boxtrap::challenge::sign::generate(DkimAlgorithm::Ed25519).unwrap();
+        app.store
+            .add_dkim_keys(
+                &boxtrap::address::Domain::parse("other.test").unwrap(),
+                &[NewDkimKey {
+                    selector: "d1".into(),
+                    algorithm: DkimAlgorithm::Ed25519,
+                    private_key: key,
+                }],
+                false,
+                app.clock.now(),
+            )
+            .await
+            .unwrap();
         let s = boxtrap::digest::domain::parse("Boss@Elsewhere.example", "other.test", "hourly")
             .unwrap();
         boxtrap::digest::domain::subscribe(&app.store, &s, app.clock.now())
@@ -373,6 +406,15 @@ on_both_backends!(
         let m = &out[0];
         assert_eq!(m.env_from, "");
         assert_eq!(m.header("Auto-Submitted"), Some("auto-generated"));
+        let dkim = m.header("DKIM-Signature").expect("DKIM-signed");
+        assert!(
+            dkim.contains("d=other.test") && dkim.contains("s=d1"),
+            "{dkim}"
+        );
+        assert!(
+            m.raw
+                .contains("From: \"boxtrap quarantine\" <postmaster@other.test>")
+        );
         assert_eq!(
             m.header("Subject"),
             Some("Quarantine digest of other.test: 1 new message held")
@@ -720,5 +762,30 @@ on_both_backends!(
             cli.ok(&["digest", "list"]),
             "example.test  alice@example.test  weekly  last sent: never\n"
         );
+    }
+);
+
+on_both_backends!(
+    a_domain_digest_that_cannot_be_written_is_tried_again,
+    |backend| async move {
+        let app = app_with_domains(backend).await;
+        let s = boxtrap::digest::domain::parse(ALICE, "example.test", "daily").unwrap();
+        boxtrap::digest::domain::subscribe(&app.store, &s, app.clock.now())
+            .await
+            .unwrap();
+        hold(&app, "dave@example.org", BOB, "For bob", "b").await;
+        // A file where alice's Maildir should be.
+        let maildir = app.maildir(ALICE);
+        std::fs::create_dir_all(maildir.parent().unwrap()).unwrap();
+        std::fs::write(&maildir, b"in the way").unwrap();
+        let r = run(&app).await;
+        assert_eq!((r.domain_delivered, r.domain_failed), (0, 1));
+        assert_eq!(app.store.domain_digests().await.unwrap()[0].last_at, None);
+        std::fs::remove_file(&maildir).unwrap();
+        assert_eq!(run(&app).await.domain_delivered, 1, "tried again");
+        let d = domain_digests(&app, ALICE);
+        assert_eq!(d.len(), 1);
+        assert!(text_part(&d[0]).contains("Subject: For bob"));
+        assert_eq!(run(&app).await.domain_delivered, 0);
     }
 );
