@@ -7,9 +7,12 @@
 # instances via tests/peers/postfix-relay.sh), PostgreSQL 15 with role and
 # database `boxtrap`/`boxtrap_test`, GNU time, dnsmasq (a DNS server on
 # loopback for MX tests), Chromium with chromedriver and Python's selenium
-# (the verification page in a real browser), and in a Python venv
-# ($BOXTRAP_VENV, default /var/tmp/boxtrap-venv) openapi-spec-validator,
-# which tests/it/web_authz.rs runs on docs/openapi.yaml. Then, failing fast:
+# (the verification page in a real browser), Node's npm and, with it,
+# axe-core in tests/peers/node_modules (the accessibility check the owner's
+# pages get in the browser; pinned by tests/peers/package-lock.json), and in
+# a Python venv ($BOXTRAP_VENV, default /var/tmp/boxtrap-venv)
+# openapi-spec-validator, which tests/it/web_authz.rs runs on
+# docs/openapi.yaml. Then, failing fast:
 # cargo fmt --check, cargo clippy (-D warnings), cargo test.
 #
 #   bash scripts/test.sh --setup-only   provision only, print the environment
@@ -60,6 +63,8 @@ install_packages() {
     for p in "${pkgs[@]}"; do
         is_installed "$p" || missing+=("$p")
     done
+    # npm from Debian unless a Node.js with its own npm is there already.
+    command -v npm >/dev/null || missing+=(nodejs npm)
     if ((${#missing[@]} == 0)); then
         echo "all present: ${pkgs[*]}"
         return 0
@@ -167,7 +172,24 @@ install_openapi_validator() {
     "$BOXTRAP_VENV/bin/pip" install --quiet openapi-spec-validator==0.9.0
 }
 
+# axe-core, as tests/peers/package-lock.json pins it; the browser test
+# fails without it.
+install_axe() {
+    section "axe-core (npm)"
+    local want have=
+    want=$(sed -n 's/^ *"axe-core": "\(.*\)"$/\1/p' tests/peers/package.json)
+    [[ -f tests/peers/node_modules/axe-core/package.json ]] &&
+        have=$(sed -n 's/^ *"version": "\(.*\)",$/\1/p' tests/peers/node_modules/axe-core/package.json | head -1)
+    if [[ -n $want && $have == "$want" ]]; then
+        echo "axe-core $have present"
+        return 0
+    fi
+    npm ci --prefix tests/peers --no-audit --no-fund || die "npm ci in tests/peers failed"
+    [[ -f tests/peers/node_modules/axe-core/axe.min.js ]] || die "axe-core did not install"
+}
+
 install_packages
+install_axe
 setup_postgres
 install_openapi_validator
 

@@ -293,6 +293,30 @@ impl Store {
         Ok(bind_all(q, binds).fetch_all(self.pool()).await?)
     }
 
+    /// The id of the held message matching `query` that comes just before
+    /// `than` in [`Store::held_page`]'s order (the next newer one), if any.
+    pub async fn held_newer(
+        &self,
+        mailbox_id: i64,
+        query: &HeldQuery,
+        than: HeldCursor,
+    ) -> Result<Option<i64>, StoreError> {
+        let (cond, binds) = query.sql(4);
+        let sql = format!(
+            "SELECT h.id {HELD_ROW_FROM}
+             WHERE h.mailbox_id = $1 AND (h.arrived_at, h.id) > ($2, $3)
+               AND {cond}
+             ORDER BY h.arrived_at ASC, h.id ASC
+             LIMIT 1"
+        );
+        let q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(mailbox_id)
+            .bind(than.arrived_at.0)
+            .bind(than.id);
+        let row: Option<(i64,)> = bind_all(q, binds).fetch_optional(self.pool()).await?;
+        Ok(row.map(|(id,)| id))
+    }
+
     /// The ids (with sender) of the mailbox's held mail matching `query`,
     /// newest first, at most `limit`: what a bulk action on "everything
     /// matching this search" acts on.

@@ -150,6 +150,8 @@ struct Page<'a> {
     from_addr: String,
     /// The next older held message (`0`: none).
     older: i64,
+    /// The next newer held message (`0`: none).
+    newer: i64,
 }
 
 struct Attachment {
@@ -193,6 +195,21 @@ async fn view(
         return not_found(&l.s);
     };
     let older = rows.iter().find(|r| r.id != l.held.id).map_or(0, |r| r.id);
+    let newer = match st
+        .store
+        .held_newer(
+            mailbox_id,
+            &HeldQuery::default(),
+            HeldCursor {
+                arrived_at: l.held.arrived_at,
+                id: l.held.id,
+            },
+        )
+        .await
+    {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return internal(&e),
+    };
     let (keep_days, tz) = match st.store.mailbox_settings(mailbox_id).await {
         Ok(m) => (m.keep_days, m.time_zone),
         Err(e) => return internal(&e),
@@ -268,11 +285,7 @@ async fn view(
         Some(s) => format!("{:.1}", s as f64 / 10.0),
         None => "not scored".to_owned(),
     };
-    let title = if h.subject.is_empty() {
-        "(no subject)".to_owned()
-    } else {
-        printable(&h.subject)
-    };
+    let title = subject_text(h);
     let page = Page {
         title,
         who: &l.s.session.address,
@@ -298,6 +311,7 @@ async fn view(
         can_allow: !h.sender.is_empty(),
         from_addr: printable(&h.sender),
         older,
+        newer,
     };
     let mut r = html(StatusCode::OK, page.render(), true);
     r.headers_mut().insert(
@@ -305,6 +319,15 @@ async fn view(
         HeaderValue::from_static(PAGE_CSP),
     );
     r
+}
+
+/// The message's subject as the page shows it.
+fn subject_text(h: &HeldSummary) -> String {
+    if h.subject.is_empty() {
+        "(no subject)".to_owned()
+    } else {
+        printable(&h.subject)
+    }
 }
 
 /// A header's value as written (unfolded), for "all headers".
@@ -365,19 +388,52 @@ fn hex(b: &[u8]) -> String {
 
 /// The HTML part made safe: ammonia's allow-list (no scripts, event
 /// handlers, styles, forms or frames; relative URLs dropped; links get
-/// `rel="noopener noreferrer"`), in a document that shows each link's
-/// target.
-pub fn sanitise(html: &str) -> String {
+/// `rel="noopener noreferrer"`; the mail's own `<title>` dropped with its
+/// text, which is no body text), in a document that shows each link's
+/// target. `title` (plain text, escaped here) names the document for
+/// screen readers; `lang` is its language tag ([`part_lang`]).
+pub fn sanitise(html: &str, title: &str, lang: &str) -> String {
     let clean = ammonia::Builder::default()
         .link_rel(Some("noopener noreferrer"))
         .url_relative(ammonia::UrlRelative::Deny)
+        .add_clean_content_tags(["title"])
         .clean(html)
         .to_string();
     format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\">\
-         <meta name=\"referrer\" content=\"no-referrer\"><style>{LINK_STYLE}</style></head>\
-         <body>{clean}</body></html>\n"
+        "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+         <meta name=\"referrer\" content=\"no-referrer\"><title>{title}</title>\
+         <style>{LINK_STYLE}</style></head>\
+         <body>{clean}</body></html>\n",
+        lang = crate::html::escape(lang),
+        title = crate::html::escape(title),
     )
+}
+
+/// The language of a mail's HTML part, for its document's `lang`: the
+/// first tag of its `Content-Language` (the part's, else the message's,
+/// RFC 3282) when it is a well-formed BCP 47 tag, else `und`
+/// ("undetermined", BCP 47): a sender's language is not the owner's.
+pub fn part_lang(m: &Message<'_>) -> String {
+    let declared = m
+        .html_part(0)
+        .and_then(|p| p.content_language().as_text_list())
+        .or_else(|| m.content_language().as_text_list())
+        .and_then(|l| l.first().map(|t| t.trim().to_owned()));
+    match declared {
+        Some(t) if is_language_tag(&t) => t,
+        _ => "und".to_owned(),
+    }
+}
+
+/// A BCP 47 tag's shape: subtags of 1 to 8 letters or digits joined by
+/// `-`, the first of 2 to 8 letters.
+fn is_language_tag(t: &str) -> bool {
+    let mut parts = t.split('-');
+    let first = parts.next().unwrap_or_default();
+    (2..=8).contains(&first.len())
+        && first.chars().all(|c| c.is_ascii_alphabetic())
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+        && t.len() <= 35
 }
 
 async fn html_part(
@@ -390,10 +446,11 @@ async fn html_part(
         Ok(l) => l,
         Err(r) => return r,
     };
+    let title = format!("HTML part of {}", subject_text(&l.held));
     let body = parse(&l.data)
         .filter(|m| m.html_part(0).is_some_and(|p| p.is_text_html()))
-        .and_then(|m| m.body_html(0).map(|h| sanitise(&h)))
-        .unwrap_or_else(|| sanitise("<p>This message has no HTML part.</p>"));
+        .and_then(|m| m.body_html(0).map(|h| sanitise(&h, &title, &part_lang(&m))))
+        .unwrap_or_else(|| sanitise("<p>This message has no HTML part.</p>", &title, "en"));
     let mut r = (StatusCode::OK, body).into_response();
     secure_headers(&mut r, true);
     let h = r.headers_mut();
@@ -533,6 +590,12 @@ mod tests {
         let out = sanitise(
             "<script>alert(1)</script><img src=x onerror=alert(2)>\
              <a href=\"https://evil.example/\" onclick=\"x()\">hi</a><form><input></form>",
+            "HTML part of <b>",
+            "en",
+        );
+        assert!(
+            out.contains("<title>HTML part of &lt;b&gt;</title>"),
+            "{out}"
         );
         assert!(!out.contains("<script"), "{out}");
         assert!(!out.contains("alert"), "{out}");
@@ -545,12 +608,36 @@ mod tests {
     }
 
     #[test]
+    fn the_mails_title_is_no_body_text_and_the_language_is_declared_or_und() {
+        let out = sanitise(
+            "<html><head><title>Shop news</title></head><body><p>Sale</p></body></html>",
+            "HTML part of Spring sale",
+            "de-CH",
+        );
+        assert!(!out.contains("Shop news"), "{out}");
+        assert!(
+            out.contains("<p>Sale</p>") && out.contains("lang=\"de-CH\""),
+            "{out}"
+        );
+        let lang = |headers: &str| {
+            let raw = format!("{headers}Content-Type: text/html\r\n\r\n<p>x</p>\r\n");
+            part_lang(&MessageParser::default().parse(raw.as_bytes()).unwrap())
+        };
+        assert_eq!(lang("Content-Language: fr, en\r\n"), "fr");
+        assert_eq!(lang(""), "und");
+        assert_eq!(lang("Content-Language: \"><script>\r\n"), "und");
+        assert_eq!(lang("Content-Language: x\r\n"), "und");
+    }
+
+    #[test]
     fn svg_math_styles_and_remote_css_are_dropped() {
         let out = sanitise(
             "<svg><animate onbegin=alert(1) attributeName=href to=javascript:alert(2)></svg>\
              <math><annotation-xml encoding=text/html><img src=x onerror=alert(3)></annotation-xml></math>\
              <style>@import url(http://t.example/a.css)</style>\
              <p style=\"background:url(http://t.example/b)\">x</p><a href=\"javascript:alert(4)\">j</a>",
+            "t",
+            "und",
         );
         for bad in [
             "<svg",

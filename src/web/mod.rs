@@ -39,6 +39,7 @@ use crate::html::escape;
 use crate::quarantine::Quarantine;
 use crate::quarantine::release::ReleasedBy;
 use crate::store::Store;
+use askama::Template;
 use axum::Router;
 use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -71,21 +72,58 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// A complete page with headers that keep it private and uncached, in
+/// A page for a visitor who is not signed in (the sender's verification
+/// page, the digest links, errors), in the owner pages' look:
+/// `templates/web/public.html` around `body`, which is HTML the caller
+/// built and escaped. A page without a form is a result or an error, so
+/// its text is in a live region (`role="status"`).
+#[derive(Template)]
+#[template(path = "web/public.html")]
+struct PublicPage<'a> {
+    title: &'a str,
+    who: &'a str,
+    csrf: &'a str,
+    body: &'a str,
+    live: bool,
+}
+
+/// The sender's verification page: who is asking and what is waiting
+/// (subject and `Date:` of each held message, as sent).
+#[derive(Template)]
+#[template(path = "web/verify.html")]
+struct VerifyPage<'a> {
+    title: &'a str,
+    who: &'a str,
+    csrf: &'a str,
+    mailbox: &'a str,
+    sender: &'a str,
+    waiting: Vec<(String, String)>,
+}
+
+/// A complete page, [`PublicPage`] around `body`.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = PublicPage {
+        title,
+        who: "",
+        csrf: "",
+        body,
+        live: !body.contains("<form"),
+    }
+    .render();
+    rendered(status, html)
+}
+
+/// A rendered page with headers that keep it private and uncached, in
 /// the owner pages' look (their stylesheet, `templates/web/style.css`).
 /// `Referrer-Policy: no-referrer`: these URLs carry tokens.
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{}</title>\
-         <link rel=\"stylesheet\" href=\"/static/boxtrap.css\"></head><body>\
-         <header class=\"top\"><span class=\"brand\">boxtrap</span></header>\
-         <main id=\"main\">\n<h1>{}</h1>\n{}\n</main></body></html>\n",
-        escape(title),
-        escape(title),
-        body
-    );
+fn rendered(status: StatusCode, html: Result<String, askama::Error>) -> Response {
+    let html = match html {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "web template failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "template error\n").into_response();
+        }
+    };
     let mut r = (status, html).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -159,33 +197,29 @@ async fn show(State(st): State<WebState>, Path(token): Path<String>) -> Response
         Ok(h) => h,
         Err(e) => return internal_error(&e),
     };
-    let rows: String = held
+    let waiting = held
         .iter()
         .map(|h| {
             let subject = if h.subject.is_empty() {
-                "(no subject)"
+                "(no subject)".to_owned()
             } else {
-                &h.subject
+                owner::printable(&h.subject)
             };
-            format!(
-                "<tr><td>{}</td><td>{}</td></tr>",
-                escape(subject),
-                escape(&h.date_header)
-            )
+            (subject, owner::printable(&h.date_header))
         })
         .collect();
-    let body = format!(
-        "<p><strong>{mailbox}</strong> only accepts mail from senders it knows. \
-         Mail from <strong>{sender}</strong> is waiting to be delivered:</p>\
-         <table><tr><th>Subject</th><th>Date</th></tr>{rows}</table>\
-         <p>Please confirm that you sent it, and it will be delivered at once. \
-         Mail you send to {mailbox} later will go straight through.</p>\
-         <form method=\"post\"><button type=\"submit\">Yes, I sent this &mdash; deliver it</button></form>\
-         <p class=\"muted\">If you did not send mail to {mailbox}, ignore this page: nothing will be delivered.</p>",
-        mailbox = escape(&v.addressed_to),
-        sender = escape(&v.sender),
-    );
-    page(StatusCode::OK, "Please confirm your message", &body)
+    rendered(
+        StatusCode::OK,
+        VerifyPage {
+            title: "Please confirm your message",
+            who: "",
+            csrf: "",
+            mailbox: &v.addressed_to,
+            sender: &v.sender,
+            waiting,
+        }
+        .render(),
+    )
 }
 
 async fn confirm(

@@ -250,7 +250,10 @@ async fn a_sender_confirms_in_a_real_browser() {
     let look = tempfile::tempdir().unwrap();
     let steps = browse(&url, look.path(), false).await;
     assert_eq!(steps.len(), 1, "{steps:?}");
-    assert_eq!(steps[0].title, "Please confirm your message", "{steps:?}");
+    assert_eq!(
+        steps[0].title, "Please confirm your message – boxtrap",
+        "{steps:?}"
+    );
     assert!(
         mx.messages("alice@example.test").is_empty(),
         "a visit alone must not deliver"
@@ -264,7 +267,10 @@ async fn a_sender_confirms_in_a_real_browser() {
         panic!("expected a get and a post step: {steps:?}")
     };
     assert_eq!(get.step, "get");
-    assert_eq!(get.title, "Please confirm your message", "{get:?}");
+    assert_eq!(
+        get.title, "Please confirm your message – boxtrap",
+        "{get:?}"
+    );
     for wanted in [
         subject,
         "alice@example.test only accepts mail from senders it knows",
@@ -279,7 +285,7 @@ async fn a_sender_confirms_in_a_real_browser() {
     }
     assert!(!get.text.contains("&amp;"), "double-escaped:\n{}", get.text);
     assert_eq!(post.step, "post");
-    assert_eq!(post.title, "Thank you", "{post:?}");
+    assert_eq!(post.title, "Thank you – boxtrap", "{post:?}");
     assert!(
         post.text
             .contains("Your message to alice@example.test has been delivered."),
@@ -298,7 +304,7 @@ async fn a_sender_confirms_in_a_real_browser() {
     let again = tempfile::tempdir().unwrap();
     let steps = browse(&url, again.path(), false).await;
     assert_eq!(steps.len(), 1, "{steps:?}");
-    assert_eq!(steps[0].title, "Already confirmed", "{steps:?}");
+    assert_eq!(steps[0].title, "Already confirmed – boxtrap", "{steps:?}");
     assert!(
         steps[0].text.contains("already been used"),
         "{}",

@@ -12,6 +12,17 @@
 //! px) and signs out. No page but the HTML part's logs a console error
 //! (the browser's own request for /favicon.ico gets 204, so logs none).
 //!
+//! Every page the walk visits (the sender's verification page too) is also
+//! checked for accessibility (WCAG 2.2 AA): axe-core (installed by
+//! scripts/test.sh into tests/peers/node_modules; the test fails without
+//! it) runs in each page and in the HTML part's frame with the WCAG 2.0,
+//! 2.1 and 2.2 A/AA rules and must find nothing; the walk's own checks
+//! want `lang`, a skip link to the content as the first Tab stop, a
+//! visible outline on every Tab stop it presses to, a label on every field
+//! and targets of at least 24 by 24 pixels; result messages must be in a
+//! live region (`role="status"`/`alert`). A few pages are walked again in
+//! the dark colour scheme.
+//!
 //! Every page is saved as a screenshot; set `BROWSER_SCREENSHOTS=DIR`
 //! (CONTRIBUTING.md suggests `target/screenshots`) to keep them for a look.
 
@@ -30,7 +41,8 @@ use tokio::process::Command;
 
 /// Debian's Python: python3-selenium is installed for it only.
 const PYTHON: &str = "/usr/bin/python3";
-const WALK_LIMIT: Duration = Duration::from_secs(150);
+/// (axe-core takes a few seconds a page on a slow machine.)
+const WALK_LIMIT: Duration = Duration::from_secs(480);
 const ALICE: &str = "alice@example.test";
 const ALICE_PW: &str = "alice correct horse";
 /// What the mail's script would write everywhere it could.
@@ -91,6 +103,12 @@ struct Step {
     http_seen: usize,
     /// Connections the https image host had had.
     https_seen: usize,
+    /// axe-core's WCAG A/AA violations, one a line.
+    axe: String,
+    /// What the walk's own accessibility checks found, one a line.
+    a11y: String,
+    /// The text of the page's live regions, one a line.
+    live: String,
 }
 
 impl Step {
@@ -109,6 +127,30 @@ impl Step {
     /// `/favicon.ico` gets 204 and logs nothing).
     fn page_errors(&self) -> Vec<&str> {
         self.errors.lines().collect()
+    }
+
+    /// Nothing found by axe-core or by the walk's own checks.
+    #[track_caller]
+    fn assert_accessible(&self) {
+        assert!(
+            self.axe.is_empty() && self.a11y.is_empty(),
+            "accessibility problems on {} ({}):\naxe-core:\n{}\nown checks:\n{}",
+            self.url,
+            self.title,
+            self.axe,
+            self.a11y
+        );
+    }
+
+    /// `wanted` is shown in a live region, so a screen reader announces it.
+    #[track_caller]
+    fn assert_announced(&self, wanted: &str) {
+        assert!(
+            self.live.contains(wanted),
+            "{wanted:?} is not in a live region on {}; live regions:\n{}",
+            self.url,
+            self.live
+        );
     }
 
     /// No console error or warning from the page.
@@ -152,8 +194,9 @@ async fn walk(plan: &Plan, shots: &Path, hosts: (&ImageHost, &ImageHost)) -> Vec
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/owner_browser.py");
     let plan_file = shots.join("plan.txt");
     std::fs::write(&plan_file, plan.lines.join("\n") + "\n").unwrap();
+    let axe = axe_js();
     let mut cmd = Command::new(PYTHON);
-    cmd.arg(&script).arg(&plan_file).arg(shots);
+    cmd.arg(&script).arg(&plan_file).arg(shots).arg(&axe);
     // Its own process group, so chromedriver and Chromium can be killed
     // with it if it hangs.
     cmd.stdin(Stdio::null())
@@ -179,6 +222,9 @@ async fn walk(plan: &Plan, shots: &Path, hosts: (&ImageHost, &ImageHost)) -> Vec
             if line.trim().is_empty() {
                 continue;
             }
+            // Shown with the test's output when it fails (a walk cut off
+            // by the time limit too).
+            eprintln!("{line}");
             let fields = json_strings(&line)
                 .unwrap_or_else(|| panic!("not a JSON line of strings: {line:?}"));
             let get = |k: &str| {
@@ -188,6 +234,13 @@ async fn walk(plan: &Plan, shots: &Path, hosts: (&ImageHost, &ImageHost)) -> Vec
                     .map(|(_, v)| v.clone())
                     .unwrap_or_else(|| panic!("no {k:?} in {line:?}"))
             };
+            let audit = |k: &str| {
+                fields
+                    .iter()
+                    .find(|(name, _)| name == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| panic!("no accessibility check ({k:?}) in {line:?}"))
+            };
             steps.push(Step {
                 step: get("step"),
                 url: get("url"),
@@ -196,6 +249,9 @@ async fn walk(plan: &Plan, shots: &Path, hosts: (&ImageHost, &ImageHost)) -> Vec
                 errors: get("errors"),
                 http_seen: hosts.0.seen(),
                 https_seen: hosts.1.seen(),
+                axe: audit("axe"),
+                a11y: audit("a11y"),
+                live: audit("live"),
             });
         }
         let mut err = String::new();
@@ -220,6 +276,19 @@ async fn walk(plan: &Plan, shots: &Path, hosts: (&ImageHost, &ImageHost)) -> Vec
         assert_screenshot(&shots.join(name));
     }
     steps
+}
+
+/// axe-core's script, as scripts/test.sh installs it (`npm ci` in
+/// tests/peers, pinned by its package-lock.json). Missing: a failure.
+fn axe_js() -> PathBuf {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/node_modules/axe-core/axe.min.js");
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/test.sh installs it (npm ci --prefix tests/peers)",
+        path.display()
+    );
+    path
 }
 
 /// A real PNG screenshot with something on it, not an empty canvas.
@@ -372,6 +441,14 @@ on_both_backends!(
         assert_eq!(report.sent, 1);
         let digest = String::from_utf8_lossy(&app.messages(ALICE)[0].1).into_owned();
         let digest_link = digest_deliver_link(&digest, "Minutes of Tuesday");
+        // eve's challenge: its link opens the sender's verification page.
+        app.outbound.run_once().await.unwrap();
+        let verify_link = app
+            .challenges_to("eve@example.net")
+            .pop()
+            .expect("a challenge to eve")
+            .link;
+        let verify_path = &verify_link[verify_link.find("/verify/").expect("a /verify/ link")..];
 
         let base = format!("http://{}", app.web);
         let url = |path: &str| format!("{base}{path}");
@@ -426,26 +503,44 @@ on_both_backends!(
                 &url(&format!("/admin/mailboxes/{alice}")),
                 "21-admin-mailbox.png",
             )
+            .shot("get", &url("/quarantine?view=sender"), "22-by-sender.png")
+            .shot(
+                "get",
+                &url("/quarantine?q=from%3Aeve%40example.net"),
+                "23-search.png",
+            )
+            .shot("get", &url(verify_path), "24-verify-page.png")
             .add(&["size", "390", "844"])
-            .shot("get", &url("/quarantine"), "22-phone-quarantine.png")
+            .shot("get", &url("/quarantine"), "25-phone-quarantine.png")
             .shot(
                 "get",
                 &url(&format!("/quarantine/{eve}")),
-                "23-phone-message.png",
+                "26-phone-message.png",
             )
-            .shot("get", &url("/lists"), "24-phone-lists.png")
-            .shot("get", &url("/settings"), "25-phone-settings.png")
-            .shot("get", &url("/templates/verify"), "26-phone-template.png")
-            .shot("get", &url("/activity"), "27-phone-activity.png")
-            .shot("get", &url("/admin"), "28-phone-admin.png")
+            .shot("get", &url("/lists"), "27-phone-lists.png")
+            .shot("get", &url("/settings"), "28-phone-settings.png")
+            .shot("get", &url("/templates/verify"), "29-phone-template.png")
+            .shot("get", &url("/activity"), "30-phone-activity.png")
+            .shot("get", &url("/admin"), "31-phone-admin.png")
             .add(&["size", "1024", "900"])
+            .add(&["scheme", "dark"])
+            .shot("get", &url("/quarantine"), "32-dark-quarantine.png")
+            .shot(
+                "get",
+                &url(&format!("/quarantine/{eve}")),
+                "33-dark-message.png",
+            )
+            .shot("get", &url("/settings"), "34-dark-settings.png")
+            .add(&["scheme", "light"])
             .shot(
                 "click",
                 "form[action='/logout'] button",
-                "29-signed-out.png",
+                "35-signed-out.png",
             );
         let shots = tempfile::tempdir().unwrap();
         let steps = walk(&plan, shots.path(), (&http_host, &https_host)).await;
+        // Kept before anything is checked: a failure is worth a look too.
+        keep_screenshots(shots.path(), &plan.shots, backend);
         let [
             login,
             quarantine,
@@ -468,15 +563,32 @@ on_both_backends!(
             activity,
             admin,
             admin_mailbox,
+            by_sender,
+            search,
+            verify_page,
             phone_list,
             phone_message,
             phone_pages @ ..,
+            dark_list,
+            dark_message,
+            dark_settings,
             signed_out,
         ] = &steps[..]
         else {
-            panic!("expected 29 steps: {steps:#?}")
+            panic!("expected 35 steps: {steps:#?}")
         };
         assert_eq!(phone_pages.len(), 5, "{steps:#?}");
+
+        // Every page, every frame: WCAG 2.2 AA as axe-core and the walk's
+        // own checks see it.
+        for step in &steps {
+            step.assert_accessible();
+        }
+        // Result messages are announced.
+        allowed.assert_announced("1 delivered, sender allowed.");
+        tested.assert_announced("allow");
+        digest_done.assert_announced("delivered");
+        signed_out.assert_announced("You are signed out.");
 
         // Sign-in.
         assert!(login.url.contains("/login?next=/quarantine"), "{login:?}");
@@ -590,6 +702,24 @@ on_both_backends!(
             page.assert_clean();
         }
 
+        // The by-sender view, a search, the sender's verification page
+        // (in the owner pages' look) and the dark colour scheme.
+        by_sender.assert_shows(&["eve@example.net"]);
+        search.assert_shows(&["<script>alert(1)</script> invoice"]);
+        assert!(!search.shows("Minutes of Tuesday"), "{search:?}");
+        verify_page.assert_shows(&["boxtrap", "Please confirm your message", "eve@example.net"]);
+        for page in [
+            by_sender,
+            search,
+            verify_page,
+            dark_list,
+            dark_message,
+            dark_settings,
+        ] {
+            page.assert_clean();
+        }
+        dark_message.assert_shows(&["Pay now."]);
+
         // Signed out.
         assert_eq!(signed_out.title, "Sign in – boxtrap", "{signed_out:?}");
         signed_out.assert_shows(&["You are signed out."]);
@@ -599,6 +729,5 @@ on_both_backends!(
         let left = app.held().await;
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].id, eve);
-        keep_screenshots(shots.path(), &plan.shots, backend);
     }
 );
