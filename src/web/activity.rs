@@ -5,13 +5,14 @@
 //!
 //! Filters, all optional, in the query string of both:
 //! `kind` (one of [`KINDS`]), `held` (a held message's number: its lines
-//! only; the message page links here), `since` and `until` (UTC dates
+//! only; the message page links here), `since` and `until` (dates
 //! `YYYY-MM-DD`, both included). A bad filter gets a 400 page naming it,
 //! with the form as typed. The mailbox is the session's; nothing here
 //! reads another mailbox's lines.
 //!
 //! The page shows times in the owner's time zone (`/settings`) and says
-//! which; the date filters are UTC dates. The CSV has the columns
+//! which; on the page and in the CSV, `since` and `until` are days in that
+//! zone too (UTC dates in the JSON API). The CSV has the columns
 //! `time_utc, action, sender, detail, message, actor, client_ip`, its times
 //! in UTC as ISO 8601 (`2026-11-27T14:05:53Z`, whatever the zone); a field that starts with `=`, `+`, `-`, `@`, a tab or
 //! a carriage return gets a leading `'`, so a spreadsheet shows it as text
@@ -206,8 +207,28 @@ pub fn parse_date(s: &str) -> Option<Timestamp> {
     Some(Timestamp::from_secs(days_from_civil(y, m, d) * 86400))
 }
 
-/// Checks the filters and the cursor; `Err` names what is wrong.
+/// The start of the day `day` (midnight UTC, as [`parse_date`] gives it)
+/// in the IANA time zone `tz` (the first moment of that day there, on a
+/// day that starts with a clock change too); UTC for a zone the database
+/// does not know.
+pub fn day_start_in(day: Timestamp, tz: &str) -> Timestamp {
+    let zone = jiff::tz::db().get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+    jiff::Timestamp::from_microsecond(day.0)
+        .ok()
+        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date())
+        .and_then(|d| d.to_zoned_datetime(zone).ok())
+        .map_or(day, |z| Timestamp(z.timestamp().as_microsecond()))
+}
+
+/// Checks the filters and the cursor, with `since` and `until` as UTC
+/// dates (the JSON API); `Err` names what is wrong.
 pub fn parse(q: &ActivityQuery) -> Result<Parsed, String> {
+    parse_in(q, "UTC")
+}
+
+/// [`parse`], with `since` and `until` as dates in the time zone `tz`
+/// (the page and the CSV: the owner's).
+pub fn parse_in(q: &ActivityQuery, tz: &str) -> Result<Parsed, String> {
     let mut filter = ActivityFilter::default();
     let kind = q.kind.trim();
     if !kind.is_empty() {
@@ -234,21 +255,24 @@ pub fn parse(q: &ActivityQuery) -> Result<Parsed, String> {
             }
         }
     }
-    let date = |field: &str, s: &str| -> Result<Option<Timestamp>, String> {
+    // `days`: 1 for the end of that day (the start of the next).
+    let date = |field: &str, s: &str, days: i64| -> Result<Option<Timestamp>, String> {
         let s = s.trim();
         if s.is_empty() {
             return Ok(None);
         }
-        parse_date(s).map(Some).ok_or_else(|| {
-            format!(
-                "{field}: {:?} is not a date; write it as YYYY-MM-DD, e.g. 2026-11-30.",
-                printable(s)
-            )
-        })
+        parse_date(s)
+            .map(|d| Some(day_start_in(d.plus_secs(days * 86400), tz)))
+            .ok_or_else(|| {
+                format!(
+                    "{field}: {:?} is not a date; write it as YYYY-MM-DD, e.g. 2026-11-30.",
+                    printable(s)
+                )
+            })
     };
-    filter.since = date("From", &q.since)?;
+    filter.since = date("From", &q.since, 0)?;
     // Until the end of that day.
-    filter.until = date("To", &q.until)?.map(|t| t.plus_secs(86400));
+    filter.until = date("To", &q.until, 1)?;
     if let (Some(a), Some(b)) = (filter.since, filter.until)
         && b <= a
     {
@@ -432,9 +456,13 @@ async fn activity_page(
         first_page: true,
         next: String::new(),
     };
+    page.tz = match st.store.mailbox_settings(s.session.mailbox_id).await {
+        Ok(m) => m.time_zone,
+        Err(e) => return internal(&e),
+    };
     let checked = page_size(&q.limit)
         .ok_or_else(|| "Per page: the page size must be 25, 50 or 100.".to_owned())
-        .and_then(|limit| parse(&q).map(|p| (limit, p)));
+        .and_then(|limit| parse_in(&q, &page.tz).map(|p| (limit, p)));
     let (limit, parsed) = match checked {
         Ok(v) => v,
         Err(e) => {
@@ -444,10 +472,6 @@ async fn activity_page(
     };
     let (lines, next) = match page_of(&st, s.session.mailbox_id, &parsed, limit).await {
         Ok(v) => v,
-        Err(e) => return internal(&e),
-    };
-    page.tz = match st.store.mailbox_settings(s.session.mailbox_id).await {
-        Ok(m) => m.time_zone,
         Err(e) => return internal(&e),
     };
     let filtered = parsed.filter != ActivityFilter::default();
@@ -611,10 +635,17 @@ async fn export(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let parsed = match parse(&ActivityQuery {
-        after: String::new(),
-        ..q.clone()
-    }) {
+    let tz = match st.store.mailbox_settings(s.session.mailbox_id).await {
+        Ok(m) => m.time_zone,
+        Err(e) => return internal(&e),
+    };
+    let parsed = match parse_in(
+        &ActivityQuery {
+            after: String::new(),
+            ..q.clone()
+        },
+        &tz,
+    ) {
         Ok(p) => p,
         Err(e) => return message(StatusCode::BAD_REQUEST, "Bad request", &e, Some(&s)),
     };
@@ -718,6 +749,31 @@ mod tests {
                 .filter
                 .not_challenged
         );
+    }
+
+    #[test]
+    fn days_start_at_midnight_in_the_owners_zone() {
+        let day = parse_date("2026-11-28").unwrap();
+        assert_eq!(day_start_in(day, "UTC"), day);
+        // Berlin is an hour ahead in winter: its day starts at 23:00 UTC.
+        assert_eq!(
+            day_start_in(day, "Europe/Berlin").log_format(),
+            "2026-11-27 23:00:00"
+        );
+        // A 23-hour day (clocks forward on 2026-03-29): the next starts 23 h later.
+        let spring = parse_date("2026-03-29").unwrap();
+        let a = day_start_in(spring, "Europe/Berlin");
+        let b = day_start_in(spring.plus_secs(86400), "Europe/Berlin");
+        assert_eq!(b.secs() - a.secs(), 23 * 3600);
+        assert_eq!(day_start_in(day, "Not/AZone"), day);
+        let q = ActivityQuery {
+            since: "2026-11-28".into(),
+            until: "2026-11-28".into(),
+            ..ActivityQuery::default()
+        };
+        let p = parse_in(&q, "America/New_York").unwrap();
+        assert_eq!(p.filter.since.unwrap().log_format(), "2026-11-28 05:00:00");
+        assert_eq!(p.filter.until.unwrap().log_format(), "2026-11-29 05:00:00");
     }
 
     #[test]

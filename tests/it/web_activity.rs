@@ -239,7 +239,10 @@ on_both_backends!(
         let all = b.get("/activity").await;
         assert!(all.body.contains("dave@example.org"));
         assert!(all.body.contains(&format!("href=\"/activity?held={id}\"")));
-        assert!(all.body.contains("Times are in UTC (change it in"));
+        assert!(
+            all.body
+                .contains("Times and dates are in UTC (change it in")
+        );
         assert!(all.body.contains("<label for=\"kind\">Kind</label>"));
 
         // Bob sees none of it, not even by alice's message number.
@@ -631,7 +634,7 @@ on_both_backends!(
         assert_eq!(page.status, 200);
         assert!(
             page.body
-                .contains("Times are in Europe/Berlin (change it in"),
+                .contains("Times and dates are in Europe/Berlin (change it in"),
             "{}",
             page.body
         );
@@ -648,8 +651,43 @@ on_both_backends!(
         let recs: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
         assert_eq!(recs.len(), 1);
         assert_eq!(&recs[0][0], "2026-11-28T00:00:00Z");
+        // Dates are Berlin days on the page and in the CSV, UTC days in the
+        // API: 23:30 UTC on the 27th is the 28th in Berlin.
+        lines_in_log(
+            &app,
+            1,
+            DAY - 1800,
+            ActivityAction::Deleted,
+            "y@example.org",
+        )
+        .await;
+        let day = "since=2026-11-28&until=2026-11-28";
+        let page = b.get(&format!("/activity?{day}")).await;
+        let lines = rows(&page.body);
+        assert_eq!(lines.len(), 2, "{}", page.body);
+        assert!(
+            lines[1].contains("<td>2026-11-28 00:30:00 CET</td>"),
+            "{}",
+            lines[1]
+        );
+        assert!(page.body.contains("From (date, Europe/Berlin)"));
+        let csv = b.get(&format!("/activity.csv?{day}")).await;
+        assert_eq!(csv.body.lines().count(), 3, "{}", csv.body);
+        assert!(csv.body.contains("2026-11-27T23:30:00Z"), "{}", csv.body);
+        let api = b.get(&format!("/api/v1/activity?{day}")).await;
+        let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+        let items = v["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{v}");
+        assert_eq!(items[0]["at"], "2026-11-28T00:00:00Z");
+        let page = b.get("/activity?since=2026-11-27&until=2026-11-27").await;
+        assert!(rows(&page.body).is_empty(), "{}", page.body);
         // Bob's zone is his own: UTC.
         let bob = Browser::signed_in(&app, BOB, BOB_PW).await;
-        assert!(bob.get("/activity").await.body.contains("Times are in UTC"));
+        assert!(
+            bob.get("/activity")
+                .await
+                .body
+                .contains("Times and dates are in UTC")
+        );
     }
 );
