@@ -13,8 +13,8 @@ use crate::store::{Store, StoreError};
 /// A subscription as typed, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
-    /// Where the digest goes: the local part as typed, the domain in
-    /// lower case.
+    /// Where the digest goes, in lower case (as mailboxes are looked up):
+    /// one subscription per address and domain, whatever the case typed.
     pub address: String,
     /// One of our domains (checked by the store when it is saved).
     pub domain: String,
@@ -35,7 +35,7 @@ fn refused(field: &'static str, why: String) -> Refused {
 }
 
 /// The address a digest goes to: a plain address (no display name, no
-/// address literal).
+/// address literal), in lower case.
 pub fn parse_address(typed: &str) -> Result<String, Refused> {
     let t = typed.trim();
     let a = EmailAddress::parse(t)
@@ -46,7 +46,7 @@ pub fn parse_address(typed: &str) -> Result<String, Refused> {
             format!("{t:?}: an address literal cannot receive digests"),
         ));
     }
-    Ok(format!("{}@{}", a.local_part(), a.domain().as_str()))
+    Ok(a.lookup_key().to_lowercase())
 }
 
 /// The domain of a subscription, in lower case.
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn each_field_is_checked_and_named() {
         let s = parse(" Admin@Example.TEST ", "Example.Test", "Weekly").unwrap();
-        assert_eq!(s.address, "Admin@example.test");
+        assert_eq!(s.address, "admin@example.test");
         assert_eq!(s.domain, "example.test");
         assert_eq!(s.frequency, DigestFrequency::Weekly);
         assert_eq!(

@@ -502,4 +502,75 @@ mod tests {
             assert_eq!(store.held_after(id, 0).await.unwrap(), (0, 0));
         }
     );
+
+    both_backends!(
+        a_domain_digest_is_claimed_once_and_queued_with_its_claim,
+        |store: Store| async move {
+            let now = Timestamp::from_secs(1000);
+            let d = Domain::parse("example.test").unwrap();
+            store.add_domain(&d, now).await.unwrap();
+            let unknown = store
+                .subscribe_domain_digest("nowhere.test", "a@b.example", DigestFrequency::Daily, now)
+                .await;
+            assert!(matches!(unknown, Err(StoreError::NotFound(_))));
+            assert!(store.domain_digests().await.unwrap().is_empty());
+            let s = |f| store.subscribe_domain_digest("example.test", "a@b.example", f, now);
+            assert_eq!(s(DigestFrequency::Daily).await.unwrap(), Subscribed::New);
+            assert_eq!(
+                s(DigestFrequency::Hourly).await.unwrap(),
+                Subscribed::Changed(DigestFrequency::Daily)
+            );
+            let sub = store.domain_digests().await.unwrap().remove(0);
+            assert_eq!(
+                (sub.domain.as_str(), sub.frequency, sub.last_at),
+                ("example.test", DigestFrequency::Hourly, None)
+            );
+            assert_eq!(
+                store.domain_held_after(sub.domain_id, 0).await.unwrap(),
+                (0, 0)
+            );
+            let mail = QueuedDigest {
+                kind: "domain-digest",
+                rcpt: "a@b.example",
+                data: b"Subject: x\r\n\r\nx\r\n",
+            };
+            assert!(
+                store
+                    .claim_domain_digest(&sub, now, 7, Some(mail))
+                    .await
+                    .unwrap()
+            );
+            // The same state read before: claimed already, nothing queued.
+            assert!(
+                !store
+                    .claim_domain_digest(&sub, now, 7, Some(mail))
+                    .await
+                    .unwrap()
+            );
+            let queued: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM outbound_messages WHERE kind = 'domain-digest'",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(queued, 1);
+            let claimed = store.domain_digest(sub.id).await.unwrap().unwrap();
+            assert_eq!((claimed.last_at, claimed.last_held), (Some(now.0), 7));
+            assert!(store.unclaim_domain_digest(&sub, now).await.unwrap());
+            assert_eq!(store.domain_digest(sub.id).await.unwrap().unwrap(), sub);
+            assert!(
+                store
+                    .unsubscribe_domain_digest("example.test", "a@b.example")
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .unsubscribe_domain_digest("example.test", "a@b.example")
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(store.domain_digest(sub.id).await.unwrap(), None);
+        }
+    );
 }

@@ -393,14 +393,14 @@ on_both_backends!(
         assert!(
             app.outbox()
                 .iter()
-                .all(|m| m.rcpt != "Boss@elsewhere.example"),
+                .all(|m| m.rcpt != "boss@elsewhere.example"),
             "queued, not sent yet"
         );
         app.outbound.run_once().await.unwrap();
         let out: Vec<OutMail> = app
             .outbox()
             .into_iter()
-            .filter(|m| m.rcpt == "Boss@elsewhere.example")
+            .filter(|m| m.rcpt == "boss@elsewhere.example")
             .collect();
         assert_eq!(out.len(), 1);
         let m = &out[0];
@@ -666,7 +666,7 @@ on_both_backends!(
         let out = cli.ok(&[
             "digest",
             "subscribe",
-            ALICE,
+            "Alice@Example.TEST",
             "--domain",
             "example.test",
             "--frequency",
