@@ -16,6 +16,8 @@ pub enum DigestCmd {
     /// of DOMAIN (again: change its frequency). The first digest lists
     /// only mail held from now on.
     Subscribe {
+        /// Where the digest goes: a local mailbox (into its Maildir) or any
+        /// address (through the outbound queue).
         address: String,
         /// One of our domains.
         #[arg(long)]
@@ -26,7 +28,9 @@ pub enum DigestCmd {
     },
     /// End ADDRESS's digest of DOMAIN; its links stop working.
     Unsubscribe {
+        /// The subscribed address.
         address: String,
+        /// The domain it is subscribed to.
         #[arg(long)]
         domain: String,
     },
