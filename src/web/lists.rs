@@ -143,8 +143,7 @@ pub fn read_simple(text: &str) -> Result<SenderRule, String> {
     if let Some(domain) = t.strip_prefix("*@").or_else(|| t.strip_prefix('@')) {
         let domain = Domain::parse(domain)
             .map_err(|e| format!("`{t}` is not an address or *@domain: {e}."))?;
-        let pattern = format!(".*@{}$", regex::escape(domain.as_str()));
-        return SenderRule::new(RuleField::From, &pattern).map_err(|e| e.to_string());
+        return SenderRule::domain(domain.as_str()).map_err(|e| e.to_string());
     }
     if t.contains(char::is_whitespace) {
         return Err(format!(
@@ -153,6 +152,37 @@ pub fn read_simple(text: &str) -> Result<SenderRule, String> {
     }
     let address = canonical(t).map_err(|e| format!("`{t}` is not an address or *@domain: {e}."))?;
     Ok(SenderRule::exact_sender(&address))
+}
+
+/// A rule as the page shows it: in the simple form when it is one (an
+/// address as [`SenderRule::exact_sender`] writes it, `*@domain` as
+/// [`SenderRule::domain`] does), else as a rule line (`subject ^\[x\]`).
+pub fn shown_rule(rule: &SenderRule) -> String {
+    simple_form(rule).unwrap_or_else(|| rule.to_line())
+}
+
+/// The address or `*@domain` that [`read_simple`] reads back to `rule`, if
+/// there is one.
+pub fn simple_form(rule: &SenderRule) -> Option<String> {
+    if rule.field() != RuleField::From {
+        return None;
+    }
+    let p = rule.pattern();
+    let unescape = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            out.push(if c == '\\' { chars.next()? } else { c });
+        }
+        Some(out)
+    };
+    if let Some(domain) = p.strip_prefix(".*@").and_then(|d| d.strip_suffix('$')) {
+        let domain = unescape(domain)?;
+        let form = format!("*@{domain}");
+        return (read_simple(&form).ok().as_ref() == Some(rule)).then_some(form);
+    }
+    let address = unescape(p.strip_prefix('^')?.strip_suffix('$')?)?;
+    (read_simple(&address).ok().as_ref() == Some(rule)).then_some(address)
 }
 
 /// An entry as typed, in either mode; the error names what was wrong.
@@ -464,7 +494,7 @@ async fn render(st: &WebState, s: &SignedIn, shown: Shown, status: StatusCode) -
                 .iter()
                 .map(|e| EntryView {
                     id: e.id,
-                    rule: printable(&e.rule.to_line()),
+                    rule: printable(&shown_rule(&e.rule)),
                     origin: origin_text(e),
                 })
                 .collect(),
@@ -532,7 +562,7 @@ fn test_text(fired: Option<&Fired>, address: &str) -> String {
         Some(f) => format!(
             "The {kind} list decides: its entry “{rule}” ({origin}) matches, so mail from {address} is {effect}.",
             kind = f.kind,
-            rule = printable(&f.entry.rule.to_line()),
+            rule = printable(&shown_rule(&f.entry.rule)),
             origin = origin_text(&f.entry),
             effect = effect(f.kind),
         ),
@@ -1087,6 +1117,39 @@ async fn api_test(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_the_simple_mode_makes_are_shown_in_the_simple_form() {
+        for typed in [
+            "bob@example.org",
+            "*@example.org",
+            "x+tag@sub.example.co.uk",
+        ] {
+            assert_eq!(shown_rule(&read_simple(typed).unwrap()), typed);
+        }
+        assert_eq!(
+            shown_rule(&SenderRule::exact_sender("News@Shop.example.org")),
+            "news@shop.example.org"
+        );
+        assert_eq!(
+            shown_rule(&SenderRule::domain("@Example.org").unwrap()),
+            "*@example.org"
+        );
+        // Anything else keeps its rule syntax.
+        for line in [
+            r"from bob@example\.org$",
+            r"from ^bob@example\.org",
+            r"from .*@example\.org",
+            r"from ^bob@example.org$",
+            r"from ^(bob|eve)@example\.org$",
+            r"from .*@.*\.example\.org$",
+            r"to ^bob@example\.org$",
+            r"subject ^\[invoice\]",
+        ] {
+            let rule = SenderRule::parse(line).unwrap();
+            assert_eq!(shown_rule(&rule), rule.to_line(), "{line}");
+        }
+    }
 
     #[test]
     fn the_simple_mode_makes_the_exact_sender_or_domain_rule() {

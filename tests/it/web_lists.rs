@@ -318,14 +318,18 @@ on_both_backends!(
         let page = b.get("/lists?done=added.allow").await;
         assert!(page.body.contains("Added to your allow list."));
         let day = today();
+        // Addresses and domains are shown as typed, not as their rules.
         for (rule, origin) in [
-            (r"from ^bob@example\.org$", format!("added by you on {day}")),
             (
-                r"from ^carol@example\.net$",
+                "<code class=\"rule\">bob@example.org</code>",
+                format!("added by you on {day}"),
+            ),
+            (
+                "<code class=\"rule\">carol@example.net</code>",
                 format!("added from quarantine on {day}"),
             ),
             (
-                r"from ^dave@example\.net$",
+                "<code class=\"rule\">dave@example.net</code>",
                 format!("added by an administrator on {day}"),
             ),
         ] {
@@ -534,17 +538,17 @@ on_both_backends!(
             (
                 "Bob@Example.org",
                 "",
-                r"The allow list decides: its entry “from ^bob@example\.org$” (added by you on",
+                "The allow list decides: its entry “bob@example.org” (added by you on",
             ),
             (
                 "anyone@partner.example",
                 "",
-                r"The allow list decides: its entry “from .*@partner\.example$”",
+                "The allow list decides: its entry “*@partner.example”",
             ),
             (
                 "x@spam.example",
                 "hello",
-                r"The block list decides: its entry “from .*@spam\.example$”",
+                "The block list decides: its entry “*@spam.example”",
             ),
             // Ignore is checked first, as the policy does.
             (
@@ -718,7 +722,10 @@ on_both_backends!(
         let reply = send_raw(&app, "bob@example.org", ALICE, text).await;
         assert!(reply.starts_with("250"), "{reply}");
         let page = b.get("/lists").await;
-        let at = page.body.find(r"from ^carol@example\.org$").unwrap();
+        let at = page
+            .body
+            .find("<code class=\"rule\">carol@example.org</code>")
+            .unwrap();
         let line = &page.body[at..at + page.body[at..].find("</li>").unwrap()];
         assert!(
             line.contains("by association from message &#60;lunch-1@example.org&#62; (queue id "),
