@@ -27,6 +27,7 @@ pub mod digest;
 pub mod listener;
 pub mod lists;
 pub mod message;
+pub mod nav;
 pub mod open_files;
 pub mod owner;
 pub mod session;
@@ -69,6 +70,7 @@ pub fn router(state: WebState) -> Router {
         .merge(api_held::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(api::json_route_errors))
+        .layer(axum::middleware::from_fn(nav::scope))
         .with_state(state)
 }
 

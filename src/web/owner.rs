@@ -455,7 +455,14 @@ pub(super) async fn signed_in(
     back: &str,
 ) -> Result<SignedIn, Response> {
     match st.sessions.current(&st.store, headers).await {
-        Ok(Some(s)) => Ok(s),
+        Ok(Some(s)) => {
+            // The "Admin" link in the site navigation (super::nav).
+            match st.store.is_admin(s.session.mailbox_id).await {
+                Ok(admin) => super::nav::set_admin(admin),
+                Err(e) => return Err(internal(&e)),
+            }
+            Ok(s)
+        }
         Ok(None) => Err(see_other(&format!("/login?next={}", percent(back)))),
         Err(e) => Err(internal(&e)),
     }

@@ -612,6 +612,8 @@ on_both_backends!(
             "news@shop.example.org",
         ]);
         quarantine.assert_clean();
+        // alice is an admin: her site navigation has the link.
+        assert!(quarantine.text.contains("\nAdmin\n"), "{quarantine:?}");
 
         // The HTML mail: shown, its script dead, no image fetched.
         assert_eq!(message.url, url(&format!("/quarantine/{shop}")));

@@ -1033,3 +1033,37 @@ on_both_backends!(
         assert_eq!(all_lists(&app, ALICE).await, before);
     }
 );
+
+on_both_backends!(
+    the_site_navigation_links_to_admin_for_admins_only,
+    |backend| async move {
+        let app = TestApp::spawn_on(backend).await;
+        let alice = app.mailbox_id(ALICE).await;
+        app.store.set_admin(alice, true).await.unwrap();
+        let a = Browser::sign_in(&app, ALICE).await;
+        let b = Browser::sign_in(&app, BOB).await;
+        let link = "<a href=\"/admin\">Admin</a>";
+        for path in ["/lists", "/quarantine", "/settings", "/activity", "/admin"] {
+            let page = a.get(path).await;
+            assert_eq!(page.status, 200, "{path}");
+            assert!(page.body.contains(link), "{path}: {}", page.body);
+        }
+        for path in ["/lists", "/quarantine", "/settings", "/activity"] {
+            let page = b.get(path).await;
+            assert_eq!(page.status, 200, "{path}");
+            assert!(
+                !page.body.contains("href=\"/admin"),
+                "{path}: {}",
+                page.body
+            );
+        }
+        // Made an admin, bob sees it on his next page; not signed in, nobody.
+        app.store
+            .set_admin(app.mailbox_id(BOB).await, true)
+            .await
+            .unwrap();
+        assert!(b.get("/lists").await.body.contains(link));
+        let login = request(app.web, "GET", "/login", &[], "").await;
+        assert!(!login.body.contains("href=\"/admin"), "{}", login.body);
+    }
+);
