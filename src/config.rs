@@ -242,6 +242,9 @@ pub struct ChallengeConfig {
     pub keep_challenges: HumanDuration,
     /// How long lines of the mailboxes' activity logs are kept. At least 2 days.
     pub keep_activity: HumanDuration,
+    /// How long held mail the owner deleted can still be restored, counted
+    /// from its deletion; the sweeper then purges it. At least an hour.
+    pub keep_deleted: HumanDuration,
     /// Held messages one mailbox's quarantine may hold, counting every
     /// held message: at that count new mail for the mailbox is refused at
     /// RCPT with 452 4.2.2 until some is released, deleted or expires.
@@ -290,6 +293,17 @@ impl ChallengeConfig {
                     "challenge.{key}: {d} is longer than 3650d (ten years)"
                 ));
             }
+        }
+        let d = self.keep_deleted;
+        if d.0 < Duration::from_secs(3600) {
+            return Err(format!(
+                "challenge.keep_deleted: {d} is shorter than 1h (an owner must have time to undo a delete)"
+            ));
+        }
+        if d.0 > MAX_RETENTION {
+            return Err(format!(
+                "challenge.keep_deleted: {d} is longer than 3650d (ten years)"
+            ));
         }
         let bytes = self.quarantine_max_bytes;
         if bytes.0 != 0 && bytes.0 < MIN_QUARANTINE_BYTES {
@@ -703,6 +717,7 @@ impl Default for ChallengeConfig {
             keep_outbound: HumanDuration(Duration::from_secs(30 * 86400)),
             keep_challenges: HumanDuration(Duration::from_secs(30 * 86400)),
             keep_activity: HumanDuration(Duration::from_secs(90 * 86400)),
+            keep_deleted: HumanDuration(Duration::from_secs(7 * 86400)),
             quarantine_max_messages: 10_000,
             quarantine_max_bytes: ByteSize(500 * 1024 * 1024),
             max_associates_per_message: 10,
@@ -1330,6 +1345,9 @@ mod tests {
         assert_eq!(ch.keep_outbound.0, Duration::from_secs(2 * 86400));
         assert_eq!(ch.keep_challenges.0, Duration::from_secs(3 * 86400));
         assert_eq!(ch.keep_activity.0, Duration::from_secs(7 * 86400));
+        assert_eq!(ch.keep_deleted.0, Duration::from_secs(7 * 86400));
+        let c = load_str("[challenge]\nkeep_deleted = \"1h\"\n", &[]).unwrap();
+        assert_eq!(c.challenge.keep_deleted.0, Duration::from_secs(3600));
         assert_eq!(ch.quarantine_max_messages, 0);
         assert_eq!(ch.quarantine_max_bytes, ByteSize(1 << 30));
         for (text, named) in [
@@ -1364,6 +1382,14 @@ mod tests {
             ("quarantine_max_messages = -1", "quarantine_max_messages"),
             ("quarantine_max_bytes = \"lots\"", "\"lots\" is not a size"),
             ("keep_outbound = \"30 days\"", "unknown unit"),
+            (
+                "keep_deleted = \"59m\"",
+                "challenge.keep_deleted: 59m is shorter than 1h",
+            ),
+            (
+                "keep_deleted = \"3651d\"",
+                "challenge.keep_deleted: 3651d is longer than 3650d",
+            ),
         ] {
             let e = load_str(&format!("[challenge]\n{text}\n"), &[])
                 .unwrap_err()

@@ -5,6 +5,7 @@
 use super::output::{age, angle, one_line, printable, shorten};
 use super::{Admin, parse_address_trimmed};
 use crate::clock::Timestamp;
+use crate::quarantine::owner::OwnerAction;
 use crate::quarantine::release::ReleasedBy;
 use crate::store::held::{HeldState, HeldSummary};
 use crate::store::settings::MailboxSettings;
@@ -39,8 +40,14 @@ pub enum QuarantineCmd {
     /// Deliver one held message (its sender stays unknown), or --sender's
     /// held mail for --mailbox (and allow the sender).
     Release(Target),
-    /// Delete one held message, or everything held from --sender for --mailbox.
+    /// Delete one held message, or everything held from --sender for
+    /// --mailbox: softly, restorable for `challenge.keep_deleted`.
     Delete(Target),
+    /// Restore a deleted held message to its quarantine.
+    Restore {
+        /// The deleted message's id (`quarantine show` still shows it).
+        id: String,
+    },
 }
 
 /// One held message by id, or all from a sender for a mailbox.
@@ -131,6 +138,29 @@ pub async fn run(admin: &Admin, cmd: QuarantineCmd) -> anyhow::Result<()> {
         }
         QuarantineCmd::Release(target) => release(admin, target).await?,
         QuarantineCmd::Delete(target) => delete(admin, target).await?,
+        QuarantineCmd::Restore { id } => {
+            let h = held_by_id(admin, &id).await?;
+            if h.state != HeldState::Deleted {
+                bail!("held message {} is not deleted (state {})", h.id, h.state);
+            }
+            let back = admin
+                .quarantine
+                .owner_act(
+                    h.mailbox_id,
+                    OwnerAction::Undelete,
+                    &[(h.id, h.sender.clone())],
+                )
+                .await?;
+            if back.restored != 1 {
+                bail!("held message {} is gone (purged meanwhile)", h.id);
+            }
+            say!(
+                "restored message {} from {} to the quarantine of {}",
+                h.id,
+                angle(&h.sender),
+                h.mailbox
+            );
+        }
     }
     Ok(())
 }
@@ -156,11 +186,22 @@ async fn show(admin: &Admin, h: &HeldSummary, body: bool) -> anyhow::Result<()> 
         h.arrived_at.log_format(),
         age(now.secs() - h.arrived_at.secs())
     );
-    say!(
-        "expires: {} (keep-days {})",
-        h.arrived_at.plus_secs(s.keep_days * 86400).log_format(),
-        s.keep_days
-    );
+    match store.deleted_at(h.id).await? {
+        Some(at) if h.state == HeldState::Deleted => {
+            let keep = i64::try_from(admin.quarantine.keep_deleted().as_secs()).unwrap_or(i64::MAX);
+            say!(
+                "deleted: {} (purged at {}; `boxtrap quarantine restore {}` until then)",
+                at.log_format(),
+                at.plus_secs(keep).log_format(),
+                h.id
+            );
+        }
+        _ => say!(
+            "expires: {} (keep-days {})",
+            h.arrived_at.plus_secs(s.keep_days * 86400).log_format(),
+            s.keep_days
+        ),
+    }
     say!("reason: {}", h.reason);
     say!("reason-detail: {}", one_line(&h.reason_detail));
     if !h.auth_results.is_empty() {
@@ -240,6 +281,16 @@ enum Held {
 async fn still_held(admin: &Admin, target: Target, action: Action) -> anyhow::Result<Held> {
     if let Some(id) = target.id {
         let h = held_by_id(admin, &id).await?;
+        if h.state == HeldState::Deleted {
+            match action {
+                Action::Release => bail!(
+                    "held message {} is deleted; restore it first: boxtrap quarantine restore {}",
+                    h.id,
+                    h.id
+                ),
+                Action::Delete => bail!("held message {} is already deleted", h.id),
+            }
+        }
         if h.state != HeldState::Held {
             match action {
                 Action::Release => bail!("held message {} is already being released", h.id),
@@ -340,10 +391,11 @@ async fn delete(admin: &Admin, target: Target) -> anyhow::Result<()> {
                 );
             }
             say!(
-                "deleted message {} from {} to {}",
+                "deleted message {} from {} to {} (`boxtrap quarantine restore {}` undoes it)",
                 h.id,
                 angle(&h.sender),
-                h.mailbox
+                h.mailbox,
+                h.id
             );
         }
         Held::FromSender {

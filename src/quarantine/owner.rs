@@ -10,7 +10,9 @@
 
 use super::release::ReleasedBy;
 use super::{Quarantine, QuarantineError};
+use crate::clock::Timestamp;
 use crate::policy::rules::{ListKind, SenderRule};
+use crate::store::deleted::ActedBy;
 use crate::store::held::{ActivityAction, sender_domain};
 use crate::store::lists::{RuleAdded, RuleSource};
 use serde::Serialize;
@@ -37,6 +39,12 @@ crate::store::column::text_enum! {
         Delete = "delete",
         /// Delete everything held from these messages' senders.
         DeleteAll = "delete_all",
+        /// Restore these deleted messages to the quarantine.
+        Undelete = "undelete",
+        /// Mark these messages seen.
+        MarkSeen = "mark_seen",
+        /// Mark these messages not seen.
+        MarkUnseen = "mark_unseen",
     }
 }
 
@@ -44,7 +52,16 @@ crate::store::column::text_enum! {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ActionReport {
     pub delivered: usize,
+    /// Deleted softly: restorable until the sweeper purges them.
     pub deleted: usize,
+    /// When they were deleted (microseconds since the epoch): the same for
+    /// every message one action deleted, so an "Undo" can name them all
+    /// (`undelete` with `deleted_at`); `None` when none was.
+    pub deleted_at: Option<i64>,
+    /// Deleted messages restored to the quarantine.
+    pub restored: usize,
+    /// Messages marked seen or not seen.
+    pub marked: usize,
     /// Rules added to the lists, as `"allow from ^bob@example\.com$"`.
     pub rules_added: Vec<String>,
     /// Messages already being delivered, or gone, when the action came.
@@ -64,7 +81,24 @@ impl Quarantine {
         action: OwnerAction,
         targets: &[(i64, String)],
     ) -> Result<ActionReport, QuarantineError> {
+        self.owner_act_by(mailbox_id, action, targets, ActedBy::default())
+            .await
+    }
+
+    /// [`Quarantine::owner_act`], recording `by` (an admin acting for the
+    /// owner, the web client's address) in the activity lines of deletes
+    /// and restores.
+    pub async fn owner_act_by(
+        &self,
+        mailbox_id: i64,
+        action: OwnerAction,
+        targets: &[(i64, String)],
+        by: ActedBy<'_>,
+    ) -> Result<ActionReport, QuarantineError> {
         let mut report = ActionReport::default();
+        // One time for every delete of this action: its "Undo" key.
+        let now = self.clock.now();
+        let ids: Vec<i64> = targets.iter().map(|(id, _)| *id).collect();
         let senders: BTreeSet<&str> = targets.iter().map(|(_, s)| s.as_str()).collect();
         let domains: BTreeSet<String> = senders
             .iter()
@@ -78,20 +112,32 @@ impl Quarantine {
                 }
             }
             OwnerAction::Delete => {
-                for (id, _) in targets {
-                    self.delete_counted(*id, &mut report).await?;
-                }
+                self.delete_counted(mailbox_id, &ids, now, by, &mut report)
+                    .await?;
             }
-            OwnerAction::DeliverAll | OwnerAction::DeleteAll => {
+            OwnerAction::DeliverAll => {
                 for s in &senders {
                     for id in self.store.held_ids_from(mailbox_id, Some(s), None).await? {
-                        if action == OwnerAction::DeliverAll {
-                            self.deliver_one(id, &mut report).await?;
-                        } else {
-                            self.delete_counted(id, &mut report).await?;
-                        }
+                        self.deliver_one(id, &mut report).await?;
                     }
                 }
+            }
+            OwnerAction::DeleteAll => {
+                let mut all = Vec::new();
+                for s in &senders {
+                    all.extend(self.store.held_ids_from(mailbox_id, Some(s), None).await?);
+                }
+                self.delete_counted(mailbox_id, &all, now, by, &mut report)
+                    .await?;
+            }
+            OwnerAction::Undelete => {
+                let back = self.store.restore_held(mailbox_id, &ids, now, by).await?;
+                report.restored = back.len();
+                report.skipped = ids.len() - back.len();
+            }
+            OwnerAction::MarkSeen | OwnerAction::MarkUnseen => {
+                let seen = action == OwnerAction::MarkSeen;
+                report.marked = self.store.mark_seen(mailbox_id, &ids, seen, now).await?;
             }
             OwnerAction::Allow => {
                 for s in senders {
@@ -141,18 +187,21 @@ impl Quarantine {
                         continue;
                     }
                     let rule = SenderRule::exact_sender(s);
-                    self.list_and_delete(mailbox_id, kind, &rule, (Some(s), None), &mut report)
+                    let from = (Some(s), None);
+                    self.list_and_delete(mailbox_id, kind, &rule, from, (now, by), &mut report)
                         .await?;
                 }
             }
             OwnerAction::BlockDomain => {
                 for d in &domains {
                     let rule = domain_rule(d)?;
+                    let from = (None, Some(d.as_str()));
                     self.list_and_delete(
                         mailbox_id,
                         ListKind::Block,
                         &rule,
-                        (None, Some(d)),
+                        from,
+                        (now, by),
                         &mut report,
                     )
                     .await?;
@@ -163,19 +212,20 @@ impl Quarantine {
     }
 
     /// Lists `rule`, then deletes what is held from the sender or domain
-    /// `from` (nothing when the list is full).
+    /// `from` at `when.0` (nothing when the list is full).
     async fn list_and_delete(
         &self,
         mailbox_id: i64,
         kind: ListKind,
         rule: &SenderRule,
         from: (Option<&str>, Option<&str>),
+        when: (Timestamp, ActedBy<'_>),
         report: &mut ActionReport,
     ) -> Result<(), QuarantineError> {
         if self.list(mailbox_id, kind, rule, report).await? {
-            for id in self.store.held_ids_from(mailbox_id, from.0, from.1).await? {
-                self.delete_counted(id, report).await?;
-            }
+            let ids = self.store.held_ids_from(mailbox_id, from.0, from.1).await?;
+            self.delete_counted(mailbox_id, &ids, when.0, when.1, report)
+                .await?;
         }
         Ok(())
     }
@@ -191,13 +241,17 @@ impl Quarantine {
 
     async fn delete_counted(
         &self,
-        id: i64,
+        mailbox_id: i64,
+        ids: &[i64],
+        now: Timestamp,
+        by: ActedBy<'_>,
         report: &mut ActionReport,
     ) -> Result<(), QuarantineError> {
-        if self.delete_one(id).await? {
-            report.deleted += 1;
-        } else {
-            report.skipped += 1;
+        let gone = self.delete_held(mailbox_id, ids, now, by).await?.len();
+        report.deleted += gone;
+        report.skipped += ids.len() - gone;
+        if gone > 0 {
+            report.deleted_at = Some(now.0);
         }
         Ok(())
     }

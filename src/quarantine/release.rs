@@ -5,12 +5,14 @@
 
 use super::{Quarantine, QuarantineError};
 use crate::challenge::templates::TemplateName;
+use crate::clock::Timestamp;
 use crate::delivery::{LocalCopy, unique_name};
 use crate::mainlog::{Rcpt, Via};
 use crate::policy::facts::MessageFacts;
 use crate::policy::rules::{ListKind, SenderRule};
 use crate::store::activity::NewEvent;
 use crate::store::column::text_enum;
+use crate::store::deleted::ActedBy;
 use crate::store::held::{self, ActivityAction, HeldSummary};
 use crate::store::lists::RuleSource;
 use std::sync::Arc;
@@ -36,6 +38,12 @@ impl Quarantine {
     /// by association keep to it.
     pub fn max_rules_per_list(&self) -> usize {
         usize::try_from(self.config.max_rules_per_list).unwrap_or(usize::MAX)
+    }
+
+    /// How long deleted held mail can be restored before the sweeper
+    /// purges it (`challenge.keep_deleted`).
+    pub fn keep_deleted(&self) -> std::time::Duration {
+        self.config.keep_deleted.0
     }
 
     /// Releases everything held from `sender` for the mailbox and allows
@@ -186,21 +194,42 @@ impl Quarantine {
         Ok(Some(h))
     }
 
-    /// Deletes one held message (owner's choice).
+    /// Deletes one held message (the owner's choice, or an admin's for
+    /// the owner): softly, so it can be restored until the sweeper purges
+    /// it. `false` when it is not held (gone, being released, deleted).
     pub async fn delete_one(&self, id: i64) -> Result<bool, QuarantineError> {
         let Some(h) = self.store.held(id).await? else {
             return Ok(false);
         };
-        if !self
-            .store
-            .delete_held_unclaimed(id, h.mailbox_id, &h.sender)
-            .await?
-        {
-            return Ok(false);
-        }
-        self.removed(&h, ActivityAction::Deleted, "deleted by the owner")
+        let gone = self
+            .delete_held(h.mailbox_id, &[id], self.clock.now(), ActedBy::default())
             .await?;
-        Ok(true)
+        Ok(!gone.is_empty())
+    }
+
+    /// Deletes the mailbox's held messages `ids` softly at `now` (those
+    /// still held): the activity log and the main log's `**` line say so
+    /// for each. Returns those deleted.
+    pub(super) async fn delete_held(
+        &self,
+        mailbox_id: i64,
+        ids: &[i64],
+        now: Timestamp,
+        by: ActedBy<'_>,
+    ) -> Result<Vec<HeldSummary>, QuarantineError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let gone = self.store.delete_held(mailbox_id, ids, now, by).await?;
+        for h in &gone {
+            self.log.failed(
+                &h.queue_id,
+                Rcpt::new(&h.mailbox, &h.original_rcpt),
+                Via::QUARANTINE,
+                &"deleted by the owner",
+            );
+        }
+        Ok(gone)
     }
 
     /// A held message is gone without delivery (deleted, expired): the

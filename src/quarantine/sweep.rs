@@ -4,7 +4,8 @@
 //! challenges past their expiry, finishes releases that died midway (the
 //! process was killed), then purges outbound mail, challenges and activity
 //! lines past their retention (`[challenge] keep_outbound`,
-//! `keep_challenges`, `keep_activity`) in batches of
+//! `keep_challenges`, `keep_activity`) and deleted held mail past
+//! `keep_deleted` in batches of
 //! [`PURGE_BATCH`](crate::store::held::PURGE_BATCH) rows, each a write of
 //! its own. Nothing still needed goes: queued outbound mail, open
 //! challenges, and challenges held or queued mail refers to.
@@ -52,6 +53,9 @@ pub struct SweepReport {
     pub challenges_purged: u64,
     /// Activity lines purged after `keep_activity`.
     pub activity_purged: u64,
+    /// Deleted held mail purged after `keep_deleted`: it can no longer be
+    /// restored.
+    pub deleted_purged: u64,
 }
 
 /// A mailbox whose quarantine is at its quota: new mail for it is refused
@@ -146,6 +150,10 @@ impl Quarantine {
             .store
             .purge_activity(before(c.keep_activity), PURGE_BATCH)
             .await?;
+        let deleted_purged = self
+            .store
+            .purge_deleted(before(c.keep_deleted), PURGE_BATCH)
+            .await?;
         for mailbox_id in self.store.scattered_quarantine_usage().await? {
             self.store.compact_quarantine_usage(mailbox_id).await?;
         }
@@ -161,6 +169,7 @@ impl Quarantine {
             outbound_purged,
             challenges_purged,
             activity_purged,
+            deleted_purged,
         })
     }
 

@@ -265,7 +265,8 @@ impl Store {
                                    WHERE u.mailbox_id = m.id), 0) AS BIGINT) AS held,
                     CAST(COALESCE((SELECT SUM(u.bytes) FROM quarantine_usage u
                                    WHERE u.mailbox_id = m.id), 0) AS BIGINT) AS bytes,
-                    (SELECT MIN(h.arrived_at) FROM held_messages h WHERE h.mailbox_id = m.id) AS oldest
+                    (SELECT MIN(h.arrived_at) FROM held_messages h
+                     WHERE h.mailbox_id = m.id AND h.state <> 'deleted') AS oldest
              FROM mailboxes m
              JOIN domains d ON d.id = m.domain_id
              WHERE $1 = 0 OR m.id = $1
@@ -314,7 +315,7 @@ impl Store {
              FROM held_messages h JOIN mailboxes m ON m.id = h.mailbox_id
              WHERE (LOWER(h.sender) LIKE $1 ESCAPE '\\' OR LOWER(h.sender_name) LIKE $1 ESCAPE '\\'
                     OR LOWER(h.env_sender) LIKE $1 ESCAPE '\\')
-               AND LOWER(h.subject) LIKE $2 ESCAPE '\\'
+               AND LOWER(h.subject) LIKE $2 ESCAPE '\\' AND h.state <> 'deleted'
              ORDER BY h.arrived_at DESC, h.id DESC
              LIMIT $3",
         )

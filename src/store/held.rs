@@ -23,6 +23,10 @@ text_enum! {
         /// Claimed by a release that is delivering it; the sweeper finishes
         /// a release that stays here too long (the process died).
         Releasing = "releasing",
+        /// Deleted by the owner: out of the quarantine (its quota, expiry
+        /// and releases) until restored, purged `[challenge] keep_deleted`
+        /// after its deletion.
+        Deleted = "deleted",
     }
 }
 
@@ -68,8 +72,10 @@ text_enum! {
         Ignored = "ignored",
         /// A held message was delivered.
         Released = "released",
-        /// The owner deleted a held message.
+        /// The owner deleted a held message (it can be restored until purged).
         Deleted = "deleted",
+        /// The owner restored a deleted message to the quarantine.
+        Restored = "restored",
         /// A held message was purged after the mailbox's keep-days.
         Expired = "expired",
         /// A challenge was closed unanswered.
@@ -213,7 +219,7 @@ const DUE_OUTBOUND: &str =
      FROM outbound_messages WHERE state = 'queued' AND next_attempt_at <= $1
      ORDER BY next_attempt_at, id LIMIT $2";
 
-const HELD_COLUMNS: &str = "h.id, h.mailbox_id, m.address AS mailbox, h.queue_id, h.rcpt_index, h.env_sender, \
+pub(super) const HELD_COLUMNS: &str = "h.id, h.mailbox_id, m.address AS mailbox, h.queue_id, h.rcpt_index, h.env_sender, \
      h.original_rcpt, h.sender, h.sender_name, h.subject, h.message_id, h.date_header, h.size, \
      h.arrived_at, h.reason, h.reason_detail, h.challenge_id, h.state, h.auth_results, h.spam_score, \
      h.spam_report";
@@ -613,6 +619,7 @@ impl Store {
         let sql = format!(
             "SELECT {HELD_COLUMNS} FROM held_messages h JOIN mailboxes m ON m.id = h.mailbox_id
              WHERE ($1 = 0 OR h.mailbox_id = $1) AND ($2 = '' OR h.sender = $2)
+               AND h.state <> 'deleted'
              ORDER BY h.arrived_at DESC, h.id DESC"
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -665,42 +672,7 @@ impl Store {
         .await?)
     }
 
-    /// Deletes a held message unless a release has claimed it. When it was
-    /// the sender's last one, their open challenge is closed too: a late
-    /// click must not allow a sender whose mail the owner threw away.
-    pub async fn delete_held_unclaimed(
-        &self,
-        id: i64,
-        mailbox_id: i64,
-        sender: &str,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM held_messages WHERE id = $1 AND state = 'held'")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 1 {
-            let left: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM held_messages WHERE mailbox_id = $1 AND sender = $2",
-            )
-            .bind(mailbox_id)
-            .bind(sender)
-            .fetch_one(&mut *tx)
-            .await?;
-            if left == 0 {
-                sqlx::query("UPDATE challenges SET state = $3 WHERE mailbox_id = $1 AND sender = $2 AND state = 'open'")
-                    .bind(mailbox_id)
-                    .bind(sender)
-                    .bind(ChallengeState::Expired.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Forgets a held message (delivered, deleted or expired).
+    /// Forgets a held message (delivered or expired).
     pub async fn remove_held(&self, id: i64) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM held_messages WHERE id = $1")
             .bind(id)
@@ -1083,7 +1055,7 @@ impl Store {
 
     /// Runs a `DELETE ... LIMIT $2` statement until it deletes fewer than
     /// `batch` rows, each run a write (and a commit) of its own.
-    async fn purge_in_batches(
+    pub(super) async fn purge_in_batches(
         &self,
         sql: &'static str,
         before: Timestamp,
@@ -1307,7 +1279,7 @@ mod tests {
     async fn counted(store: &Store, mailbox_id: i64) -> (i64, i64) {
         sqlx::query_as(
             "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM held_messages
-             WHERE mailbox_id = $1",
+             WHERE mailbox_id = $1 AND state <> 'deleted'",
         )
         .bind(mailbox_id)
         .fetch_one(store.pool())
@@ -1334,15 +1306,26 @@ mod tests {
             // A message goes as the sweeper, a release or the owner removes it.
             let ids = store.list_held(Some(alice.id), None).await.unwrap();
             assert!(store.remove_held(ids[0].id).await.unwrap());
-            assert!(
-                store
-                    .delete_held_unclaimed(ids[1].id, alice.id, &ids[1].sender)
-                    .await
-                    .unwrap()
-            );
+            let by = crate::store::deleted::ActedBy::default();
+            let deleted = store
+                .delete_held(alice.id, &[ids[1].id], now, by)
+                .await
+                .unwrap();
+            assert_eq!(deleted.len(), 1);
             let left = counted(&store, alice.id).await;
             assert_eq!(left.0, 3);
             assert_eq!(usage(&store, alice.id).await, (left.0, left.1, 7));
+            // Restored, it counts again; deleted again and purged, it
+            // leaves once.
+            let back = store.restore_held(alice.id, &[ids[1].id], now, by).await;
+            assert_eq!(back.unwrap().len(), 1);
+            assert_eq!(usage(&store, alice.id).await, (4, left.1 + ids[1].size, 8));
+            store
+                .delete_held(alice.id, &[ids[1].id], now, by)
+                .await
+                .unwrap();
+            assert_eq!(store.purge_deleted(now.plus_secs(1), 100).await.unwrap(), 1);
+            assert_eq!(usage(&store, alice.id).await, (left.0, left.1, 9));
             assert_eq!(
                 store.scattered_quarantine_usage().await.unwrap(),
                 [alice.id]
@@ -1621,12 +1604,9 @@ mod tests {
             // Claimed messages are neither deleted nor claimed one by one.
             for id in &first {
                 assert!(!store.claim_held(*id, now).await.unwrap());
-                assert!(
-                    !store
-                        .delete_held_unclaimed(*id, alice.id, "bob@example.org")
-                        .await
-                        .unwrap()
-                );
+                let by = crate::store::deleted::ActedBy::default();
+                let deleted = store.delete_held(alice.id, &[*id], now, by).await;
+                assert!(deleted.unwrap().is_empty());
             }
             assert_eq!(claim("carol@example.org").await.len(), 1);
         }

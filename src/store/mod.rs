@@ -35,6 +35,7 @@
 pub mod activity;
 pub mod api_tokens;
 pub mod column;
+pub mod deleted;
 pub mod digest;
 pub mod dkim;
 pub mod domains;

@@ -16,6 +16,8 @@
 //! | `has:attachment` | a message with at least one attachment |
 //! | `before:2026-11-30`, `after:2026-11-01` | arrived before / on or after that day (UTC), or `after:7d` (the last 7 days; also `h`) |
 //! | `larger:1M`, `smaller:10K` | size in bytes (K and M are 1024-based) |
+//! | `is:seen`, `is:unseen` | opened or marked seen by the owner, or not |
+//! | `in:deleted` | deleted by the owner and not yet purged (only then: every other query leaves deleted mail out) |
 //! | any other word | the word in the subject, the From: address or the From: name |
 //!
 //! Text matches ignore ASCII case. A query that does not parse is refused
@@ -79,6 +81,13 @@ pub enum Term {
     Smaller(i64),
     /// Text in the subject, the From: address or the From: name.
     Text(String),
+    /// Seen by the owner (opened or marked seen).
+    Seen,
+    /// Not seen by the owner.
+    Unseen,
+    /// Deleted by the owner and not yet purged. A query without this term
+    /// reads only mail that is not deleted.
+    Deleted,
 }
 
 /// A parsed query: every term must match (a negated one must not).
@@ -113,6 +122,13 @@ impl HeldQuery {
         Ok(HeldQuery { terms })
     }
 
+    /// The deleted mail (`in:deleted`).
+    pub fn deleted() -> HeldQuery {
+        HeldQuery {
+            terms: vec![(false, Term::Deleted)],
+        }
+    }
+
     /// Whether a `challenge:` term needs the challenge tables joined.
     pub fn reads_challenges(&self) -> bool {
         self.terms
@@ -124,13 +140,23 @@ impl HeldQuery {
         self.terms.is_empty()
     }
 
+    /// Whether the query reads deleted mail (`in:deleted`, not negated).
+    pub fn reads_deleted(&self) -> bool {
+        self.terms
+            .iter()
+            .any(|(negated, t)| !negated && *t == Term::Deleted)
+    }
+
     /// The query as a SQL condition on `held_messages h` (joined with
     /// `challenges c` and the challenge's first `outbound_messages o`, as
     /// the quarantine page's query is), with placeholders numbered from
-    /// `first`; `"TRUE"`-like `1 = 1` when there are no terms.
+    /// `first`. Deleted mail is left out unless the query asks for it.
     pub fn sql(&self, first: usize) -> (String, Vec<Bind>) {
         let mut binds = Vec::new();
         let mut parts = Vec::new();
+        if !self.terms.iter().any(|(_, t)| *t == Term::Deleted) {
+            parts.push("h.state <> 'deleted'".to_owned());
+        }
         for (negated, t) in &self.terms {
             let mut next = |b: Bind| {
                 binds.push(b);
@@ -163,15 +189,15 @@ impl HeldQuery {
                 Term::After(t) => format!("h.arrived_at >= {}", next(Bind::Int(t.0))),
                 Term::Larger(n) => format!("h.size > {}", next(Bind::Int(*n))),
                 Term::Smaller(n) => format!("h.size < {}", next(Bind::Int(*n))),
+                Term::Seen => "h.seen_at IS NOT NULL".to_owned(),
+                Term::Unseen => "h.seen_at IS NULL".to_owned(),
+                Term::Deleted => "h.state = 'deleted'".to_owned(),
             };
             parts.push(if *negated {
                 format!("NOT ({cond})")
             } else {
                 cond
             });
-        }
-        if parts.is_empty() {
-            return ("1 = 1".to_owned(), binds);
         }
         (parts.join(" AND "), binds)
     }
@@ -195,6 +221,9 @@ impl HeldQuery {
                     Term::Larger(n) => format!("larger:{n}"),
                     Term::Smaller(n) => format!("smaller:{n}"),
                     Term::Text(x) => quote(x),
+                    Term::Seen => "is:seen".to_owned(),
+                    Term::Unseen => "is:unseen".to_owned(),
+                    Term::Deleted => "in:deleted".to_owned(),
                 };
                 if *neg { format!("-{body}") } else { body }
             })
@@ -279,6 +308,8 @@ fn term(t: &str, now: Timestamp) -> Result<Term, SearchError> {
         "after",
         "larger",
         "smaller",
+        "is",
+        "in",
     ];
     if !known.contains(&op.as_str()) {
         // Words with a colon in them ("re:") are words, unless they look
@@ -286,7 +317,8 @@ fn term(t: &str, now: Timestamp) -> Result<Term, SearchError> {
         if op.chars().all(|c| c.is_ascii_alphabetic()) && op.len() > 2 && !value.is_empty() {
             return Err(SearchError(format!(
                 "unknown search operator {op:?}: use from:, subject:, reason:, challenge:, \
-                 has:attachment, before:, after:, larger: or smaller:"
+                 has:attachment, before:, after:, larger:, smaller:, is:seen, is:unseen \
+                 or in:deleted"
             )));
         }
         return Ok(Term::Text(t.to_lowercase()));
@@ -323,6 +355,23 @@ fn term(t: &str, now: Timestamp) -> Result<Term, SearchError> {
                 )));
             }
             Term::HasAttachment
+        }
+        "is" => match lower.as_str() {
+            "seen" => Term::Seen,
+            "unseen" => Term::Unseen,
+            _ => {
+                return Err(SearchError(format!(
+                    "is:{value} is not known; is:seen and is:unseen are"
+                )));
+            }
+        },
+        "in" => {
+            if lower != "deleted" {
+                return Err(SearchError(format!(
+                    "in:{value} is not known; in:deleted is (the quarantine itself needs no term)"
+                )));
+            }
+            Term::Deleted
         }
         "before" => Term::Before(when(&op, value, now)?),
         "after" => Term::After(when(&op, value, now)?),
@@ -504,7 +553,8 @@ mod tests {
         let (sql, binds) = q.sql(3);
         assert_eq!(
             sql,
-            "h.sender_domain = $3 AND NOT (LOWER(h.subject) LIKE $4 ESCAPE '\\') AND h.reason = $5"
+            "h.state <> 'deleted' AND h.sender_domain = $3 \
+             AND NOT (LOWER(h.subject) LIKE $4 ESCAPE '\\') AND h.reason = $5"
         );
         assert_eq!(
             binds,
@@ -514,13 +564,46 @@ mod tests {
                 Bind::Text("spam".into()),
             ]
         );
-        assert_eq!(HeldQuery::default().sql(1).0, "1 = 1");
+        assert_eq!(HeldQuery::default().sql(1).0, "h.state <> 'deleted'");
+    }
+
+    #[test]
+    fn deleted_mail_is_read_only_by_in_deleted() {
+        let sql = |q: &str| HeldQuery::parse(q, now()).unwrap().sql(1).0;
+        assert_eq!(sql("in:deleted"), "h.state = 'deleted'");
+        assert_eq!(
+            sql("in:deleted is:unseen"),
+            "h.state = 'deleted' AND h.seen_at IS NULL"
+        );
+        // Negated, it reads what is not deleted, as no term does.
+        assert_eq!(sql("-in:deleted"), "NOT (h.state = 'deleted')");
+        assert_eq!(
+            sql("is:seen"),
+            "h.state <> 'deleted' AND h.seen_at IS NOT NULL"
+        );
+        assert!(
+            HeldQuery::parse("in:deleted", now())
+                .unwrap()
+                .reads_deleted()
+        );
+        assert!(
+            !HeldQuery::parse("-in:deleted", now())
+                .unwrap()
+                .reads_deleted()
+        );
+        for (q, names) in [
+            ("in:trash", "in:trash is not known; in:deleted is"),
+            ("is:read", "is:read is not known; is:seen and is:unseen are"),
+        ] {
+            let e = HeldQuery::parse(q, now()).unwrap_err();
+            assert!(e.0.contains(names), "{q}: {e}");
+        }
     }
 
     #[test]
     fn the_canonical_text_parses_back_to_the_same_query() {
         let q = HeldQuery::parse(
-            r#"from:bob@x.com -from:@y.org subject:"a b" challenge:none has:attachment before:2026-01-02 larger:2048 hello"#,
+            r#"from:bob@x.com -from:@y.org subject:"a b" challenge:none has:attachment before:2026-01-02 larger:2048 hello is:unseen -is:seen in:deleted"#,
             now(),
         )
         .unwrap();

@@ -55,6 +55,10 @@ pub struct HeldRow {
     pub challenge_id: Option<i64>,
     /// How many attachments; `None`: held before they were counted.
     pub attachments: Option<i64>,
+    /// When the owner saw it (microseconds); `None`: not seen.
+    pub seen_at: Option<i64>,
+    /// When the owner deleted it (state `deleted`), microseconds.
+    pub deleted_at: Option<i64>,
     pub challenge_state: Option<ChallengeState>,
     /// The challenge mail: its state, when it was handed on, and the last
     /// error (a bounce or a refusal).
@@ -66,7 +70,7 @@ pub struct HeldRow {
 /// The columns of a [`HeldRow`], read from [`HELD_ROW_FROM`].
 const HELD_ROW_COLUMNS: &str =
     "h.id, h.arrived_at, h.env_sender, h.sender, h.sender_name, h.subject, h.size,
-    h.reason, h.reason_detail, h.state, h.challenge_id, h.attachments,
+    h.reason, h.reason_detail, h.state, h.challenge_id, h.attachments, h.seen_at, h.deleted_at,
     c.state AS challenge_state,
     o.state AS mail_state, o.done_at AS mail_done_at, o.last_error AS mail_error";
 
@@ -402,6 +406,32 @@ impl Store {
             .bind(value)
             .fetch_all(self.pool())
             .await?)
+    }
+
+    /// Those of `ids` that are held messages of this mailbox (in any
+    /// state), with their senders, in id order: one query per 500 ids.
+    pub async fn held_of_mailbox_many(
+        &self,
+        mailbox_id: i64,
+        ids: &[i64],
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let marks = (0..chunk.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT id, sender FROM held_messages WHERE mailbox_id = $1 AND id IN ({marks})
+                 ORDER BY id"
+            );
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(mailbox_id);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            out.extend(q.fetch_all(self.pool()).await?);
+        }
+        Ok(out)
     }
 
     /// A held message of this mailbox by id and its sender; `None` when

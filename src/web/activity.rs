@@ -69,7 +69,11 @@ pub const KINDS: &[(&str, &str, &[ActivityAction])] = &[
         &[ActivityAction::Verified, ActivityAction::LinkUsed],
     ),
     ("delivered", "Delivered", &[ActivityAction::Released]),
-    ("deleted", "Deleted", &[ActivityAction::Deleted]),
+    (
+        "deleted",
+        "Deleted or restored",
+        &[ActivityAction::Deleted, ActivityAction::Restored],
+    ),
     (
         "expired",
         "Expired",
@@ -110,6 +114,7 @@ pub fn action_text(a: ActivityAction) -> &'static str {
         ActivityAction::Ignored => "Ignored",
         ActivityAction::Released => "Delivered",
         ActivityAction::Deleted => "Deleted",
+        ActivityAction::Restored => "Restored from deleted",
         ActivityAction::Expired => "Expired",
         ActivityAction::ChallengeExpired => "Challenge expired",
         ActivityAction::ReplyRefused => "Reply released nothing",

@@ -583,8 +583,9 @@ async fn act(
         return not_held();
     };
     let (held, sender, state) = match st.store.held_of_mailbox(m.id, held).await {
+        // Deleted mail is out of the quarantine (the owner can restore it).
+        Ok(Some((_, _, HeldState::Deleted))) | Ok(None) => return not_held(),
         Ok(Some(h)) => h,
-        Ok(None) => return not_held(),
         Err(e) => return internal(&e),
     };
     let done = if state != HeldState::Held {

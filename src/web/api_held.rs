@@ -15,7 +15,7 @@
 
 use super::WebState;
 use super::api::{body, caller, json, json_error, json_internal};
-use super::owner::{Targets, challenge_text, decode_cursor, encode_cursor, targets};
+use super::owner::{Selection, Targets, challenge_text, decode_cursor, encode_cursor, targets};
 use crate::quarantine::owner::{ActionReport, OwnerAction};
 use crate::store::search::HeldQuery;
 use crate::store::web::{HeldCursor, HeldRow};
@@ -54,8 +54,15 @@ struct Item {
     attachments: Option<i64>,
     challenge: Challenge,
     expires: String,
-    /// `held`, or `releasing` while a release delivers it.
+    /// `held`, `releasing` while a release delivers it, or `deleted`
+    /// (listed with `q=in:deleted`; restorable until `purged`).
     state: String,
+    /// Whether the owner has opened it or marked it seen.
+    seen: bool,
+    /// When it was deleted and when it will be purged; `null` unless
+    /// deleted.
+    deleted: Option<String>,
+    purged: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -68,12 +75,18 @@ struct Challenge {
     text: String,
 }
 
+/// Seconds deleted mail is kept before the sweeper purges it.
+fn keep_deleted(st: &WebState) -> i64 {
+    i64::try_from(st.quarantine.keep_deleted().as_secs()).unwrap_or(i64::MAX)
+}
+
 fn rfc3339(micros: i64) -> String {
     let t = crate::clock::Timestamp(micros).log_format();
     format!("{}T{}Z", &t[..10], &t[11..])
 }
 
-fn item(r: &HeldRow, keep_days: i64) -> Item {
+/// `keep_deleted`: seconds deleted mail is kept.
+fn item(r: &HeldRow, keep_days: i64, keep_deleted: i64) -> Item {
     use crate::store::held::{ChallengeState, OutboundState};
     let state = match (r.challenge_id, r.challenge_state, r.mail_state) {
         (None, _, _) => "none",
@@ -105,6 +118,11 @@ fn item(r: &HeldRow, keep_days: i64) -> Item {
         },
         expires: rfc3339(r.arrived_at.plus_secs(keep_days * 86400).0),
         state: r.state.as_str().to_owned(),
+        seen: r.seen_at.is_some(),
+        deleted: r.deleted_at.map(rfc3339),
+        purged: r
+            .deleted_at
+            .map(|t| rfc3339(crate::clock::Timestamp(t).plus_secs(keep_deleted).0)),
     }
 }
 
@@ -186,7 +204,10 @@ async fn list(
     json(
         StatusCode::OK,
         &Page {
-            items: rows.iter().map(|r| item(r, keep_days)).collect(),
+            items: rows
+                .iter()
+                .map(|r| item(r, keep_days, keep_deleted(&st)))
+                .collect(),
             next,
         },
     )
@@ -234,7 +255,7 @@ async fn one(State(st): State<WebState>, headers: HeaderMap, Path(id): Path<Stri
     json(
         StatusCode::OK,
         &Detail {
-            item: item(&row, keep_days),
+            item: item(&row, keep_days, keep_deleted(&st)),
             message_id: held.message_id,
             authentication_results: held.auth_results,
             spam_score: held.spam_score.map(|t| t as f64 / 10.0),
@@ -281,6 +302,9 @@ struct ActionBody {
     senders: Vec<String>,
     /// Everything this search matches (instead of ids and senders).
     query: Option<String>,
+    /// What one delete deleted: the `deleted_at` its answer gave (instead
+    /// of ids, senders and query), to undo it with `undelete`.
+    deleted_at: Option<i64>,
 }
 
 async fn act(State(st): State<WebState>, headers: HeaderMap, bytes: Bytes) -> Response {
@@ -330,20 +354,36 @@ pub(super) async fn act_for(
         return Err(json_error(
             StatusCode::BAD_REQUEST,
             &format!(
-                "action: {:?} is not one of deliver, deliver_all, allow, allow_domain, block, \
-                 block_domain, ignore, delete, delete_all",
-                b.action
+                "action: {:?} is not one of {}",
+                b.action,
+                OwnerAction::ALL
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     };
-    if b.query.is_some() && !(b.ids.is_empty() && b.senders.is_empty()) {
+    let given = [
+        !(b.ids.is_empty() && b.senders.is_empty()),
+        b.query.is_some(),
+        b.deleted_at.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
         return Err(json_error(
             StatusCode::BAD_REQUEST,
-            "give either `query` or `ids`/`senders`, not both",
+            "give one of `ids`/`senders`, `query` or `deleted_at`, not several",
         ));
     }
+    let deleted_at = b.deleted_at.map(|t| t.to_string());
     let ids: Vec<String> = b.ids.iter().map(i64::to_string).collect();
-    let found = match targets(st, mailbox_id, &ids, &b.senders, b.query.as_deref()).await {
+    let sel = Selection {
+        ids: &ids,
+        senders: &b.senders,
+        matching: b.query.as_deref(),
+        deleted_at: deleted_at.as_deref(),
+    };
+    let found = match targets(st, mailbox_id, sel).await {
         Ok(Targets::Found(t)) => t,
         Ok(Targets::NotFound(why)) => {
             return Err(json_error(

@@ -16,6 +16,7 @@ use super::owner::{
 };
 use super::session::{SignedIn, secure_headers};
 use super::settings::local_time;
+use crate::clock::Timestamp;
 use crate::store::held::{HeldState, HeldSummary};
 use crate::store::search::HeldQuery;
 use crate::store::web::{HeldCursor, HeldRow};
@@ -146,6 +147,10 @@ struct Page<'a> {
     challenge: String,
     expires: String,
     releasing: bool,
+    /// When the owner deleted it and when it goes for good (`""`: not
+    /// deleted).
+    deleted: String,
+    purged: String,
     can_allow: bool,
     from_addr: String,
     /// The next older held message (`0`: none).
@@ -174,12 +179,19 @@ async fn view(
         Err(r) => return r,
     };
     let mailbox_id = l.s.session.mailbox_id;
+    let deleted = l.held.state == HeldState::Deleted;
+    // Deleted mail is its own list (`in:deleted`).
+    let list = if deleted {
+        HeldQuery::deleted()
+    } else {
+        HeldQuery::default()
+    };
     // This message and the next older one, from the list's keyset query.
     let rows: Vec<HeldRow> = match st
         .store
         .held_page(
             mailbox_id,
-            &HeldQuery::default(),
+            &list,
             Some(HeldCursor {
                 arrived_at: l.held.arrived_at,
                 id: l.held.id.saturating_add(1),
@@ -216,6 +228,12 @@ async fn view(
     };
     let now = st.sessions.now();
     let h = &l.held;
+    if row.seen_at.is_none()
+        && let Err(e) = st.store.mark_seen(mailbox_id, &[h.id], true, now).await
+    {
+        return internal(&e);
+    }
+    let keep_deleted = i64::try_from(st.quarantine.keep_deleted().as_secs()).unwrap_or(i64::MAX);
     let msg = parse(&l.data);
     let mut short = Vec::new();
     let mut all = Vec::new();
@@ -308,6 +326,12 @@ async fn view(
         challenge: challenge_text(row, &tz),
         expires: expires_text(h.arrived_at.plus_secs(keep_days * 86400), now, &tz),
         releasing: h.state == HeldState::Releasing,
+        deleted: row
+            .deleted_at
+            .map_or(String::new(), |t| local_time(Timestamp(t), &tz)),
+        purged: row.deleted_at.map_or(String::new(), |t| {
+            expires_text(Timestamp(t).plus_secs(keep_deleted), now, &tz)
+        }),
         can_allow: !h.sender.is_empty(),
         from_addr: printable(&h.sender),
         older,

@@ -49,6 +49,17 @@ use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// The client of a request, as the listener gives it (`None` in tests
+/// that call the router without one).
+pub(crate) type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// The client's IP address as text (`""`: not known), for activity lines.
+pub(crate) fn client_ip(peer: &Peer) -> String {
+    peer.as_ref()
+        .map(|Extension(ConnectInfo(a))| a.ip().to_string())
+        .unwrap_or_default()
+}
+
 #[derive(Clone)]
 pub struct WebState {
     pub store: Store,

@@ -15,15 +15,16 @@
 //! account, or from one client address (IPv4, or IPv6 /64), answer 429 with
 //! `Retry-After` until the oldest of them leaves the window.
 
-use super::WebState;
 use super::listener::client_key;
 use super::session::{SignedIn, same_secret, secure_headers};
 use super::settings::local_time;
+use super::{Peer, WebState, client_ip};
 use crate::address::EmailAddress;
 use crate::clock::Timestamp;
 use crate::quarantine::owner::{ActionReport, OwnerAction};
 use crate::quarantine::release::ReleasedBy;
 use crate::store::StoreError;
+use crate::store::deleted::ActedBy;
 use crate::store::held::{ChallengeState, HeldState, OutboundState};
 use crate::store::search::{CHALLENGE_STATES, HeldQuery, REASONS};
 use crate::store::web::{HeldCursor, HeldRow, SenderGroup};
@@ -122,6 +123,14 @@ struct QuarantinePage<'a> {
     states: &'static [&'static str],
     /// The owner's time zone, which the times are in.
     tz: String,
+    /// The `deleted_at` an "Undo" restores (`""`: no Undo to offer).
+    undo: String,
+    /// The list shows deleted mail (`in:deleted`): its actions restore.
+    deleted_view: bool,
+    /// The list of deleted mail.
+    deleted_url: String,
+    /// How long deleted mail can be restored, in words ("7 days").
+    keep_deleted: String,
 }
 
 /// One sender's held mail, as the by-sender view shows it.
@@ -161,6 +170,12 @@ struct Item {
     releasing: bool,
     /// How many attachments (0 also when not counted).
     attachments: i64,
+    /// Not opened or marked seen by the owner yet.
+    unseen: bool,
+    /// When the owner deleted it, and when it will be purged (`""`: not
+    /// deleted).
+    deleted: String,
+    purged: String,
 }
 
 /// A rendered page with the security headers.
@@ -532,6 +547,8 @@ struct ListQuery {
     q: Option<String>,
     /// `sender`: one line per sender instead of per message.
     view: Option<String>,
+    /// The `deleted_at` of what the action just done deleted: its Undo.
+    undo: Option<String>,
 }
 
 /// Where the list is: what to show and from where; rebuilt into links
@@ -623,15 +640,18 @@ pub(super) fn done_text(code: &str) -> String {
 }
 
 /// The code of an [`ActionReport`] in the redirect: `act.` and its
-/// counts (delivered, deleted, rules added, skipped, not listed).
+/// counts (delivered, deleted, rules added, skipped, not listed,
+/// restored, marked seen or not).
 pub(super) fn act_code(r: &ActionReport) -> String {
     format!(
-        "act.{}.{}.{}.{}.{}",
+        "act.{}.{}.{}.{}.{}.{}.{}",
         r.delivered,
         r.deleted,
         r.rules_added.len(),
         r.skipped,
-        r.not_listed.len()
+        r.not_listed.len(),
+        r.restored,
+        r.marked
     )
 }
 
@@ -641,7 +661,16 @@ fn act_text(counts: &str) -> Option<String> {
         .split('.')
         .map(|c| c.parse().ok())
         .collect::<Option<_>>()?;
-    let [delivered, deleted, rules, skipped, unlisted] = n[..] else {
+    let [
+        delivered,
+        deleted,
+        rules,
+        skipped,
+        unlisted,
+        restored,
+        marked,
+    ] = n[..]
+    else {
         return None;
     };
     let s = |n: u32| if n == 1 { "" } else { "s" };
@@ -652,12 +681,18 @@ fn act_text(counts: &str) -> Option<String> {
     if deleted > 0 {
         parts.push(format!("{deleted} deleted"));
     }
+    if restored > 0 {
+        parts.push(format!("{restored} restored to the quarantine"));
+    }
+    if marked > 0 {
+        parts.push(format!("{marked} marked"));
+    }
     if rules > 0 {
         parts.push(format!("{rules} rule{} added to your lists", s(rules)));
     }
     if skipped > 0 {
         parts.push(format!(
-            "{skipped} message{} already delivered or deleted",
+            "{skipped} message{} skipped (already delivered, deleted or restored)",
             s(skipped)
         ));
     }
@@ -723,6 +758,7 @@ async fn quarantine(
         Ok(query) => (query, String::new()),
         Err(e) => (HeldQuery::default(), e.to_string()),
     };
+    let keep_deleted = i64::try_from(st.quarantine.keep_deleted().as_secs()).unwrap_or(i64::MAX);
     let mut page = QuarantinePage {
         title: "Your quarantine",
         who: &s.session.address,
@@ -760,6 +796,20 @@ async fn quarantine(
         reasons: REASONS,
         states: CHALLENGE_STATES,
         tz: tz.clone(),
+        undo: q
+            .undo
+            .as_deref()
+            .filter(|u| u.parse::<i64>().is_ok())
+            .unwrap_or("")
+            .to_owned(),
+        deleted_view: query.reads_deleted(),
+        deleted_url: ListState {
+            q: "in:deleted".into(),
+            limit,
+            ..ListState::default()
+        }
+        .url(""),
+        keep_deleted: duration_words(keep_deleted),
     };
     if !page.search_error.is_empty() {
         let mut r = html(StatusCode::BAD_REQUEST, page.render(), true);
@@ -809,7 +859,7 @@ async fn quarantine(
     let shown = rows.len();
     for r in rows {
         let day = day_of(r.arrived_at, now, &tz);
-        let item = item(&r, keep_days, now, &tz);
+        let item = item(&r, keep_days, keep_deleted, now, &tz);
         match page.groups.last_mut() {
             Some(g) if g.day == day => g.items.push(item),
             _ => page.groups.push(Day {
@@ -820,6 +870,8 @@ async fn quarantine(
     }
     let matching = if query.is_empty() {
         ""
+    } else if page.deleted_view {
+        " (deleted)"
     } else {
         " matching your search"
     };
@@ -836,6 +888,16 @@ async fn quarantine(
         ),
     };
     html(StatusCode::OK, page.render(), true)
+}
+
+/// A retention in words: "7 days", "36 hours", "1 hour".
+fn duration_words(secs: i64) -> String {
+    let (n, unit) = if secs >= 86400 && secs % 86400 == 0 {
+        (secs / 86400, "day")
+    } else {
+        (secs / 3600, "hour")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The most senders the by-sender view shows.
@@ -880,7 +942,8 @@ fn day_of(t: Timestamp, now: Timestamp, tz: &str) -> String {
     }
 }
 
-fn item(r: &HeldRow, keep_days: i64, now: Timestamp, tz: &str) -> Item {
+/// `keep_deleted`: seconds deleted mail is kept (`challenge.keep_deleted`).
+fn item(r: &HeldRow, keep_days: i64, keep_deleted: i64, now: Timestamp, tz: &str) -> Item {
     let from_addr = if r.sender.is_empty() {
         "no address".to_owned()
     } else {
@@ -915,6 +978,13 @@ fn item(r: &HeldRow, keep_days: i64, now: Timestamp, tz: &str) -> Item {
         expires: expires_text(r.arrived_at.plus_secs(keep_days * 86400), now, tz),
         releasing: r.state == HeldState::Releasing,
         attachments: r.attachments.unwrap_or(0),
+        unseen: r.seen_at.is_none(),
+        deleted: r
+            .deleted_at
+            .map_or(String::new(), |t| local_time(Timestamp(t), tz)),
+        purged: r.deleted_at.map_or(String::new(), |t| {
+            expires_text(Timestamp(t).plus_secs(keep_deleted), now, tz)
+        }),
     }
 }
 
@@ -1007,6 +1077,9 @@ struct ActForm {
     limit: String,
     #[serde(default)]
     after: String,
+    /// The search the list showed, to go back to it.
+    #[serde(default)]
+    q: String,
 }
 
 /// A GET on an action's URL (a link scanner, a prefetch) changes nothing.
@@ -1027,11 +1100,15 @@ enum Action {
     Deliver,
     Allow,
     Delete,
+    Restore,
 }
 
+/// `POST /quarantine/{id}/{deliver|allow|delete|restore}`: the buttons of
+/// one message.
 async fn act(
     State(st): State<WebState>,
     headers: HeaderMap,
+    peer: Peer,
     Path((id, action)): Path<(String, String)>,
     Form(f): Form<ActForm>,
 ) -> Response {
@@ -1054,6 +1131,7 @@ async fn act(
         "deliver" => Action::Deliver,
         "allow" => Action::Allow,
         "delete" => Action::Delete,
+        "restore" => Action::Restore,
         _ => return not_found(),
     };
     let Ok(id) = id.parse::<i64>() else {
@@ -1065,48 +1143,76 @@ async fn act(
         Ok(None) => return not_found(),
         Err(e) => return internal(&e),
     };
-    let done = if state != HeldState::Held && action != Action::Allow {
-        "busy.1".to_owned()
-    } else {
-        match action {
-            Action::Deliver => match st.quarantine.release_one(id).await {
-                Ok(true) => "delivered.1".to_owned(),
-                Ok(false) => "gone".to_owned(),
-                Err(e) => return internal(&e),
-            },
-            Action::Allow if sender.is_empty() => {
-                return message(
-                    StatusCode::CONFLICT,
-                    "Nothing to allow",
-                    "This message has no From: address, so there is no sender to allow. Deliver it on its own instead.",
-                    Some(&s),
-                );
-            }
-            Action::Allow => match st
+    let ip = client_ip(&peer);
+    let by = ActedBy {
+        actor: "",
+        client_ip: &ip,
+    };
+    let mut undo = None;
+    let done = match action {
+        Action::Allow if sender.is_empty() => {
+            return message(
+                StatusCode::CONFLICT,
+                "Nothing to allow",
+                "This message has no From: address, so there is no sender to allow. Deliver it on its own instead.",
+                Some(&s),
+            );
+        }
+        Action::Allow => match st
+            .quarantine
+            .release_sender(mailbox_id, &sender, ReleasedBy::Owner)
+            .await
+        {
+            Ok(n) => format!("allowed.{n}"),
+            Err(e) => return internal(&e),
+        },
+        _ if state == HeldState::Releasing => "busy.1".to_owned(),
+        // Only a restore acts on deleted mail.
+        Action::Deliver | Action::Delete if state == HeldState::Deleted => "gone".to_owned(),
+        Action::Deliver => match st.quarantine.release_one(id).await {
+            Ok(true) => "delivered.1".to_owned(),
+            Ok(false) => "gone".to_owned(),
+            Err(e) => return internal(&e),
+        },
+        Action::Delete | Action::Restore => {
+            let what = if action == Action::Delete {
+                OwnerAction::Delete
+            } else {
+                OwnerAction::Undelete
+            };
+            match st
                 .quarantine
-                .release_sender(mailbox_id, &sender, ReleasedBy::Owner)
+                .owner_act_by(mailbox_id, what, &[(id, sender)], by)
                 .await
             {
-                Ok(n) => format!("allowed.{n}"),
+                Ok(r) => {
+                    undo = r.deleted_at;
+                    act_code(&r)
+                }
                 Err(e) => return internal(&e),
-            },
-            Action::Delete => match st.quarantine.delete_one(id).await {
-                Ok(true) => "deleted.1".to_owned(),
-                Ok(false) => "gone".to_owned(),
-                Err(e) => return internal(&e),
-            },
+            }
         }
     };
     tracing::info!(mailbox = %s.session.address, held = id, action = ?action, result = %done, "owner acted on held mail");
-    let limit = parse_limit(Some(&f.limit)).unwrap_or(PAGE_SIZES[0]);
-    let mut to = format!("/quarantine?limit={limit}");
-    if decode_cursor(&f.after).is_some() {
-        to.push_str("&after=");
-        to.push_str(&f.after);
+    let state = ListState {
+        q: f.q,
+        by_sender: false,
+        limit: parse_limit(Some(&f.limit)).unwrap_or(PAGE_SIZES[0]),
+        after: if decode_cursor(&f.after).is_some() {
+            f.after
+        } else {
+            String::new()
+        },
+    };
+    see_other(&with_undo(state.url(&done), undo))
+}
+
+/// `url` (which has a query) with the Undo of a delete.
+fn with_undo(mut url: String, deleted_at: Option<i64>) -> String {
+    if let Some(t) = deleted_at {
+        url.push_str(&format!("&undo={t}"));
     }
-    to.push_str("&done=");
-    to.push_str(&done);
-    see_other(&to)
+    url
 }
 
 /// The most messages one action on "everything matching this search"
@@ -1123,6 +1229,8 @@ struct BulkForm {
     senders: Vec<String>,
     /// `matching`: everything the search `q` matches.
     scope: String,
+    /// What one delete deleted (its time): the Undo of that delete.
+    deleted_at: String,
     q: String,
     view: String,
     limit: String,
@@ -1140,6 +1248,7 @@ impl BulkForm {
                 "id" => f.ids.push(v),
                 "sender" => f.senders.push(v),
                 "scope" => f.scope = v,
+                "deleted_at" => f.deleted_at = v,
                 "q" => f.q = v,
                 "view" => f.view = v,
                 "limit" => f.limit = v,
@@ -1161,17 +1270,27 @@ pub(super) enum Targets {
     Bad(String),
 }
 
-/// Resolves ids, senders or "everything matching `q`" to held messages
-/// of `mailbox_id`; any id or sender that is not this mailbox's refuses
-/// the whole request.
+/// What a bulk request names: ids and senders, everything a search
+/// matches, or what one delete deleted.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Selection<'a> {
+    pub ids: &'a [String],
+    pub senders: &'a [String],
+    /// Everything this search matches, instead of ids and senders.
+    pub matching: Option<&'a str>,
+    /// The `deleted_at` of one delete (microseconds): its Undo, instead of
+    /// ids and senders.
+    pub deleted_at: Option<&'a str>,
+}
+
+/// Resolves a [`Selection`] to held messages of `mailbox_id`; any id or
+/// sender that is not this mailbox's refuses the whole request.
 pub(super) async fn targets(
     st: &WebState,
     mailbox_id: i64,
-    ids: &[String],
-    senders: &[String],
-    matching: Option<&str>,
+    sel: Selection<'_>,
 ) -> Result<Targets, StoreError> {
-    if let Some(q) = matching {
+    if let Some(q) = sel.matching {
         let query = match HeldQuery::parse(q, st.sessions.now()) {
             Ok(query) => query,
             Err(e) => return Ok(Targets::Bad(format!("The search cannot be read: {e}."))),
@@ -1182,29 +1301,47 @@ pub(super) async fn targets(
                 .await?,
         ));
     }
-    if ids.len() + senders.len() > BULK_LIMIT as usize {
+    if let Some(at) = sel.deleted_at {
+        let Ok(at) = at.trim().parse::<i64>() else {
+            return Ok(Targets::Bad(format!(
+                "{:?} is not the time of a delete.",
+                printable(at)
+            )));
+        };
+        let found = st.store.deleted_together(mailbox_id, Timestamp(at)).await?;
+        if found.is_empty() {
+            return Ok(Targets::NotFound(
+                "Nothing deleted then is still there to restore (restored already, or purged)."
+                    .into(),
+            ));
+        }
+        return Ok(Targets::Found(found));
+    }
+    if sel.ids.len() + sel.senders.len() > BULK_LIMIT as usize {
         return Ok(Targets::Bad(format!(
             "At most {BULK_LIMIT} messages or senders can be chosen at once."
         )));
     }
-    let mut found = Vec::new();
-    for id in ids {
+    let mut wanted = Vec::with_capacity(sel.ids.len());
+    for id in sel.ids {
         let Ok(n) = id.trim().parse::<i64>() else {
             return Ok(Targets::Bad(format!(
                 "{:?} is not a message id.",
                 printable(id)
             )));
         };
-        match st.store.held_of_mailbox(mailbox_id, n).await? {
-            Some((id, sender, _)) => found.push((id, sender)),
-            None => {
-                return Ok(Targets::NotFound(format!(
-                    "Message {n} is not in your quarantine."
-                )));
-            }
-        }
+        wanted.push(n);
     }
-    for sender in senders {
+    let mut found = st.store.held_of_mailbox_many(mailbox_id, &wanted).await?;
+    if let Some(n) = wanted
+        .iter()
+        .find(|n| found.binary_search_by_key(*n, |(id, _)| *id).is_err())
+    {
+        return Ok(Targets::NotFound(format!(
+            "Message {n} is not in your quarantine."
+        )));
+    }
+    for sender in sel.senders {
         match st
             .store
             .held_ids_from(mailbox_id, Some(sender), None)
@@ -1230,7 +1367,12 @@ pub(super) async fn targets(
 
 /// `POST /quarantine/actions`: one action on the chosen messages, the
 /// chosen senders' mail, or everything the search matches.
-async fn bulk(State(st): State<WebState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn bulk(
+    State(st): State<WebState>,
+    headers: HeaderMap,
+    peer: Peer,
+    body: axum::body::Bytes,
+) -> Response {
     let f = BulkForm::read(&body);
     let state = ListState {
         q: f.q.clone(),
@@ -1261,8 +1403,13 @@ async fn bulk(State(st): State<WebState>, headers: HeaderMap, body: axum::body::
         );
     };
     let mailbox_id = s.session.mailbox_id;
-    let matching = (f.scope == "matching").then_some(f.q.as_str());
-    let found = match targets(&st, mailbox_id, &f.ids, &f.senders, matching).await {
+    let sel = Selection {
+        ids: &f.ids,
+        senders: &f.senders,
+        matching: (f.scope == "matching").then_some(f.q.as_str()),
+        deleted_at: (!f.deleted_at.is_empty()).then_some(f.deleted_at.as_str()),
+    };
+    let found = match targets(&st, mailbox_id, sel).await {
         Ok(Targets::Found(t)) => t,
         Ok(Targets::NotFound(why)) => {
             return message(
@@ -1282,7 +1429,16 @@ async fn bulk(State(st): State<WebState>, headers: HeaderMap, body: axum::body::
         }
         Err(e) => return internal(&e),
     };
-    let report = match st.quarantine.owner_act(mailbox_id, action, &found).await {
+    let ip = client_ip(&peer);
+    let by = ActedBy {
+        actor: "",
+        client_ip: &ip,
+    };
+    let report = match st
+        .quarantine
+        .owner_act_by(mailbox_id, action, &found, by)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return internal(&e),
     };
@@ -1292,7 +1448,7 @@ async fn bulk(State(st): State<WebState>, headers: HeaderMap, body: axum::body::
     );
     // The page the action came from; after a deletion its cursor may
     // point past what is left, which only shows less.
-    see_other(&state.url(&act_code(&report)))
+    see_other(&with_undo(state.url(&act_code(&report)), report.deleted_at))
 }
 
 /// Percent-encodes everything but unreserved characters and `/`.

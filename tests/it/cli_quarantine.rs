@@ -966,8 +966,15 @@ on_both_backends!(
             out.starts_with("deleted 1 message(s) from spam@example.net"),
             "{out}"
         );
-        let err = admin.fails(&["quarantine", "show", &spam2.to_string()]);
-        assert!(err.contains("no held message"), "{err}");
+        // Deleted softly: shown as deleted, out of the list and the count,
+        // restorable.
+        let shown = admin.ok(&["quarantine", "show", &spam2.to_string()]);
+        assert!(shown.contains("state: deleted\n"), "{shown}");
+        assert!(shown.contains("deleted: "), "{shown}");
+        assert!(
+            shown.contains(&format!("`boxtrap quarantine restore {spam2}` until then")),
+            "{shown}"
+        );
         assert_eq!(
             admin.delivered("alice@example.test").len(),
             3,
@@ -983,7 +990,30 @@ on_both_backends!(
         assert!(left.trim_start().starts_with(&other.to_string()), "{left}");
         assert!(admin.delivered("bob@example.test").is_empty());
         let err = admin.fails(&["quarantine", "delete", &spam.to_string()]);
-        assert!(err.contains(&format!("no held message {spam}")), "{err}");
+        assert!(
+            err.contains(&format!("held message {spam} is already deleted")),
+            "{err}"
+        );
+        let err = admin.fails(&["quarantine", "release", &spam.to_string()]);
+        assert!(
+            err.contains(&format!(
+                "restore it first: boxtrap quarantine restore {spam}"
+            )),
+            "{err}"
+        );
+        // Restored: back in the list and the count; deliverable again.
+        let out = admin.ok(&["quarantine", "restore", &spam.to_string()]);
+        assert!(
+            out.starts_with(&format!("restored message {spam} from <spam@example.net>")),
+            "{out}"
+        );
+        assert_eq!(
+            admin.ok(&["quarantine", "count", "--mailbox", "alice@example.test"]),
+            "1\n"
+        );
+        let err = admin.fails(&["quarantine", "restore", &spam.to_string()]);
+        assert!(err.contains("is not deleted (state held)"), "{err}");
+        admin.ok(&["quarantine", "delete", &spam.to_string()]);
 
         // Bad targets.
         for (args, named) in [
@@ -1020,9 +1050,15 @@ on_both_backends!(
             .iter()
             .map(|l| l.split("  ").nth(1).unwrap())
             .collect();
+        // Two deletes, then one restored and deleted again.
         assert_eq!(
             actions.iter().filter(|a| **a == "deleted").count(),
-            2,
+            3,
+            "{log}"
+        );
+        assert_eq!(
+            actions.iter().filter(|a| **a == "restored").count(),
+            1,
             "{log}"
         );
         assert_eq!(

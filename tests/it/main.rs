@@ -33,6 +33,7 @@ mod web_activity;
 mod web_admin;
 mod web_api;
 mod web_authz;
+mod web_deleted;
 mod web_domain_digest;
 mod web_limits;
 mod web_lists;

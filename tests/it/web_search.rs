@@ -690,7 +690,7 @@ on_both_backends!(
             ("{\"action\":\"delete\"}", "Choose at least one"),
             (
                 &*format!("{{\"action\":\"delete\",\"ids\":[{spam}],\"query\":\"x\"}}"),
-                "not both",
+                "not several",
             ),
             ("{\"action\":\"delete\",\"idz\":[1]}", "unknown field `idz`"),
         ] {
