@@ -43,6 +43,7 @@ use boxtrap::app::{App, AppDeps};
 use boxtrap::clock::{Clock, SystemClock, Timestamp};
 use boxtrap::config::{Config, HumanDuration};
 use boxtrap::quarantine::Quarantine;
+use boxtrap::quarantine::owner::OwnerAction;
 use boxtrap::quarantine::release::ReleasedBy;
 use boxtrap::store::Store;
 use boxtrap::store::digest::DigestFrequency;
@@ -631,7 +632,7 @@ fn measures<'a>(
         big: release_probe(held, big),
         reference: release_probe(held, small),
     });
-    all.extend(hooks(web, store, big, small));
+    all.extend(hooks(held, big, small));
     all
 }
 
@@ -668,23 +669,42 @@ fn release_probe<'a>(held: &'a Held, owner: &'a Owner) -> Probe<'a> {
     })
 }
 
-/// Where the search and "deliver all from this sender" (without allowing)
-/// measurements go once their functions are on main (issue 9 asks for
-/// under 200 ms each with 1,000,000 held): add a [`Measure`] here for
-///
-/// - a search by sender and one by subject: the owner's search page
-///   (`page_probe(web, owner, format!("/quarantine?q=from:{sender}"))`) or
-///   the store's search function on `owner.id`, for a sender in the
-///   middle of [`Corpus::senders`] and a subject word such as `invoice`;
-/// - "deliver all from this sender": as [`release_probe`], with the new
-///   function in place of `release_sender`.
-fn hooks<'a>(
-    _web: SocketAddr,
-    _store: &'a Store,
-    _big: &'a Owner,
-    _small: &'a Owner,
-) -> Vec<Measure<'a>> {
-    Vec::new()
+/// Gives a new sender [`RELEASED`] held messages (not timed), then times
+/// the owner's "Deliver all from this sender" (`Quarantine::owner_act`
+/// with `deliver_all`, the page's and the API's action): each is
+/// delivered into the Maildir, the sender is not allowed.
+fn deliver_all_probe<'a>(held: &'a Held, owner: &'a Owner) -> Probe<'a> {
+    Box::new(move || {
+        Box::pin(async move {
+            let round = held.round.get();
+            held.round.set(round + 1);
+            let sender = hold_batch(&held.store, &held.corpus, owner, owner.address, round).await;
+            let first = held
+                .store
+                .held_ids_from(owner.id, Some(&sender), None)
+                .await
+                .unwrap()[0];
+            let began = Instant::now();
+            let r = held
+                .quarantine
+                .owner_act(owner.id, OwnerAction::DeliverAll, &[(first, sender.clone())])
+                .await
+                .unwrap();
+            let took = began.elapsed();
+            assert_eq!(r.delivered, RELEASED, "{sender}");
+            took
+        })
+    })
+}
+
+/// The owner's "deliver all from this sender" (the searches by sender
+/// and subject are the page probes above).
+fn hooks<'a>(held: &'a Held, big: &'a Owner, small: &'a Owner) -> Vec<Measure<'a>> {
+    vec![Measure {
+        name: format!("deliver all from this sender: {RELEASED} messages"),
+        big: deliver_all_probe(held, big),
+        reference: deliver_all_probe(held, small),
+    }]
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -190,6 +190,38 @@ impl Delivery {
         .map_err(std::io::Error::other)?
     }
 
+    /// Writes copies that no earlier attempt can have written (their claim
+    /// is this caller's first: a release of mail still held) into their
+    /// Maildirs, with their fsyncs side by side
+    /// ([`Maildirs::deliver_all`]). Returns each copy's result, in order.
+    pub async fn deliver_fresh(&self, copies: Vec<LocalCopy>) -> Vec<std::io::Result<()>> {
+        let maildirs = self.maildirs.clone();
+        let n = copies.len();
+        tokio::task::spawn_blocking(move || {
+            let ms: Vec<MaildirMessage<'_>> = copies
+                .iter()
+                .map(|c| MaildirMessage {
+                    sender: &c.sender,
+                    mailbox: &c.mailbox,
+                    unique: &c.unique,
+                    arrival_secs: c.arrival_secs,
+                    data: &c.data,
+                })
+                .collect();
+            maildirs
+                .deliver_all(&ms)
+                .into_iter()
+                .map(|r| r.map(|_| ()))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            (0..n)
+                .map(|_| Err(std::io::Error::other(e.to_string())))
+                .collect()
+        })
+    }
+
     /// One pass of the retry worker: attempts every delivery that is due.
     /// Returns how many deliveries were attempted.
     pub async fn run_queue_once(&self) -> Result<usize, StoreError> {

@@ -107,20 +107,18 @@ impl Quarantine {
             .collect();
         match action {
             OwnerAction::Deliver => {
-                for (id, _) in targets {
-                    self.deliver_one(*id, &mut report).await?;
-                }
+                self.deliver_counted(&ids, &mut report).await?;
             }
             OwnerAction::Delete => {
                 self.delete_counted(mailbox_id, &ids, now, by, &mut report)
                     .await?;
             }
             OwnerAction::DeliverAll => {
+                let mut all = Vec::new();
                 for s in &senders {
-                    for id in self.store.held_ids_from(mailbox_id, Some(s), None).await? {
-                        self.deliver_one(id, &mut report).await?;
-                    }
+                    all.extend(self.store.held_ids_from(mailbox_id, Some(s), None).await?);
                 }
+                self.deliver_counted(&all, &mut report).await?;
             }
             OwnerAction::DeleteAll => {
                 let mut all = Vec::new();
@@ -167,9 +165,8 @@ impl Quarantine {
                         .list(mailbox_id, ListKind::Allow, &rule, &mut report)
                         .await?
                     {
-                        for id in self.store.held_ids_from(mailbox_id, None, Some(d)).await? {
-                            self.deliver_one(id, &mut report).await?;
-                        }
+                        let ids = self.store.held_ids_from(mailbox_id, None, Some(d)).await?;
+                        self.deliver_counted(&ids, &mut report).await?;
                     }
                 }
             }
@@ -230,12 +227,14 @@ impl Quarantine {
         Ok(())
     }
 
-    async fn deliver_one(&self, id: i64, report: &mut ActionReport) -> Result<(), QuarantineError> {
-        if self.release_one(id).await? {
-            report.delivered += 1;
-        } else {
-            report.skipped += 1;
-        }
+    async fn deliver_counted(
+        &self,
+        ids: &[i64],
+        report: &mut ActionReport,
+    ) -> Result<(), QuarantineError> {
+        let delivered = self.release_many(ids).await?;
+        report.delivered += delivered;
+        report.skipped += ids.len() - delivered;
         Ok(())
     }
 

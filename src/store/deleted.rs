@@ -13,7 +13,7 @@ use sqlx::AnyConnection;
 
 /// Ids bound into one `IN (...)` list: well under SQLite's 32,766
 /// variables and PostgreSQL's 65,535.
-const IDS_PER_STATEMENT: usize = 500;
+pub(super) const IDS_PER_STATEMENT: usize = 500;
 
 /// Deleted mail deleted before `$1`; at most `$2` rows.
 const PURGE_DELETED: &str = "DELETE FROM held_messages WHERE id IN (
@@ -31,7 +31,7 @@ pub struct ActedBy<'a> {
 }
 
 /// `$first, $first+1, ...` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
+pub(super) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
@@ -69,7 +69,10 @@ async fn set_state(
 }
 
 /// The held rows `ids` (any state), in id order.
-async fn summaries(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<HeldSummary>, StoreError> {
+pub(super) async fn summaries(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+) -> Result<Vec<HeldSummary>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         let sql = format!(

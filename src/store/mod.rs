@@ -43,6 +43,7 @@ pub mod held;
 pub mod lists;
 pub mod mailboxes;
 pub mod queue;
+pub mod release;
 pub mod search;
 pub mod settings;
 pub mod web;
