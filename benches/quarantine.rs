@@ -687,7 +687,11 @@ fn deliver_all_probe<'a>(held: &'a Held, owner: &'a Owner) -> Probe<'a> {
             let began = Instant::now();
             let r = held
                 .quarantine
-                .owner_act(owner.id, OwnerAction::DeliverAll, &[(first, sender.clone())])
+                .owner_act(
+                    owner.id,
+                    OwnerAction::DeliverAll,
+                    &[(first, sender.clone())],
+                )
                 .await
                 .unwrap();
             let took = began.elapsed();

@@ -270,9 +270,7 @@ fn sync_side_by_side(staged: &[io::Result<Staged>]) -> Vec<io::Result<()>> {
             })
             .collect();
         for h in handles {
-            let done = h
-                .join()
-                .unwrap_or_else(|_| vec![]);
+            let done = h.join().unwrap_or_else(|_| vec![]);
             for (i, r) in done {
                 results[i] = Some(r);
             }
@@ -398,11 +396,19 @@ mod tests {
             assert_eq!(path.parent().unwrap(), want);
             assert!(fs::read(path).unwrap().ends_with(b"Subject: hi\n\nbody\n"));
         }
-        let count = |who: &str| fs::read_dir(dir.path().join(who).join("new")).unwrap().count();
+        let count = |who: &str| {
+            fs::read_dir(dir.path().join(who).join("new"))
+                .unwrap()
+                .count()
+        };
         assert_eq!(count("example.test/alice") + count("example.test/bob"), 19);
         for who in ["alice", "bob"] {
             let tmp = dir.path().join("example.test").join(who).join("tmp");
-            assert_eq!(fs::read_dir(tmp).unwrap().count(), 0, "nothing left in tmp/");
+            assert_eq!(
+                fs::read_dir(tmp).unwrap().count(),
+                0,
+                "nothing left in tmp/"
+            );
         }
         assert!(m.deliver_all(&[]).is_empty());
     }

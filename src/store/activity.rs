@@ -76,6 +76,51 @@ pub async fn add_event(conn: &mut AnyConnection, e: &NewEvent<'_>) -> Result<(),
     Ok(())
 }
 
+/// Writes many activity lines with one statement per 100 lines (a round
+/// trip each on PostgreSQL), on the caller's connection.
+pub async fn add_events(
+    conn: &mut AnyConnection,
+    events: &[NewEvent<'_>],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(100) {
+        let rows = (0..chunk.len())
+            .map(|i| {
+                let b = i * 8;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO activity (mailbox_id, at, action, sender, detail, held_id, actor, client_ip)
+             VALUES {rows}"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q
+                .bind(e.mailbox_id)
+                .bind(e.at.0)
+                .bind(e.action.as_str())
+                .bind(e.sender)
+                .bind(e.detail)
+                .bind(e.held_id)
+                .bind(e.actor)
+                .bind(e.client_ip);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// One line of the activity log as the activity page shows it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ActivityLine {

@@ -5,7 +5,7 @@
 //! its expiry and every release; the quarantine's lists show it only when
 //! asked for (`in:deleted`). Also when the owner has seen a message.
 
-use super::activity::{NewEvent, add_event};
+use super::activity::{NewEvent, add_events};
 use super::held::{ActivityAction, ChallengeState, HeldState, HeldSummary};
 use super::{Store, StoreError};
 use crate::clock::Timestamp;
@@ -98,18 +98,16 @@ async fn log_each(
     action: ActivityAction,
     by: ActedBy<'_>,
 ) -> Result<(), StoreError> {
-    for h in rows {
-        add_event(
-            conn,
-            &NewEvent {
-                held_id: Some(h.id),
-                actor: by.actor,
-                client_ip: by.client_ip,
-                ..NewEvent::new(h.mailbox_id, now, action, &h.sender, &h.subject)
-            },
-        )
-        .await?;
-    }
+    let events: Vec<NewEvent<'_>> = rows
+        .iter()
+        .map(|h| NewEvent {
+            held_id: Some(h.id),
+            actor: by.actor,
+            client_ip: by.client_ip,
+            ..NewEvent::new(h.mailbox_id, now, action, &h.sender, &h.subject)
+        })
+        .collect();
+    add_events(conn, &events).await?;
     Ok(())
 }
 

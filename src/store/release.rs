@@ -3,7 +3,7 @@
 //! activity lines in one write. [`crate::quarantine`] delivers them in
 //! between.
 
-use super::activity::{NewEvent, add_event};
+use super::activity::{NewEvent, add_events};
 use super::deleted::{IDS_PER_STATEMENT, placeholders, summaries};
 use super::held::{ActivityAction, HeldState, HeldSummary};
 use super::{Store, StoreError};
@@ -85,22 +85,20 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for (h, detail) in done {
-            add_event(
-                &mut tx,
-                &NewEvent {
-                    held_id: Some(h.id),
-                    ..NewEvent::new(
-                        h.mailbox_id,
-                        now,
-                        ActivityAction::Released,
-                        &h.sender,
-                        detail,
-                    )
-                },
-            )
-            .await?;
-        }
+        let events: Vec<NewEvent<'_>> = done
+            .iter()
+            .map(|(h, detail)| NewEvent {
+                held_id: Some(h.id),
+                ..NewEvent::new(
+                    h.mailbox_id,
+                    now,
+                    ActivityAction::Released,
+                    &h.sender,
+                    detail,
+                )
+            })
+            .collect();
+        add_events(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(())
     }
