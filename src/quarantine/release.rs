@@ -14,7 +14,7 @@ use crate::store::activity::NewEvent;
 use crate::store::column::text_enum;
 use crate::store::deleted::ActedBy;
 use crate::store::held::{self, ActivityAction, HeldSummary};
-use crate::store::lists::RuleSource;
+use crate::store::lists::{RuleAdded, RuleSource};
 use std::sync::Arc;
 
 text_enum! {
@@ -84,22 +84,24 @@ impl Quarantine {
         }
         let rule = SenderRule::exact_sender(sender);
         let source = RuleSource::Release(how.to_string());
+        let limit = self.max_rules_per_list();
         for m in mailboxes {
-            if self
+            let detail = match self
                 .store
-                .add_rule(m, ListKind::Allow, &rule, &source, now)
+                .add_rule_within(m, ListKind::Allow, &rule, limit, &source, now)
                 .await?
             {
-                self.store
-                    .log_activity(
-                        m,
-                        now,
-                        ActivityAction::Allowed,
-                        sender,
-                        &format!("added to the allow list ({how})"),
-                    )
-                    .await?;
-            }
+                RuleAdded::Added => format!("added to the allow list ({how})"),
+                RuleAdded::AlreadyThere => continue,
+                // The mail is released all the same; the owner is told why
+                // the sender will be held again.
+                RuleAdded::ListFull { rules, limit } => format!(
+                    "not added to the allow list ({how}): it is full ({rules} of {limit} rules)"
+                ),
+            };
+            self.store
+                .log_activity(m, now, ActivityAction::Allowed, sender, &detail)
+                .await?;
         }
         let ids: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
         let mut delivered = 0;

@@ -810,3 +810,37 @@ async fn challenge_off_delivers_exactly_as_before_and_file_mode_writes_eml() {
     assert!(eml.contains("verify#"), "{eml}");
     assert!(eml.contains("/verify/"), "{eml}");
 }
+
+on_both_backends!(
+    a_link_release_into_a_full_allow_list_delivers_and_says_the_sender_was_not_listed,
+    |backend| async move {
+        let app = alice_challenging_with(backend, |c| c.challenge.max_rules_per_list = 2).await;
+        app.add_rule(ALICE, ListKind::Allow, "from ^a@example\\.net$")
+            .await;
+        app.add_rule(ALICE, ListKind::Allow, "from ^b@example\\.net$")
+            .await;
+        let r = write_to_alice(&app, "bob@example.org", "Lunch?", "full1@example.org").await;
+        assert!(r.starts_with("250"), "{r}");
+        app.outbound.run_once().await.unwrap();
+        let c = app.challenges_to("bob@example.org");
+        assert_eq!(c.len(), 1);
+        let (status, page) = app.http("POST", &format!("/verify/{}", c[0].token)).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(app.messages(ALICE).len(), 1, "the held mail is delivered");
+        assert_eq!(
+            app.allow_list(ALICE).await.len(),
+            2,
+            "the list stays at its limit"
+        );
+        let lines = app
+            .store
+            .activity(app.mailbox_id(ALICE).await, 20)
+            .await
+            .unwrap();
+        assert!(
+            lines.iter().any(|l| l.action == ActivityAction::Allowed
+                && l.detail == "not added to the allow list (link): it is full (2 of 2 rules)"),
+            "{lines:#?}"
+        );
+    }
+);
