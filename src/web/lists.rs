@@ -695,7 +695,7 @@ async fn remove_form(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct ImportForm {
     #[serde(default)]
     csrf: String,
@@ -707,20 +707,106 @@ struct ImportForm {
     text: String,
 }
 
-async fn import_form(
-    State(st): State<WebState>,
-    headers: HeaderMap,
-    Form(f): Form<ImportForm>,
-) -> Response {
+/// The largest list file the import form takes, in bytes: below `[web]
+/// max_body_size`'s default (64K), so a bigger file is refused by its
+/// name; a whole request over `max_body_size` gets the listener's 413.
+pub const IMPORT_FILE_LIMIT: usize = 48 * 1024;
+
+/// The import form's fields from a `multipart/form-data` body (the form
+/// with a file): a chosen file (`file`, not empty) stands for `text`. A
+/// file over [`IMPORT_FILE_LIMIT`] or not UTF-8 is refused by its name.
+async fn read_multipart(
+    mut m: axum::extract::Multipart,
+) -> Result<ImportForm, (ImportForm, String)> {
+    let mut f = ImportForm::default();
+    let mut bad = None;
+    loop {
+        let field = match m.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => {
+                return Err((
+                    f,
+                    format!("The form could not be read: {e}. Nothing was imported."),
+                ));
+            }
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        let file = printable(field.file_name().unwrap_or_default());
+        let bytes = match field.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err((
+                    f,
+                    format!("The form could not be read: {e}. Nothing was imported."),
+                ));
+            }
+        };
+        let text = || String::from_utf8(bytes.to_vec());
+        match name.as_str() {
+            "csrf" => f.csrf = text().unwrap_or_default(),
+            "list" => f.list = text().unwrap_or_default(),
+            "how" => f.how = text().unwrap_or_default(),
+            "text" => f.text = text().unwrap_or_default(),
+            "file" if !bytes.is_empty() => {
+                if bytes.len() > IMPORT_FILE_LIMIT {
+                    bad = Some(format!(
+                        "The file “{file}” is {} bytes, more than the {IMPORT_FILE_LIMIT} bytes an import takes. Nothing was imported.",
+                        bytes.len()
+                    ));
+                } else {
+                    match text() {
+                        Ok(t) => f.text = t,
+                        Err(_) => {
+                            bad = Some(format!(
+                                "The file “{file}” is not UTF-8 text (a list file has one rule per line). Nothing was imported."
+                            ))
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    match bad {
+        Some(why) => Err((f, why)),
+        None => Ok(f),
+    }
+}
+
+async fn import_form(State(st): State<WebState>, req: axum::extract::Request) -> Response {
+    use axum::extract::FromRequest;
+    let headers = req.headers().clone();
     let s = match signed_in(&st, &headers, "/lists").await {
         Ok(s) => s,
         Err(r) => return r,
+    };
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let (f, file_error) = if multipart {
+        match axum::extract::Multipart::from_request(req, &st).await {
+            Ok(m) => match read_multipart(m).await {
+                Ok(f) => (f, None),
+                Err((f, why)) => (f, Some(why)),
+            },
+            Err(r) => return r.into_response(),
+        }
+    } else {
+        match Form::<ImportForm>::from_request(req, &st).await {
+            Ok(Form(f)) => (f, None),
+            Err(r) => return r.into_response(),
+        }
     };
     if let Some(r) = refused(&st, &headers, &s, &f.csrf) {
         return r;
     }
     let replace = f.how == "replace";
     let result = async {
+        if let Some(why) = file_error {
+            return Err(ListFailure::Invalid(why));
+        }
         let kind = list_kind(&f.list)?;
         if !replace && f.how != "add" {
             return Err(ListFailure::Invalid(

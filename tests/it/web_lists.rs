@@ -52,6 +52,17 @@ async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Resp {
+    request_bytes(to, method, path, headers, body.as_bytes()).await
+}
+
+/// [`request`] with a body of any bytes.
+async fn request_bytes(
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let mut stream = TcpStream::connect(to).await.unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -61,8 +72,9 @@ async fn request(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    req.push_str(body);
-    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body);
+    stream.write_all(&req).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf))
         .await
@@ -162,6 +174,50 @@ impl Browser {
         self.post(
             "/lists/add",
             &format!("list={list}&mode={mode}&entry={}", enc(entry)),
+        )
+        .await
+    }
+
+    /// The import form as the page sends it (`multipart/form-data`),
+    /// with `file` as the chosen file (`filename`, bytes) and `csrf`
+    /// as the token field's value.
+    async fn import_file(&self, list: &str, csrf: &str, text: &str, file: (&str, &[u8])) -> Resp {
+        let boundary = "----boxtrapTestBoundary7MA4YWxk";
+        let mut body = Vec::new();
+        for (name, value) in [
+            ("csrf", csrf),
+            ("list", list),
+            ("how", "add"),
+            ("text", text),
+        ] {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                    .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\n\
+                 Content-Type: text/plain\r\n\r\n",
+                file.0
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(file.1);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let origin = format!("http://{}", self.web);
+        let ctype = format!("multipart/form-data; boundary={boundary}");
+        let cookie = self.cookie();
+        request_bytes(
+            self.web,
+            "POST",
+            "/lists/import",
+            &[
+                ("Cookie", &cookie),
+                ("Origin", &origin),
+                ("Content-Type", &ctype),
+            ],
+            &body,
         )
         .await
     }
@@ -1065,5 +1121,74 @@ on_both_backends!(
         assert!(b.get("/lists").await.body.contains(link));
         let login = request(app.web, "GET", "/login", &[], "").await;
         assert!(!login.body.contains("href=\"/admin"), "{}", login.body);
+    }
+);
+
+on_both_backends!(
+    a_list_file_is_imported_from_the_form_all_or_nothing_and_refused_by_name,
+    |backend| async move {
+        let app = TestApp::spawn_on(backend).await;
+        let b = Browser::sign_in(&app, ALICE).await;
+        let page = b.get("/lists").await;
+        assert!(page.body.contains("enctype=\"multipart/form-data\""));
+        assert!(
+            page.body
+                .contains("<input type=\"file\" id=\"import-file\" name=\"file\"")
+        );
+
+        // The file stands for the textarea.
+        let file = b"# exported\r\nfrom ^bob@example\\.org$\r\nsubject ^\\[ok\\]\r\n";
+        let r = b
+            .import_file("allow", &b.csrf, "", ("allow.txt", file))
+            .await;
+        assert_redirect(&r, "/lists?done=imported.allow.2.2#allow");
+        assert_eq!(
+            list(&app, ALICE, ListKind::Allow).await,
+            [r"from ^bob@example\.org$", r"subject ^\[ok\]"]
+        );
+        // Without a file, the textarea as before.
+        let r = b
+            .import_file("block", &b.csrf, "to team@\n", ("", b""))
+            .await;
+        assert_redirect(&r, "/lists?done=imported.block.1.1#block");
+
+        // Refused by the file's name or the line, nothing changed.
+        let before = all_lists(&app, ALICE).await;
+        let big = vec![b'#'; 48 * 1024 + 1];
+        for (name, bytes, says) in [
+            (
+                "bad<b>.txt",
+                &b"from ^a@x\\.example$\nfrom (?<=x)y\n"[..],
+                "Line 2: look-behind",
+            ),
+            (
+                "latin1.txt",
+                &b"from caf\xe9@x.example\n"[..],
+                "The file \u{201c}latin1.txt\u{201d} is not UTF-8 text",
+            ),
+            (
+                "huge.txt",
+                &big[..],
+                "The file \u{201c}huge.txt\u{201d} is 49153 bytes, more than the 49152 bytes",
+            ),
+        ] {
+            let r = b.import_file("allow", &b.csrf, "", (name, bytes)).await;
+            assert_eq!(r.status, 400, "{name}: {r:?}");
+            assert!(r.body.contains(says), "{name}: {}", r.body);
+            assert!(r.body.contains("Nothing was imported."), "{name}");
+            assert!(!r.body.contains("bad<b>"), "escaped");
+            assert_eq!(all_lists(&app, ALICE).await, before, "{name}");
+        }
+        // No CSRF token, or another session's: 403, nothing changed.
+        for token in [
+            "",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            let r = b
+                .import_file("allow", token, "", ("allow.txt", b"to x@\n"))
+                .await;
+            assert_eq!(r.status, 403, "{r:?}");
+            assert_eq!(all_lists(&app, ALICE).await, before);
+        }
     }
 );
