@@ -186,7 +186,8 @@ async fn view(
     } else {
         HeldQuery::default()
     };
-    // This message and the next older one, from the list's keyset query.
+    // This message and the next older one, from the list's keyset query
+    // (the newer one below likewise).
     let rows: Vec<HeldRow> = match st
         .store
         .held_page(
@@ -211,7 +212,7 @@ async fn view(
         .store
         .held_newer(
             mailbox_id,
-            &HeldQuery::default(),
+            &list,
             HeldCursor {
                 arrived_at: l.held.arrived_at,
                 id: l.held.id,

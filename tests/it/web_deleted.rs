@@ -251,6 +251,9 @@ on_both_backends!(
             "{}",
             shown.body
         );
+        // Its neighbours are deleted ones too: it is the only one.
+        assert!(shown.body.contains("This is the newest."), "{}", shown.body);
+        assert!(shown.body.contains("This is the oldest."), "{}", shown.body);
         // A deleted message is not delivered by any button.
         let r = b
             .post(
