@@ -270,20 +270,9 @@ impl Quarantine {
             self.log.deferred(&h.queue_id, rcpt, Via::RELEASE, &e);
             return Ok(None);
         }
-        self.store.remove_held(id).await?;
-        let now = self.clock.now();
         let detail = format!("{} ({how})", h.subject);
         self.store
-            .log_event(&NewEvent {
-                held_id: Some(h.id),
-                ..NewEvent::new(
-                    h.mailbox_id,
-                    now,
-                    ActivityAction::Released,
-                    &h.sender,
-                    &detail,
-                )
-            })
+            .finish_releases(&[(&h, detail)], self.clock.now())
             .await?;
         self.log
             .delivered(&h.queue_id, rcpt, Via::RELEASE, Some(how.as_str()));

@@ -59,21 +59,7 @@ impl<'a> NewEvent<'a> {
 
 /// Writes one activity line on `conn` (inside the caller's transaction).
 pub async fn add_event(conn: &mut AnyConnection, e: &NewEvent<'_>) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO activity (mailbox_id, at, action, sender, detail, held_id, actor, client_ip)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(e.mailbox_id)
-    .bind(e.at.0)
-    .bind(e.action.as_str())
-    .bind(e.sender)
-    .bind(e.detail)
-    .bind(e.held_id)
-    .bind(e.actor)
-    .bind(e.client_ip)
-    .execute(conn)
-    .await?;
-    Ok(())
+    add_events(conn, std::slice::from_ref(e)).await
 }
 
 /// Writes many activity lines with one statement per 100 lines (a round

@@ -7,7 +7,7 @@
 use crate::http::*;
 use crate::on_both_backends;
 use crate::support::*;
-use crate::web_search::{Held, hold_as};
+use crate::web_search::{Held, hold_as, listed};
 use boxtrap::clock::Timestamp;
 use boxtrap::store::activity::ActivityFilter;
 use boxtrap::store::held::{ActivityAction, HeldState};
@@ -16,16 +16,6 @@ const ALICE: &str = "alice@example.test";
 const BOB: &str = "bob@example.test";
 const ALICE_PW: &str = "alice correct horse";
 const BOB_PW: &str = "bob battery staple";
-
-/// The ids of the messages a quarantine page lists, in order.
-fn listed(page: &str) -> Vec<i64> {
-    page.match_indices("<li id=\"m")
-        .map(|(at, _)| {
-            let rest = &page[at + 9..];
-            rest[..rest.find('"').unwrap()].parse().unwrap()
-        })
-        .collect()
-}
 
 /// Three messages for alice (dave twice, erin) and one for bob.
 async fn seed(app: &TestApp) -> ([i64; 3], i64) {

@@ -105,7 +105,7 @@ async fn held_ids(app: &TestApp, mailbox: &str) -> Vec<i64> {
 }
 
 /// The ids of the messages a quarantine page lists, in order.
-fn listed(page: &str) -> Vec<i64> {
+pub fn listed(page: &str) -> Vec<i64> {
     page.match_indices("<li id=\"m")
         .map(|(at, _)| {
             let rest = &page[at + 9..];
