@@ -212,7 +212,7 @@ impl Quarantine {
                 mailbox: h.mailbox.clone(),
                 unique: unique_name(&h.queue_id, h.rcpt_index as usize),
                 arrival_secs: h.arrived_at.secs(),
-                data: Arc::new(body),
+                data: Arc::new(with_release_trace(h, how, self.clock.now(), &body)),
             });
             held.push(h);
         }
@@ -260,7 +260,7 @@ impl Quarantine {
                 mailbox: h.mailbox.clone(),
                 unique: unique_name(&h.queue_id, h.rcpt_index as usize),
                 arrival_secs: h.arrived_at.secs(),
-                data: Arc::new(data),
+                data: Arc::new(with_release_trace(&h, how, self.clock.now(), &data)),
             })
             .await;
         let rcpt = Rcpt::new(&h.mailbox, &h.original_rcpt);
@@ -345,4 +345,21 @@ impl Quarantine {
         );
         Ok(())
     }
+}
+
+/// The held message's bytes as stored, under a trace header of the
+/// release (`X-Boxtrap-Released: by owner; held <time> (<reason>);
+/// released <time>`, RFC 5322 dates), so the owner's mail client shows
+/// that and why it was held. The stored bytes are not touched.
+fn with_release_trace(h: &HeldSummary, how: ReleasedBy, now: Timestamp, data: &[u8]) -> Vec<u8> {
+    let trace = format!(
+        "X-Boxtrap-Released: by {how}; held {} ({});\r\n\treleased {}\r\n",
+        h.arrived_at.rfc5322(),
+        h.reason,
+        now.rfc5322()
+    );
+    let mut out = Vec::with_capacity(trace.len() + data.len());
+    out.extend_from_slice(trace.as_bytes());
+    out.extend_from_slice(data);
+    out
 }

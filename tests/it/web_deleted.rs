@@ -260,6 +260,20 @@ on_both_backends!(
             .await;
         assert_eq!(r.status, 303);
         assert_eq!(app.messages(ALICE).len(), 1, "only dave2 was delivered");
+        // Delivered as stored, under a trace of the release.
+        let got = String::from_utf8_lossy(&app.messages(ALICE)[0].1).into_owned();
+        assert!(
+            got.starts_with(&format!(
+                "Return-Path: <dave@shop.example>\nDelivered-To: {ALICE}\n\
+                 X-Boxtrap-Released: by owner; held "
+            )),
+            "{got}"
+        );
+        assert!(
+            got.contains("(rate-limited);\n\treleased ")
+                && got.contains("\nFrom: Carol <dave@shop.example>\n"),
+            "{got}"
+        );
         assert_eq!(state_of(&app, dave1).await, Some(HeldState::Deleted));
         let r = b
             .post(
