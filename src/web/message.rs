@@ -163,8 +163,54 @@ struct Attachment {
     n: usize,
     name: String,
     ctype: String,
+    /// What its bytes are, by their signature.
+    detected: String,
+    /// The bytes are something else than the declared type says (an
+    /// "invoice.pdf" that is a program).
+    mismatch: bool,
     size: usize,
     sha256: String,
+}
+
+/// What an attachment's bytes are, by their leading signature (the
+/// `infer` crate's table of file magic), and whether that contradicts
+/// the declared `Content-Type`: a program declared as anything but a
+/// program, or another kind of thing (an image declared as a document).
+/// `application/octet-stream` and no declaration contradict nothing.
+fn detected_type(body: &[u8], declared: &str) -> (String, bool) {
+    let Some(t) = infer::get(body) else {
+        let text = !body.contains(&0) && std::str::from_utf8(body).is_ok();
+        let what = if text {
+            "text (no file signature)"
+        } else {
+            "unknown (no known file signature)"
+        };
+        return (what.to_owned(), false);
+    };
+    let declared = declared.to_ascii_lowercase();
+    let generic = declared == "(not declared)" || declared == "application/octet-stream";
+    let top = |m: &str| m.split('/').next().unwrap_or("").to_owned();
+    let program = |m: &str| {
+        [
+            "msdownload",
+            "executable",
+            "dosexec",
+            "msdos-program",
+            "x-elf",
+            "mach",
+            "java-archive",
+        ]
+        .iter()
+        .any(|p| m.contains(p))
+    };
+    let mismatch = !generic
+        && declared != t.mime_type()
+        && if t.matcher_type() == infer::MatcherType::App {
+            !program(&declared)
+        } else {
+            top(&declared) != top(t.mime_type())
+        };
+    (t.mime_type().to_owned(), mismatch)
 }
 
 async fn view(
@@ -277,18 +323,22 @@ async fn view(
         has_html = m.html_part(0).is_some_and(|p| p.is_text_html());
         for (n, p) in m.attachments().enumerate() {
             let body = p.contents();
+            let ctype = p.content_type().map_or_else(
+                || "(not declared)".to_owned(),
+                |c| match c.subtype() {
+                    Some(s) => printable(&format!("{}/{}", c.ctype(), s)),
+                    None => printable(c.ctype()),
+                },
+            );
+            let (detected, mismatch) = detected_type(body, &ctype);
             attachments.push(Attachment {
                 n,
                 name: p
                     .attachment_name()
                     .map_or_else(|| "(no name)".to_owned(), printable),
-                ctype: p.content_type().map_or_else(
-                    || "(not declared)".to_owned(),
-                    |c| match c.subtype() {
-                        Some(s) => printable(&format!("{}/{}", c.ctype(), s)),
-                        None => printable(c.ctype()),
-                    },
-                ),
+                ctype,
+                detected,
+                mismatch,
                 size: body.len(),
                 sha256: hex(&Sha256::digest(body)),
             });
@@ -593,6 +643,39 @@ async fn eml(State(st): State<WebState>, headers: HeaderMap, Path(id): Path<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attachments_are_typed_by_their_bytes_and_a_disguise_is_marked() {
+        const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        const PDF: &[u8] = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n";
+        const EXE: &[u8] = b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff";
+        let pe = "application/vnd.microsoft.portable-executable";
+        for (body, declared, want) in [
+            (PDF, "application/pdf", ("application/pdf", false)),
+            (PNG, "image/png", ("image/png", false)),
+            (PNG, "image/jpeg", ("image/png", false)),
+            (PNG, "application/octet-stream", ("image/png", false)),
+            (PNG, "(not declared)", ("image/png", false)),
+            (PNG, "application/pdf", ("image/png", true)),
+            (EXE, "application/pdf", (pe, true)),
+            (EXE, "image/jpeg", (pe, true)),
+            (EXE, "application/x-msdownload", (pe, false)),
+            (EXE, "Application/X-MSDOS-Program", (pe, false)),
+            (
+                b"plain words\r\n",
+                "text/plain",
+                ("text (no file signature)", false),
+            ),
+            (
+                b"\0\x01\x02",
+                "application/pdf",
+                ("unknown (no known file signature)", false),
+            ),
+        ] {
+            let (what, mismatch) = detected_type(body, declared);
+            assert_eq!((what.as_str(), mismatch), want, "{declared}");
+        }
+    }
 
     #[test]
     fn file_names_are_encoded_never_raw() {

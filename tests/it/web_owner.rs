@@ -817,6 +817,11 @@ on_both_backends!(
             "{body}"
         );
         assert!(body.contains("application/x-msdownload"));
+        // Typed by its bytes too: "MZ" is a Windows program, as declared.
+        assert!(
+            body.contains("<td>application/vnd.microsoft.portable-executable</td>"),
+            "{body}"
+        );
         assert!(
             body.contains(&format!("<td>{}</td>", ATTACHMENT.len())),
             "{body}"
