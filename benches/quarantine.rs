@@ -31,8 +31,8 @@
 //! - [`Store::held_page`] itself, the query those pages run (26 rows);
 //! - "Allow sender and deliver all" for a sender with 100 held messages
 //!   (`Quarantine::release_sender`: each delivered into the Maildir);
-//! - the search and "deliver all from this sender" hooks (see
-//!   [`hooks`]), once those functions exist.
+//! - "Deliver all from this sender" for 100 held messages
+//!   (`Quarantine::owner_act` with `deliver_all`, see [`hooks`]).
 //!
 //! It prints the medians (and 90th percentiles) as a Markdown table with
 //! the ratio big/reference, then the query plan of the page's query on
